@@ -1,0 +1,110 @@
+"""``mpips``: the command line. Run it under ``mpiexec``; every rank runs the same command."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+# Ranks usually outnumber cores: one numba thread per rank unless the user chose otherwise.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+from . import __version__  # noqa: E402
+from .config import FORMATS, MODELS, PULL_MODES, TrainConfig, from_mapping, load_toml  # noqa: E402
+from .errors import MpipsError  # noqa: E402
+from .optim import OPTIMIZERS  # noqa: E402
+
+D = TrainConfig()
+TRAIN_OPTIONS: list[tuple[str, dict]] = [
+    ("--data", dict(metavar="PATH", help="training data file (default: the built-in "
+                    "synthetic Criteo-shaped data)")),
+    ("--test", dict(metavar="PATH", help="test data file (default: hold out the last "
+                    "--test-fraction of the training rows)")),
+    ("--format", dict(choices=FORMATS, help=f"format of --data/--test (default {D.format})")),
+    ("--model", dict(choices=MODELS, help=f"model to train (default {D.model})")),
+    ("--servers", dict(type=int, metavar="S", help=f"parameter servers (default {D.servers}); "
+                       "rank 0 schedules, ranks 1..S serve, the rest are workers")),
+    ("--epochs", dict(type=int, help=f"passes over the training rows (default {D.epochs})")),
+    ("--batch-size", dict(type=int, metavar="N", help=f"rows per worker per step (default "
+                          f"{D.batch_size}); a step's gradient is the mean over all workers")),
+    ("--lr", dict(type=float, help=f"learning rate (default {D.lr})")),
+    ("--optimizer", dict(choices=OPTIMIZERS, help=f"server-side optimizer (default "
+                         f"{D.optimizer})")),
+    ("--l2", dict(type=float, help=f"L2 penalty on touched rows (default {D.l2})")),
+    ("--seed", dict(type=int, help=f"seed for data generation and hashing (default {D.seed})")),
+    ("--metrics-out", dict(metavar="FILE", help="write JSON lines: progress records and a "
+                           "final record (auc, logloss, samples, seconds, samples_per_s)")),
+    ("--table-rows", dict(type=int, metavar="N", help=f"hash buckets of the sparse table "
+                          f"(default {D.table_rows})")),
+    ("--test-fraction", dict(type=float, metavar="F", help=f"share of rows held out when "
+                             f"there is no --test (default {D.test_fraction})")),
+    ("--synthetic-rows", dict(type=int, metavar="N", help=f"rows of built-in data, train + "
+                              f"test (default {D.synthetic_rows})")),
+    ("--progress-seconds", dict(type=float, metavar="T", help=f"seconds between progress "
+                                f"lines (default {D.progress_seconds})")),
+    ("--pull", dict(choices=PULL_MODES, help="how workers read server shards: direct loads "
+                    "from shared memory (one node), one-sided MPI Get, or auto (default)")),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mpips", description="Parameter-server training of sparse CTR models over MPI. "
+        "Run under mpiexec, e.g. 'mpiexec -n 4 mpips train' (1 scheduler, 1 server, 2 workers).")
+    parser.add_argument("--version", action="version", version=f"mpips {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tr = sub.add_parser("train", help="train a model and print AUC and log-loss",
+                        description="Train a CTR model with servers holding the parameters "
+                        "and workers pulling, computing and pushing (BSP).",
+                        argument_default=argparse.SUPPRESS)
+    tr.add_argument("--config", metavar="FILE.toml", help="settings file with the same keys "
+                    "as the options (e.g. batch-size = 4096); flags override it")
+    for flag, kw in TRAIN_OPTIONS:
+        tr.add_argument(flag, **kw)
+    bench = sub.add_parser("bench", help="benchmarks (run under mpiexec)")
+    bsub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    pp = bsub.add_parser("pull-push", help="sparse pull and push+Adagrad rows/s against the "
+                         "one-process numba gather and update")
+    pp.add_argument("--servers", type=int, default=2, help="servers (default 2)")
+    pp.add_argument("--batch", type=int, default=4096, help="rows per batch (default 4096)")
+    pp.add_argument("--fields", type=int, default=26, help="keys per row (default 26)")
+    pp.add_argument("--dim", type=int, default=16, help="row dimension (default 16)")
+    pp.add_argument("--table-rows", type=int, default=1 << 20, help="table rows (default 1M)")
+    pp.add_argument("--steps", type=int, default=50, help="timed batches (default 50)")
+    pp.add_argument("--pull", choices=PULL_MODES, default="auto", help="pull mode")
+    pp.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the --config file, then the flags given on the command line."""
+    values = vars(args).copy()
+    values.pop("command", None)
+    path = values.pop("config", None)
+    base = load_toml(path) if path else TrainConfig()
+    return from_mapping(values, "command line", base)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mpi4py import MPI
+
+    from .topology import abort_on_error, report_setup_error
+
+    comm = MPI.COMM_WORLD
+    if args.command == "train":
+        from .job import prepare, train
+
+        try:
+            cfg = train_config(args)
+            data = prepare(cfg, comm.Get_size())
+        except MpipsError as exc:
+            return report_setup_error(exc, comm)
+        return abort_on_error(lambda: train(cfg, comm, data=data) and 0, comm)
+    from .bench import run_pull_push
+
+    return abort_on_error(lambda: run_pull_push(args, comm), comm)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

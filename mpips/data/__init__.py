@@ -1,0 +1,45 @@
+"""Training data: sources of CTR rows, hashed into table keys, cut into batches. No MPI.
+
+A source yields ``Batch`` objects for any row range, so each worker reads or generates only
+its own share (``share``). Keys are already hashed into ``[0, table_rows)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Protocol
+
+import numpy as np
+
+
+@dataclass
+class Batch:
+    """Rows of sparse features: ``keys`` and ``vals`` are (n, fields), ``labels`` (n,)."""
+
+    keys: np.ndarray             # int64 table rows
+    vals: np.ndarray             # float32 feature values (1 for categorical)
+    labels: np.ndarray           # float32 0/1
+    true_p: Optional[np.ndarray] = None  # the generator's click probability, when known
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+
+class Source(Protocol):
+    """Rows ``0..rows-1`` of a dataset; train/test splits are row ranges of it."""
+
+    fields: int
+
+    @property
+    def rows(self) -> int: ...
+
+    def batches(self, start: int, stop: int, batch_size: int) -> Iterator[Batch]: ...
+
+
+def share(start: int, stop: int, index: int, parts: int) -> tuple[int, int]:
+    """The contiguous row range ``index`` of ``parts`` near-equal shares of [start, stop)."""
+    n = stop - start
+    return start + n * index // parts, start + n * (index + 1) // parts
+
+
+def n_batches(rows: int, batch_size: int) -> int:
+    return -(-rows // batch_size)

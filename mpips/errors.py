@@ -1,0 +1,18 @@
+"""The errors mpips reports to users as one line, without a traceback."""
+from __future__ import annotations
+
+
+class MpipsError(ValueError):
+    """A user-facing error: its message names the file, line, rank or setting at fault."""
+
+
+class ConfigError(MpipsError):
+    """A bad setting."""
+
+
+class TopologyError(MpipsError):
+    """The job's ranks cannot be split as asked."""
+
+
+class DataError(MpipsError):
+    """Bad or missing input data."""

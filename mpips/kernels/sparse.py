@@ -1,0 +1,71 @@
+"""Sparse-key kernels: deduplication, segment sums and row gathers."""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True, nogil=True)
+def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique keys in order of first appearance, and each key's index into them.
+
+    An open-addressing hash table, O(n); the order makes every later sum deterministic.
+    """
+    n = keys.size
+    cap = 16
+    while cap < 2 * n:
+        cap *= 2
+    mask = cap - 1
+    slots = np.full(cap, -1, dtype=np.int64)
+    uniq = np.empty(n, dtype=np.int64)
+    inverse = np.empty(n, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        k = keys[i]
+        h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+        j = np.int64(h) & mask
+        while True:
+            s = slots[j]
+            if s == -1:
+                slots[j] = m
+                uniq[m] = k
+                inverse[i] = m
+                m += 1
+                break
+            if uniq[s] == k:
+                inverse[i] = s
+                break
+            j = (j + 1) & mask
+    return uniq[:m].copy(), inverse
+
+
+@nb.njit(cache=True, nogil=True)
+def segment_sum(inverse: np.ndarray, rows: np.ndarray, n_segments: int) -> np.ndarray:
+    """``out[inverse[i]] += rows[i]`` in index order (a fixed, deterministic order)."""
+    d = rows.shape[1]
+    out = np.zeros((n_segments, d), dtype=rows.dtype)
+    for i in range(inverse.size):
+        s = inverse[i]
+        for j in range(d):
+            out[s, j] += rows[i, j]
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def gather_rows(table: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = table[index[i]]``: the one-process pull, and the direct read of a shard."""
+    d = table.shape[1]
+    for i in range(index.size):
+        r = index[i]
+        for j in range(d):
+            out[i, j] = table[r, j]
+
+
+@nb.njit(cache=True, nogil=True)
+def scatter_rows(src: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """``out[index[i]] = src[i]``: puts rows fetched per server back in request order."""
+    d = src.shape[1]
+    for i in range(index.size):
+        r = index[i]
+        for j in range(d):
+            out[r, j] = src[i, j]

@@ -1,0 +1,171 @@
+"""Consistent hashing of partitions onto servers, and key -> (server, row offset) layouts.
+
+Pure NumPy, no MPI. A fixed number of partitions (``PARTITIONS``) is placed on a hash ring
+on which every server owns ``vnodes`` virtual points; a partition belongs to the first server
+point clockwise of it. Adding a server only inserts its points, so the partitions that move
+all move onto the new server; removing one moves only its partitions. The owner array is
+state (``PartitionMap``), so later work can move single partitions while a job runs.
+
+A table with ``rows`` keys puts key ``k`` in partition ``(k + salt) % P`` at index ``k // P``
+inside it. Each server lays its owned partitions out back to back, which gives the vectorised
+``key -> (server, offset)`` map of ``TableLayout``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+PARTITIONS = 65536
+VNODES = 8192
+
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_M2 = np.uint64(0xC4CEB9FE1A85EC53)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_S33 = np.uint64(33)
+
+
+def mix64(x: np.ndarray | int) -> np.ndarray:
+    """Murmur3's 64-bit finaliser: a fast, well-mixed, platform-independent hash."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> _S33)) * _M1
+        x = (x ^ (x >> _S33)) * _M2
+    return x ^ (x >> _S33)
+
+
+def name_salt(name: str, partitions: int = PARTITIONS) -> int:
+    """A stable per-table offset, so that small tables do not all start on partition 0."""
+    h = np.uint64(0)
+    for b in name.encode():
+        h = mix64(h ^ np.uint64(b))
+    return int(h % np.uint64(partitions))
+
+
+def _server_points(server: int, vnodes: int) -> np.ndarray:
+    base = np.uint64(server) * np.uint64(1 << 32)
+    return mix64(base + np.arange(vnodes, dtype=np.uint64) + _GOLDEN)
+
+
+def _partition_points(partitions: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return mix64(np.arange(partitions, dtype=np.uint64) * _GOLDEN + np.uint64(12345))
+
+
+def ring_owners(servers: Sequence[int], partitions: int = PARTITIONS,
+                vnodes: int = VNODES) -> np.ndarray:
+    """Owner (a server id from ``servers``) of each partition on the consistent-hash ring."""
+    ids = np.asarray(sorted(set(int(s) for s in servers)), dtype=np.int64)
+    if ids.size == 0:
+        raise ValueError("a ring needs at least one server")
+    points = np.concatenate([_server_points(int(s), vnodes) for s in ids])
+    owner_of_point = np.repeat(ids, vnodes)
+    order = np.argsort(points, kind="stable")
+    points, owner_of_point = points[order], owner_of_point[order]
+    pos = np.searchsorted(points, _partition_points(partitions)) % points.size
+    return owner_of_point[pos].astype(np.int32)
+
+
+@dataclass(frozen=True)
+class PartitionMap:
+    """Which server owns each partition. Server ids are ranks in the servers' communicator."""
+
+    owner: np.ndarray  # (partitions,) int32
+    n_servers: int
+
+    @classmethod
+    def ring(cls, n_servers: int, partitions: int = PARTITIONS,
+             vnodes: int = VNODES) -> "PartitionMap":
+        """The consistent-hash placement for servers ``0..n_servers-1``."""
+        return cls(ring_owners(range(n_servers), partitions, vnodes), n_servers)
+
+    @property
+    def partitions(self) -> int:
+        return int(self.owner.size)
+
+    def moved(self, other: "PartitionMap") -> np.ndarray:
+        """Boolean mask of partitions whose owner differs in ``other``."""
+        return self.owner != other.owner
+
+    def with_owner(self, partitions: np.ndarray, server: int) -> "PartitionMap":
+        """A copy with ``partitions`` reassigned to ``server`` (load balancing, elasticity)."""
+        owner = self.owner.copy()
+        owner[partitions] = server
+        return PartitionMap(owner, max(self.n_servers, server + 1))
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """Where every key of one table lives: server and row offset inside that server's shard."""
+
+    rows: int
+    salt: int
+    pmap: PartitionMap
+    base: np.ndarray         # (partitions,) first local row of each partition on its owner
+    shard_rows: np.ndarray   # (n_servers,) rows held by each server
+
+    @classmethod
+    def build(cls, rows: int, salt: int, pmap: PartitionMap) -> "TableLayout":
+        if rows <= 0:
+            raise ValueError(f"a table needs at least one row, got rows={rows}")
+        P = pmap.partitions
+        residue = (np.arange(P, dtype=np.int64) - salt) % P   # k % P of keys in partition p
+        size = rows // P + (residue < rows % P)
+        base = np.zeros(P, dtype=np.int64)
+        shard_rows = np.zeros(pmap.n_servers, dtype=np.int64)
+        for s in range(pmap.n_servers):
+            mine = np.flatnonzero(pmap.owner == s)
+            csum = np.cumsum(size[mine])
+            base[mine] = csum - size[mine]
+            shard_rows[s] = csum[-1] if csum.size else 0
+        return cls(rows, salt, pmap, base, shard_rows)
+
+    def partition_of(self, keys: np.ndarray) -> np.ndarray:
+        return (keys + self.salt) % self.pmap.partitions
+
+    def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised key -> (server, local row offset)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size and (keys.min() < 0 or keys.max() >= self.rows):
+            raise KeyError(f"keys must lie in [0, {self.rows})")
+        p = self.partition_of(keys)
+        return self.pmap.owner[p], self.base[p] + keys // self.pmap.partitions
+
+    def keys_of(self, server: int) -> np.ndarray:
+        """All keys held by ``server``, in local row order (for init, checkpoints, tests)."""
+        keys = np.arange(self.rows, dtype=np.int64)
+        srv, off = self.locate(keys)
+        mine = srv == server
+        out = np.empty(int(self.shard_rows[server]), dtype=np.int64)
+        out[off[mine]] = keys[mine]
+        return out
+
+
+@dataclass(frozen=True)
+class Route:
+    """Keys grouped by owning server: ``order[bounds[s]:bounds[s+1]]`` are the positions
+    (into the request) of the keys on server ``s``, and ``offsets`` their rows, same order."""
+
+    order: np.ndarray
+    bounds: np.ndarray
+    offsets: np.ndarray
+
+    def positions(self, server: int) -> np.ndarray:
+        return self.order[self.bounds[server]:self.bounds[server + 1]]
+
+    def rows_on(self, server: int) -> np.ndarray:
+        return self.offsets[self.bounds[server]:self.bounds[server + 1]]
+
+
+def route(layout: TableLayout, keys: np.ndarray) -> Route:
+    """Group ``keys`` by server (stable, so each server sees them in request order)."""
+    server, offset = layout.locate(keys)
+    n = layout.pmap.n_servers
+    if n == 1:
+        order = np.arange(server.size, dtype=np.int64)
+    else:
+        order = np.argsort(server, kind="stable")
+    bounds = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(server, minlength=n), out=bounds[1:])
+    return Route(order, bounds, offset[order])

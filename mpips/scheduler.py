@@ -1,0 +1,153 @@
+"""The scheduler role: follow the workers' progress, show it, and compute final metrics."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO, Optional
+
+import numpy as np
+from mpi4py import MPI
+
+from .config import TrainConfig
+from .metrics import auc, logloss
+from .topology import Roles, idle_poll, wait_all
+from .worker import PROGRESS_FIELDS, TAG_PROGRESS
+
+
+class MetricsLog:
+    """JSON-lines metrics file (one record per progress interval, then a final one)."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        self.fh: Optional[IO[str]] = open(path, "w", encoding="utf-8") if path else None
+
+    def write(self, record: dict) -> None:
+        if self.fh:
+            self.fh.write(json.dumps(record) + "\n")
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh:
+            self.fh.close()
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+
+
+class Progress:
+    """The workers' latest progress records, and the line printed from them."""
+
+    def __init__(self, n_workers: int, epochs: int) -> None:
+        self.state = np.zeros((n_workers, PROGRESS_FIELDS))
+        self.seen = np.zeros(n_workers, dtype=bool)
+        self.epochs = epochs
+        self.start: Optional[float] = None
+        self._last = (0.0, 0.0, 0.0)   # time, samples, loss at the last line
+
+    def update(self, worker: int, record: np.ndarray) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+        self.state[worker] = record
+        self.seen[worker] = True
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.seen.all() and self.state[:, 4].all())
+
+    def record(self) -> dict:
+        """A progress record; the loss is the mean since the previous record."""
+        now = time.perf_counter()
+        elapsed = now - (self.start or now)
+        samples, loss = self.state[:, 1].sum(), self.state[:, 2].sum()
+        planned = self.state[:, 3].sum()
+        t0, s0, l0 = self._last
+        self._last = (elapsed, samples, loss)
+        rate = samples / elapsed if elapsed > 0 else 0.0
+        return {"event": "progress", "epoch": int(self.state[:, 0].min()) + 1,
+                "samples": int(samples), "planned": int(planned), "seconds": elapsed,
+                "samples_per_s": rate,
+                "loss": (loss - l0) / (samples - s0) if samples > s0 else float("nan"),
+                "eta_s": (planned - samples) / rate if rate > 0 else float("inf")}
+
+    def line(self, r: dict) -> str:
+        pct = 100.0 * r["samples"] / r["planned"] if r["planned"] else 100.0
+        return (f"[mpips] epoch {min(r['epoch'], self.epochs)}/{self.epochs} {pct:5.1f}% "
+                f"{r['samples']:,}/{r['planned']:,} samples  {r['samples_per_s']:,.0f} samples/s"
+                f"  loss {r['loss']:.4f}  ETA {_fmt_eta(r['eta_s'])}")
+
+
+def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog) -> Progress:
+    """Receive progress until every worker has finished, printing every interval."""
+    progress = Progress(roles.n_workers, cfg.epochs)
+    status = MPI.Status()
+    msg = np.empty(PROGRESS_FIELDS, dtype=np.float64)
+    last_print = time.perf_counter()
+    while not progress.finished:
+        idle_poll(lambda: True if roles.ctl.Iprobe(MPI.ANY_SOURCE, TAG_PROGRESS, status)
+                  else None, max_sleep=5e-3)
+        roles.ctl.Recv(msg, status.Get_source(), TAG_PROGRESS)
+        progress.update(status.Get_source() - 1, msg)
+        if time.perf_counter() - last_print >= cfg.progress_seconds and not progress.finished:
+            last_print = time.perf_counter()
+            r = progress.record()
+            log.write(r)
+            print(progress.line(r), flush=True)
+    return progress
+
+
+def receive_evaluation(roles: Roles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gather all workers' test predictions, labels and true probabilities (ctl rank 0)."""
+    counts = np.zeros((roles.n_workers + 1, 2), dtype=np.int64)
+    wait_all([roles.ctl.Igather(np.zeros(2, np.int64), counts, 0)])
+    out = []
+    for col in (0, 0, 1):
+        c = counts[:, col]
+        buf = np.empty(int(c.sum()), dtype=np.float64)
+        wait_all([roles.ctl.Igatherv(np.empty(0), [buf, c], 0)])
+        out.append(buf)
+    return out[0], out[1], out[2]
+
+
+def final_record(cfg: TrainConfig, progress: Progress, seconds: float,
+                 probs: np.ndarray, labels: np.ndarray, true_p: np.ndarray) -> dict:
+    """The final metrics: exact AUC and log-loss over every test prediction."""
+    samples = int(progress.state[:, 1].sum())
+    rec = {"event": "final", "model": cfg.model, "optimizer": cfg.optimizer,
+           "servers": cfg.servers, "workers": int(progress.state.shape[0]),
+           "epochs": cfg.epochs, "auc": auc(labels, probs), "logloss": logloss(labels, probs),
+           "test_rows": int(labels.size), "samples": samples, "seconds": seconds,
+           "samples_per_s": samples / seconds if seconds > 0 else float("nan"),
+           "train_loss": float(progress.state[:, 2].sum() / max(samples, 1))}
+    if true_p.size:
+        rec["oracle_auc"] = auc(labels, true_p)
+        rec["oracle_logloss"] = logloss(labels, true_p)
+    return rec
+
+
+def summary(rec: dict) -> str:
+    text = (f"[mpips] done: AUC {rec['auc']:.4f}  logloss {rec['logloss']:.4f} on "
+            f"{rec['test_rows']:,} test rows; {rec['samples']:,} samples in "
+            f"{rec['seconds']:.2f}s ({rec['samples_per_s']:,.0f} samples/s)")
+    if "oracle_auc" in rec:
+        text += (f"\n[mpips] best achievable (generator's own probabilities): AUC "
+                 f"{rec['oracle_auc']:.4f}  logloss {rec['oracle_logloss']:.4f}; "
+                 f"gap {rec['oracle_auc'] - rec['auc']:.4f}")
+    return text
+
+
+def run_scheduler(cfg: TrainConfig, roles: Roles) -> dict:
+    """Follow training, then gather the evaluation; returns the final metrics record."""
+    log = MetricsLog(cfg.metrics_out)
+    try:
+        progress = follow_progress(cfg, roles, log)
+        seconds = time.perf_counter() - (progress.start or time.perf_counter())
+        rec = final_record(cfg, progress, seconds, *receive_evaluation(roles))
+        log.write(rec)
+    finally:
+        log.close()
+    print(summary(rec), flush=True)
+    return rec

@@ -1,0 +1,142 @@
+"""The worker role: read its share of the rows, pull, compute gradients, push, evaluate."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+from mpi4py import MPI
+
+from .config import TrainConfig
+from .data import Batch, n_batches, share
+from .data.plan import DataPlan
+from .models import LogisticRegression, Lookup
+from .tables import FLAG_LAST, TAG_ACK, Tables
+from .topology import Roles, wait_all
+
+TAG_PROGRESS = 21
+# Progress record: epoch, samples done, summed loss since start, samples planned, finished.
+PROGRESS_FIELDS = 5
+
+
+@dataclass
+class Evaluation:
+    """This worker's test predictions, labels and (synthetic data only) true probabilities."""
+
+    probs: np.ndarray
+    labels: np.ndarray
+    true_p: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+class Worker:
+    """One worker's training and evaluation over its share of the data."""
+
+    def __init__(self, cfg: TrainConfig, roles: Roles, tables: Tables,
+                 model: LogisticRegression, data: DataPlan) -> None:
+        self.cfg, self.roles, self.tables, self.model, self.data = cfg, roles, tables, model, data
+        self.rows = share(*data.train_range, roles.index, roles.n_workers)
+        self.steps_per_epoch = n_batches(self.rows[1] - self.rows[0], cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        # The step's gradient is the mean over the global batch (all workers' batches).
+        self.scale = 1.0 / (cfg.batch_size * roles.n_workers)
+        self._cache: list[Batch] | None = None
+        if data.synthetic is not None:         # built-in data: generate the share once
+            self._cache = list(data.train.batches(*self.rows, cfg.batch_size))
+        self._acks = np.zeros((roles.n_servers, 1), dtype=np.int64)
+        self._last_report = 0.0
+
+    def epoch_batches(self) -> Iterator[Batch]:
+        if self._cache is not None:
+            return iter(self._cache)
+        return self.data.train.batches(*self.rows, self.cfg.batch_size)
+
+    def pull(self, lookups: dict[str, Lookup]) -> dict:
+        routes = {n: self.tables.route(n, lk.keys) for n, lk in lookups.items()}
+        for n, lk in lookups.items():
+            self.tables.pull(n, routes[n], lk.rows)
+        return routes
+
+    def step(self, step: int, batch: Batch | None, last: bool) -> float:
+        """One BSP step: pull, gradients, push, and wait until every server applied it."""
+        if batch is None:                      # nothing to train on: an empty final push
+            lookups = {t.name: Lookup(np.empty(0, np.int64), np.empty(0, np.int64),
+                                      np.empty((0, t.dim), np.float32))
+                       for t in self.model.tables}
+            routes, grads, loss = self.pull(lookups), {n: lk.rows for n, lk in lookups.items()}, 0.0
+        else:
+            lookups = self.model.lookups(batch)
+            routes = self.pull(lookups)
+            grads, loss = self.model.gradients(batch, lookups, self.scale)
+        ps = self.roles.ps
+        acks = [ps.Irecv(self._acks[s], s, TAG_ACK) for s in range(self.roles.n_servers)]
+        self.tables.push(step, FLAG_LAST if last else 0,
+                         {n: (routes[n], grads[n]) for n in lookups})
+        wait_all(acks)
+        return loss
+
+    def report(self, epoch: int, samples: int, loss: float, finished: bool) -> None:
+        """Tell the scheduler how far this worker is (at most every half progress interval)."""
+        now = time.perf_counter()
+        if not finished and now - self._last_report < self.cfg.progress_seconds / 2:
+            return
+        self._last_report = now
+        planned = (self.rows[1] - self.rows[0]) * self.cfg.epochs
+        msg = np.array([epoch, samples, loss, planned, finished], dtype=np.float64)
+        self.roles.ctl.Send(msg, 0, TAG_PROGRESS)
+
+    def warm_up(self) -> None:
+        """Compile or load the numba kernels before the clock starts (no communication)."""
+        batch = next(self.epoch_batches(), None)
+        if batch is not None:
+            lookups = self.model.lookups(batch)
+            for lk in lookups.values():
+                lk.rows[:] = 0.0
+            self.model.gradients(batch, lookups, self.scale)
+            self.model.predict(batch, lookups)
+
+    def train(self) -> int:
+        """All epochs of BSP steps; returns the number of samples trained on."""
+        samples, loss, step = 0, 0.0, 0
+        self.report(0, 0, 0.0, False)
+        if self.total_steps == 0:
+            self.step(0, None, last=True)
+        for epoch in range(self.cfg.epochs):
+            for batch in self.epoch_batches():
+                loss += self.step(step, batch, last=step == self.total_steps - 1)
+                samples += len(batch)
+                step += 1
+                self.report(epoch, samples, loss, False)
+        self.report(self.cfg.epochs, samples, loss, True)
+        return samples
+
+    def evaluate(self) -> Evaluation:
+        """Predict this worker's share of the test rows with the final parameters."""
+        rows = share(*self.data.test_range, self.roles.index, self.roles.n_workers)
+        probs, labels, true_p = [], [], []
+        for batch in self.data.test.batches(*rows, max(self.cfg.batch_size, 8192)):
+            lookups = self.model.lookups(batch)
+            self.pull(lookups)
+            probs.append(self.model.predict(batch, lookups))
+            labels.append(batch.labels.astype(np.float64))
+            if batch.true_p is not None:
+                true_p.append(batch.true_p)
+        cat = lambda xs: np.concatenate(xs) if xs else np.empty(0)  # noqa: E731
+        return Evaluation(cat(probs), cat(labels), cat(true_p))
+
+    def pull_all(self) -> dict[str, np.ndarray]:
+        """Every row of every table, pulled one-sidedly (for tests and inspection)."""
+        out = {}
+        for spec in self.model.tables:
+            lk = Lookup(np.arange(spec.rows, dtype=np.int64), np.empty(0, np.int64),
+                        np.empty((spec.rows, spec.dim), np.float32))
+            self.pull({spec.name: lk})
+            out[spec.name] = lk.rows
+        return out
+
+
+def send_evaluation(ctl: MPI.Intracomm, ev: Evaluation) -> None:
+    """Gather this worker's predictions on the scheduler (``ctl`` rank 0)."""
+    wait_all([ctl.Igather(np.array([ev.labels.size, ev.true_p.size], np.int64), None, 0)])
+    for arr in (ev.probs, ev.labels, ev.true_p):
+        wait_all([ctl.Igatherv(np.ascontiguousarray(arr, np.float64), None, 0)])
