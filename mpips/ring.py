@@ -1,7 +1,7 @@
 """Consistent hashing of partitions onto servers, and key -> (server, row offset) layouts.
 
-Pure NumPy, no MPI. A fixed number of partitions (``PARTITIONS``) is placed on a hash ring
-on which every server owns ``vnodes`` virtual points; a partition belongs to the first server
+Pure NumPy, no MPI. A fixed number of partitions (``PARTITIONS``) sits evenly spaced on a
+hash ring on which every server owns ``vnodes`` hashed virtual points; a partition belongs to the first server
 point clockwise of it. Adding a server only inserts its points, so the partitions that move
 all move onto the new server; removing one moves only its partitions. The owner array is
 state (``PartitionMap``), so later work can move single partitions while a job runs.
@@ -49,8 +49,8 @@ def _server_points(server: int, vnodes: int) -> np.ndarray:
 
 
 def _partition_points(partitions: int) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return mix64(np.arange(partitions, dtype=np.uint64) * _GOLDEN + np.uint64(12345))
+    """Partitions sit evenly spaced on the ring; only the servers' points are hashed."""
+    return np.arange(partitions, dtype=np.uint64) * np.uint64((1 << 64) // partitions)
 
 
 def ring_owners(servers: Sequence[int], partitions: int = PARTITIONS,

@@ -7,6 +7,7 @@ evaluation.
 """
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -119,7 +120,7 @@ def abort_on_error(main: Callable[[], int], comm: MPI.Comm = MPI.COMM_WORLD) -> 
             traceback.print_exc()
             sys.stderr.flush()
         comm.Abort(1)
-        raise
+        os._exit(1)      # MPI_Abort may return before the launcher kills this process
 
 
 def report_setup_error(exc: MpipsError, comm: MPI.Comm = MPI.COMM_WORLD) -> int:

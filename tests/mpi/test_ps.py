@@ -1,0 +1,169 @@
+"""Multi-rank tests (pytest-mpi): run as ``mpiexec -n N python -m pytest --with-mpi``.
+
+Every test holds at any rank count >= its ``min_size``; verdicts that must hold on every rank
+are allgathered, so a failure on one rank fails the test on all of them.
+"""
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import reference as ref
+from mpips.config import TrainConfig
+from mpips.data.plan import plan_data
+from mpips.job import train
+from mpips.models import TableSpec
+from mpips.optim import Optimizer
+from mpips.server import run_server
+from mpips.tables import FLAG_LAST, TAG_ACK, Tables
+from mpips.topology import SERVER, WORKER, split_roles, wait_all
+
+comm = MPI.COMM_WORLD
+SPECS = [TableSpec("emb", 10007, 4), TableSpec("dense", 1, 33)]
+
+
+def everywhere(ok: bool) -> bool:
+    """True only if ``ok`` holds on every rank."""
+    return all(comm.allgather(bool(ok)))
+
+
+def server_counts() -> list[int]:
+    return sorted({1, min(2, comm.Get_size() - 2)})
+
+
+def expected_value(keys: np.ndarray, dim: int) -> np.ndarray:
+    return (keys[:, None] * 10 + np.arange(dim)).astype(np.float32)
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("pull", ["get", "direct"])
+def test_pull_returns_exactly_what_servers_hold(pull):
+    """Servers write known rows; workers' one-sided pulls return them, in request order."""
+    for n_servers in server_counts():
+        roles = split_roles(comm, n_servers)
+        ok = True
+        if roles.ps is not None:
+            tables = Tables(SPECS, roles, Optimizer("sgd", lr=1.0), pull=pull)
+            if roles.role == SERVER:
+                for t in tables.tables.values():
+                    t.shard[:] = expected_value(t.layout.keys_of(roles.index), t.spec.dim)
+            roles.ps.Barrier()
+            if roles.role == WORKER:
+                rng = np.random.default_rng(roles.index)
+                for spec in SPECS:
+                    keys = np.unique(rng.integers(0, spec.rows, 3000))
+                    keys = rng.permutation(keys)
+                    out = np.empty((keys.size, spec.dim), np.float32)
+                    tables.pull(spec.name, tables.route(spec.name, keys), out)
+                    ok &= np.array_equal(out, expected_value(keys, spec.dim))
+            roles.ps.Barrier()
+            tables.free()
+        comm.Barrier()
+        roles.free()
+        assert everywhere(ok), f"pull ({pull}) differs with {n_servers} server(s)"
+
+
+def worker_grads(w: int, spec: TableSpec) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(100 + w)
+    keys = rng.permutation(np.unique(rng.integers(0, spec.rows, min(spec.rows, 500))))
+    return keys, rng.normal(size=(keys.size, spec.dim)).astype(np.float32)
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_push_and_update_match_numpy(optimizer):
+    """Two steps of pushes from every worker equal the NumPy update of the summed rows."""
+    opt = Optimizer(optimizer, lr=0.1, l2=0.01)
+    for n_servers in server_counts():
+        roles = split_roles(comm, n_servers)
+        ok = True
+        if roles.ps is not None:
+            tables = Tables(SPECS, roles, opt)
+            if roles.role == SERVER:
+                run_server(roles, tables)
+            else:
+                roles.ps.Barrier()
+                acks = np.zeros((n_servers, 1), np.int64)
+                for step in range(2):
+                    grads = {}
+                    for spec in SPECS:
+                        keys, g = worker_grads(roles.index + 10 * step, spec)
+                        grads[spec.name] = (tables.route(spec.name, keys), g)
+                    reqs = [roles.ps.Irecv(acks[s], s, TAG_ACK) for s in range(n_servers)]
+                    tables.push(step, FLAG_LAST if step == 1 else 0, grads)
+                    wait_all(reqs)
+                wait_all([roles.group.Ibarrier()])
+                for spec in SPECS:
+                    w = np.zeros((spec.rows, spec.dim), np.float32)
+                    acc = np.zeros_like(w)
+                    for step in range(2):
+                        total = np.zeros_like(w)
+                        touched = np.zeros(spec.rows, bool)
+                        for k in range(roles.n_workers):
+                            keys, g = worker_grads(k + 10 * step, spec)
+                            total[keys] += g
+                            touched[keys] = True
+                        r = np.flatnonzero(touched)
+                        if optimizer == "sgd":
+                            w[r] = ref.sgd(w[r], total[r], 0.1, 0.01)
+                        else:
+                            w[r], acc[r] = ref.adagrad(w[r], acc[r], total[r], 0.1, 0.01, 1e-10)
+                    keys = np.arange(spec.rows)
+                    got = np.empty_like(w)
+                    tables.pull(spec.name, tables.route(spec.name, keys), got)
+                    ok &= np.allclose(got, w, rtol=1e-6, atol=1e-7)
+            wait_all([roles.ps.Ibarrier()])
+            tables.free()
+        comm.Barrier()
+        roles.free()
+        assert everywhere(ok), f"{optimizer} update differs with {n_servers} server(s)"
+
+
+def small_config(**kw) -> TrainConfig:
+    base = dict(synthetic_rows=3000, table_rows=4096, batch_size=97, epochs=2, lr=0.1,
+                progress_seconds=60.0, seed=5)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_bsp_lr_matches_one_process_numpy(optimizer):
+    """k BSP steps of LR over S servers and W workers equal the NumPy reference (1e-6)."""
+    for n_servers in server_counts():
+        cfg = small_config(servers=n_servers, optimizer=optimizer)
+        result = train(cfg, comm, return_params=True)
+        ok = True
+        if result.role == WORKER:
+            data = plan_data(cfg)
+            workers = comm.Get_size() - 1 - n_servers
+            expect = ref.bsp_lr(data.train, data.train_range, workers, cfg.table_rows,
+                                cfg.batch_size, cfg.epochs, cfg.lr, optimizer)
+            for name, arr in expect.items():
+                ok &= np.allclose(result.params[name], arr, rtol=0, atol=1e-6)
+                ok &= bool(np.abs(arr).max() > 0)           # training did move the weights
+        assert everywhere(ok), f"BSP LR ({optimizer}) differs with {n_servers} server(s)"
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.timeout(180)
+def test_results_identical_with_one_and_two_servers():
+    """Same workers, 1 vs 2 servers: parameters and AUC are bit-identical."""
+    size = comm.Get_size()
+    results = []
+    for n_servers in (2, 1):
+        # Two servers use every rank; one server uses all but the last, same worker count.
+        sub = comm.Split(0 if comm.Get_rank() < size - 2 + n_servers else MPI.UNDEFINED)
+        res = train(small_config(servers=n_servers), sub, return_params=True) \
+            if sub != MPI.COMM_NULL else None
+        first_worker = 1 + n_servers
+        params = res.params if res is not None and comm.Get_rank() == first_worker else None
+        metrics = res.metrics if res is not None and comm.Get_rank() == 0 else None
+        results.append((comm.bcast(params, root=first_worker), comm.bcast(metrics, root=0)))
+        if sub != MPI.COMM_NULL:
+            sub.Free()
+    (p2, m2), (p1, m1) = results
+    ok = all(np.array_equal(p2[k], p1[k]) for k in p2) and m2["auc"] == m1["auc"]
+    assert everywhere(ok)

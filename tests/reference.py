@@ -1,0 +1,76 @@
+"""NumPy references: the kernels and a one-process BSP trainer, written independently."""
+from __future__ import annotations
+
+import numpy as np
+
+from mpips.data import Source, n_batches, share
+
+
+def unique_first(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique keys in first-appearance order and the inverse index."""
+    uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return uniq[order], rank[inv.ravel()]
+
+
+def lr_grad(w: np.ndarray, b: float, inv: np.ndarray, vals: np.ndarray, labels: np.ndarray,
+            scale: float) -> tuple[np.ndarray, float, float]:
+    z = b + (w[inv, 0].astype(np.float64) * vals).sum(axis=1)
+    p = 1.0 / (1.0 + np.exp(-z))
+    loss = float(np.sum(np.logaddexp(0.0, z) - labels * z))
+    g = (p - labels) * scale
+    gw = np.zeros((w.shape[0], 1), dtype=np.float32)
+    np.add.at(gw[:, 0], inv.ravel(), (g[:, None] * vals).astype(np.float32).ravel())
+    return gw, float(g.sum()), loss
+
+
+def sgd(w: np.ndarray, g: np.ndarray, lr: float, l2: float) -> np.ndarray:
+    return (w - lr * (g.astype(np.float64) + l2 * w)).astype(np.float32)
+
+
+def adagrad(w: np.ndarray, acc: np.ndarray, g: np.ndarray, lr: float, l2: float,
+            eps: float) -> tuple[np.ndarray, np.ndarray]:
+    g = g.astype(np.float64) + l2 * w
+    acc = (acc + (g * g).astype(np.float32)).astype(np.float32)
+    return (w - lr * g / (np.sqrt(acc.astype(np.float64)) + eps)).astype(np.float32), acc
+
+
+def bsp_lr(source: Source, train_range: tuple[int, int], workers: int, table_rows: int,
+           batch_size: int, epochs: int, lr: float, optimizer: str = "adagrad",
+           l2: float = 0.0, eps: float = 1e-10) -> dict[str, np.ndarray]:
+    """One-process BSP logistic regression: at step t every worker with a batch left
+    contributes its batch's gradient, scaled by 1 / (batch_size * workers); the rows of
+    all contributions are summed and one optimiser update is applied."""
+    per_worker = []
+    for w in range(workers):
+        lo, hi = share(*train_range, w, workers)
+        per_worker.append(list(source.batches(lo, hi, batch_size)) * epochs)
+    steps = max(len(b) for b in per_worker)
+    W = np.zeros((table_rows, 1), np.float32)
+    B = np.zeros((1, 1), np.float32)
+    aw, ab = np.zeros_like(W), np.zeros_like(B)
+    scale = 1.0 / (batch_size * workers)
+    for t in range(steps):
+        gW = np.zeros_like(W)
+        gB = np.zeros_like(B)
+        touched = np.zeros(table_rows, bool)
+        for w in range(workers):
+            if t >= len(per_worker[w]):
+                continue
+            batch = per_worker[w][t]
+            uniq, inv = unique_first(batch.keys.ravel())
+            gw, gb, _ = lr_grad(W[uniq], float(B[0, 0]), inv.reshape(batch.keys.shape),
+                                batch.vals, batch.labels, scale)
+            gW[uniq] += gw
+            gB[0, 0] += np.float32(gb)
+            touched[uniq] = True
+        rows = np.flatnonzero(touched)
+        if optimizer == "sgd":
+            W[rows] = sgd(W[rows], gW[rows], lr, l2)
+            B[:] = sgd(B, gB, lr, l2)
+        else:
+            W[rows], aw[rows] = adagrad(W[rows], aw[rows], gW[rows], lr, l2, eps)
+            B[:], ab[:] = adagrad(B, ab, gB, lr, l2, eps)
+    return {"weights": W, "bias": B}

@@ -1,0 +1,78 @@
+"""The command line end to end, each job launched under mpiexec with a hard time limit."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from launch import launch
+from mpips.cli import build_parser
+
+KAGGLE = Path(__file__).resolve().parents[2] / "shared/data/criteo_kaggle/criteo_kaggle_dev.tsv"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples/criteo_kaggle.toml"
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data", "--test", "--format", "--model", "--servers", "--epochs",
+                 "--batch-size", "--lr", "--optimizer", "--seed", "--metrics-out", "--config"):
+        assert flag in text
+
+
+def test_too_few_ranks_is_one_clear_error():
+    """Two ranks cannot hold a scheduler, 1 server and a worker: one message, exit 2."""
+    r = launch(2, "train", timeout=60)
+    assert r.returncode != 0
+    assert r.stderr.count("mpips: error: 2 MPI rank(s) cannot hold 1 scheduler") == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("epochs = 1\nbatchsize = 3\n")
+    r = launch(3, "train", "--config", str(cfg), timeout=60)
+    assert r.returncode != 0 and f"{cfg}: unknown setting 'batchsize'" in r.stderr
+
+
+def test_error_on_one_rank_aborts_the_job_quickly(tmp_path):
+    """A bad line that only the second worker reads takes every rank down within seconds."""
+    row = "0\t" + "\t".join(["1"] * 13) + "\t" + "\t".join(["abc"] * 26) + "\n"
+    lines = [row] * 200
+    lines[99] = "1\tnot-a-number" + row[3:]
+    data = tmp_path / "bad.tsv"
+    data.write_text("".join(lines))
+    t0 = time.monotonic()
+    r = launch(4, "train", "--data", str(data), "--batch-size", "10", "--epochs", "5",
+               timeout=90)
+    assert r.returncode != 0
+    assert f"{data}:100: column 2 'not-a-number' is not an integer" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert time.monotonic() - t0 < 60
+
+
+def test_builtin_data_reaches_the_oracle_auc(tmp_path):
+    """Default job, 1 scheduler + 1 server + 2 workers: AUC within 0.01 of the best."""
+    out = tmp_path / "m.jsonl"
+    r = launch(4, "train", "--metrics-out", str(out), "--progress-seconds", "0.5", timeout=240)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    final = records[-1]
+    assert final["event"] == "final"
+    for key in ("auc", "logloss", "samples", "seconds", "samples_per_s", "oracle_auc"):
+        assert key in final
+    assert final["oracle_auc"] - final["auc"] < 0.01
+    assert final["samples"] == 800_000
+    assert "best achievable" in r.stdout and f"{final['auc']:.4f}" in r.stdout
+
+
+@pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")
+def test_criteo_kaggle_sample_auc(tmp_path):
+    """LR on the first 80 % of the Kaggle sample, tested on the last 20 %: AUC >= 0.70."""
+    out = tmp_path / "m.jsonl"
+    r = launch(4, "train", "--config", str(EXAMPLE), "--data", str(KAGGLE),
+               "--metrics-out", str(out), timeout=120)
+    assert r.returncode == 0, r.stderr
+    final = json.loads(out.read_text().splitlines()[-1])
+    assert final["test_rows"] == 1600 and final["auc"] >= 0.70

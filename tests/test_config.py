@@ -1,0 +1,57 @@
+"""Settings: TOML files and flags, unknown keys and bad values named in the error."""
+import pytest
+
+from mpips.cli import build_parser, train_config
+from mpips.config import TrainConfig, from_mapping, load_toml
+from mpips.errors import ConfigError
+
+
+def test_toml_keys_match_flags(tmp_path):
+    f = tmp_path / "job.toml"
+    f.write_text('batch-size = 512\nlr = 1\noptimizer = "sgd"\nservers = 2\n')
+    cfg = load_toml(f)
+    assert (cfg.batch_size, cfg.lr, cfg.optimizer, cfg.servers) == (512, 1.0, "sgd", 2)
+
+
+def test_train_table_is_accepted(tmp_path):
+    f = tmp_path / "job.toml"
+    f.write_text("[train]\nepochs = 3\n")
+    assert load_toml(f).epochs == 3
+
+
+def test_unknown_key_is_named(tmp_path):
+    f = tmp_path / "job.toml"
+    f.write_text("epochs = 1\nlearning_rate = 0.1\n")
+    with pytest.raises(ConfigError, match=r"job.toml: unknown setting 'learning_rate'"):
+        load_toml(f)
+
+
+def test_wrong_type_and_bad_value_are_named(tmp_path):
+    f = tmp_path / "job.toml"
+    f.write_text('epochs = "two"\n')
+    with pytest.raises(ConfigError, match="epochs must be int"):
+        load_toml(f)
+    f.write_text("lr = -1\n")
+    with pytest.raises(ConfigError, match=r"job.toml: --lr must be > 0"):
+        load_toml(f)
+    f.write_text("lr = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_toml(f)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_toml("/nonexistent/job.toml")
+
+
+def test_flags_override_file(tmp_path):
+    f = tmp_path / "job.toml"
+    f.write_text("epochs = 3\nlr = 0.5\n")
+    args = build_parser().parse_args(["train", "--config", str(f), "--lr", "0.1"])
+    cfg = train_config(args)
+    assert cfg.epochs == 3 and cfg.lr == 0.1 and cfg.batch_size == TrainConfig().batch_size
+
+
+def test_choices_checked():
+    with pytest.raises(ConfigError, match="--optimizer must be one of"):
+        from_mapping({"optimizer": "rmsprop"})

@@ -1,0 +1,113 @@
+"""Data sources: deterministic synthetic rows, the Criteo TSV reader, sharing of rows."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpips.config import TrainConfig
+from mpips.data import share
+from mpips.data.criteo import CriteoTSV, count_rows
+from mpips.data.hashing import bucketize, feature_keys
+from mpips.data.plan import plan_data
+from mpips.data.synthetic import SyntheticCTR
+from mpips.errors import DataError
+from mpips.metrics import auc
+
+KAGGLE = Path(__file__).resolve().parents[2] / "shared/data/criteo_kaggle/criteo_kaggle_dev.tsv"
+
+
+def test_synthetic_rows_do_not_depend_on_who_generates_them():
+    ds = SyntheticCTR(rows=3000, table_rows=1 << 16, seed=3)
+    whole = ds.batch(0, 3000)
+    parts = [ds.batch(a, b) for a, b in ((0, 1000), (1000, 2200), (2200, 3000))]
+    assert np.array_equal(whole.keys, np.concatenate([p.keys for p in parts]))
+    assert np.array_equal(whole.labels, np.concatenate([p.labels for p in parts]))
+    other = SyntheticCTR(rows=3000, table_rows=1 << 16, seed=4).batch(0, 3000)
+    assert not np.array_equal(whole.keys, other.keys)
+
+
+def test_synthetic_shape_and_oracle():
+    ds = SyntheticCTR(rows=20000, seed=1)
+    b = ds.batch(0, 20000)
+    assert b.keys.shape == (20000, 39) and b.keys.min() >= 0 and b.keys.max() < ds.table_rows
+    assert 0.15 < b.labels.mean() < 0.45
+    assert 0.70 < auc(b.labels, b.true_p) < 0.80      # the printed best achievable AUC
+    top = np.bincount(b.keys[:, -1]).max() / 20000     # Zipf: the top category is common
+    assert top > 0.2
+
+
+def test_share_covers_rows_once():
+    for n, parts in ((10, 3), (7, 7), (2, 5), (1000, 4)):
+        ranges = [share(5, 5 + n, i, parts) for i in range(parts)]
+        assert ranges[0][0] == 5 and ranges[-1][1] == 5 + n
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+
+
+def test_bucketize_and_hashing():
+    assert bucketize(np.array([-1, 0, 3, 4, 1000])).tolist() == [-1, 0, 3, 6, 21]
+    raw = np.array([[1, 1], [2, 1]], dtype=np.uint64)
+    k = feature_keys(raw, 1000, 0)
+    assert k[0, 1] == k[1, 1] and k[0, 0] != k[0, 1] and (k < 1000).all()
+
+
+def _write(tmp_path, lines, name="d.tsv"):
+    p = tmp_path / name
+    p.write_text("".join(lines))
+    return p
+
+
+ROW = "1\t" + "\t".join(["5"] * 13) + "\t" + "\t".join(["68fd1e64"] * 26)
+
+
+def test_criteo_reader_missing_fields_crlf_and_no_final_newline(tmp_path):
+    empty = "0\t" + "\t" * 38
+    p = _write(tmp_path, [ROW + "\r\n", empty + "\n", ROW])
+    src = CriteoTSV(p, 1 << 20)
+    assert src.rows == 3
+    (b,) = list(src.batches(0, 3, 10))
+    assert b.labels.tolist() == [1, 0, 1]
+    assert np.array_equal(b.keys[0], b.keys[2]) and not np.array_equal(b.keys[0], b.keys[1])
+
+
+def test_criteo_reader_row_ranges(tmp_path):
+    p = _write(tmp_path, [ROW.replace("\t5\t", f"\t{i}\t", 1) + "\n" for i in range(10)])
+    src = CriteoTSV(p, 1 << 20)
+    all_keys = np.concatenate([b.keys for b in src.batches(0, 10, 3)])
+    part = np.concatenate([b.keys for b in src.batches(4, 7, 2)])
+    assert np.array_equal(all_keys[4:7], part)
+
+
+@pytest.mark.parametrize("line,msg", [
+    ("1\t2\t3\n", "expected 40 TAB-separated columns, found 3"),
+    (ROW.replace("1", "2", 1) + "\n", "label '2' is not 0 or 1"),
+    (ROW.replace("\t5\t", "\tx5\t", 1) + "\n", "column 2 'x5' is not an integer"),
+    (ROW.replace("68fd1e64", "zz", 1) + "\n", "column 15 'zz' is not a hex category"),
+])
+def test_criteo_bad_line_names_file_and_line(tmp_path, line, msg):
+    p = _write(tmp_path, [ROW + "\n", line])
+    with pytest.raises(DataError, match=f"d.tsv:2: {msg}"):
+        list(CriteoTSV(p, 1000).batches(0, 2, 10))
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        CriteoTSV(tmp_path / "nope.tsv", 10)
+    with pytest.raises(DataError, match="is empty"):
+        CriteoTSV(_write(tmp_path, []), 10)
+    assert count_rows(_write(tmp_path, ["a\nb"], "x")) == 2
+
+
+def test_plan_holds_out_the_last_rows(tmp_path):
+    p = _write(tmp_path, [ROW + "\n"] * 10)
+    plan = plan_data(TrainConfig(data=str(p), test_fraction=0.2))
+    assert plan.train_range == (0, 8) and plan.test_range == (8, 10)
+    syn = plan_data(TrainConfig(synthetic_rows=1000))
+    assert syn.train_range == (0, 800) and syn.synthetic is not None
+
+
+@pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")
+def test_kaggle_sample_parses():
+    src = CriteoTSV(KAGGLE, 1 << 20)
+    assert src.rows == 8000
+    labels = np.concatenate([b.labels for b in src.batches(0, 8000, 4096)])
+    assert labels.sum() == 1728

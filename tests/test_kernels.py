@@ -1,0 +1,112 @@
+"""Each numba kernel against its NumPy reference; the LR gradient against finite differences."""
+import numpy as np
+
+import reference as ref
+from mpips.kernels.lr import lr_grad, lr_logits
+from mpips.kernels.optim import adagrad_rows, sgd_rows
+from mpips.kernels.sparse import gather_rows, scatter_rows, segment_sum, unique_inverse
+from mpips.optim import Optimizer
+
+rng = np.random.default_rng(42)
+
+
+def test_unique_inverse_matches_numpy():
+    for keys in (rng.integers(0, 50, 1000), rng.integers(0, 2**40, 5000),
+                 np.array([], np.int64), np.array([7, 7, 7])):
+        keys = keys.astype(np.int64)
+        uniq, inv = unique_inverse(keys)
+        ru, ri = ref.unique_first(keys)
+        assert (uniq == ru).all() and (inv == ri).all()
+        assert (uniq[inv] == keys).all()
+
+
+def test_segment_sum_matches_add_at():
+    inv = rng.integers(0, 40, 500)
+    rows = rng.normal(size=(500, 3)).astype(np.float32)
+    expect = np.zeros((40, 3), np.float32)
+    np.add.at(expect, inv, rows)
+    assert np.array_equal(segment_sum(inv, rows, 40), expect)
+
+
+def test_gather_and_scatter_rows():
+    table = rng.normal(size=(100, 4)).astype(np.float32)
+    idx = rng.integers(0, 100, 30)
+    out = np.empty((30, 4), np.float32)
+    gather_rows(table, idx, out)
+    assert np.array_equal(out, table[idx])
+    perm = rng.permutation(30)
+    back = np.empty_like(out)
+    scatter_rows(out, perm, back)
+    assert np.array_equal(back[perm], out)
+
+
+def _batch(n=64, fields=5, keys=30):
+    inv = rng.integers(0, keys, (n, fields))
+    vals = rng.uniform(0.5, 1.5, (n, fields)).astype(np.float32)
+    labels = (rng.random(n) < 0.3).astype(np.float32)
+    w = rng.normal(0, 0.3, (keys, 1)).astype(np.float32)
+    return w, inv, vals, labels
+
+
+def test_lr_grad_matches_numpy():
+    w, inv, vals, labels = _batch()
+    gw, gb, loss = lr_grad(w, 0.1, inv, vals, labels, 1 / 64)
+    rw, rb, rloss = ref.lr_grad(w, 0.1, inv, vals, labels, 1 / 64)
+    np.testing.assert_allclose(gw, rw, rtol=1e-5, atol=1e-7)
+    assert abs(gb - rb) < 1e-9 and abs(loss - rloss) < 1e-6 * abs(rloss)
+
+
+def test_lr_grad_matches_finite_differences():
+    w, inv, vals, labels = _batch(n=16, keys=8)
+    w64 = w.astype(np.float64)
+    gw, gb, _ = lr_grad(w, 0.2, inv, vals, labels, 1.0)
+
+    def loss(wv, b):
+        z = b + (wv[inv, 0] * vals).sum(axis=1)
+        return float(np.sum(np.logaddexp(0, z) - labels * z))
+
+    h = 1e-6
+    for k in range(8):
+        e = np.zeros_like(w64)
+        e[k] = h
+        num = (loss(w64 + e, 0.2) - loss(w64 - e, 0.2)) / (2 * h)
+        assert abs(num - gw[k, 0]) < 1e-4 * max(1, abs(num))
+    num_b = (loss(w64, 0.2 + h) - loss(w64, 0.2 - h)) / (2 * h)
+    assert abs(num_b - gb) < 1e-4 * max(1, abs(num_b))
+
+
+def test_lr_logits_stable_for_large_inputs():
+    inv = np.zeros((2, 1), np.int64)
+    w = np.array([[50.0]], np.float32)
+    z = lr_logits(w, 0.0, inv, np.array([[1.0], [-1.0]], np.float32))
+    assert np.allclose(z, [50, -50])
+    _, _, loss = lr_grad(w, 0.0, inv, np.array([[1.0], [-1.0]], np.float32),
+                         np.array([0.0, 1.0], np.float32), 1.0)
+    assert np.isfinite(loss) and abs(loss - 100.0) < 1e-9
+
+
+def test_sgd_and_adagrad_rows_match_numpy():
+    table = rng.normal(size=(50, 4)).astype(np.float32)
+    acc = rng.uniform(0, 1, (50, 4)).astype(np.float32)
+    offs = rng.permutation(50)[:20]
+    g = rng.normal(size=(20, 4)).astype(np.float32)
+    t1 = table.copy()
+    sgd_rows(t1, offs, g, 0.1, 0.01)
+    expect = table.copy()
+    expect[offs] = ref.sgd(table[offs], g, 0.1, 0.01)
+    np.testing.assert_allclose(t1, expect, rtol=1e-6)
+    t2, a2 = table.copy(), acc.copy()
+    adagrad_rows(t2, a2, offs, g, 0.1, 0.01, 1e-10)
+    ew, ea = table.copy(), acc.copy()
+    ew[offs], ea[offs] = ref.adagrad(table[offs], acc[offs], g, 0.1, 0.01, 1e-10)
+    np.testing.assert_allclose(t2, ew, rtol=1e-6)
+    np.testing.assert_allclose(a2, ea, rtol=1e-6)
+    untouched = np.setdiff1d(np.arange(50), offs)
+    assert np.array_equal(t2[untouched], table[untouched])
+
+
+def test_optimizer_state_lives_beside_rows():
+    opt = Optimizer("adagrad", lr=0.1)
+    state = opt.new_state((10, 3))
+    assert set(state) == {"accum"} and state["accum"].shape == (10, 3)
+    assert Optimizer("sgd").new_state((10, 3)) == {}
