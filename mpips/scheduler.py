@@ -91,7 +91,8 @@ def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog) -> Progress
                   else None, max_sleep=5e-3)
         roles.ctl.Recv(msg, status.Get_source(), TAG_PROGRESS)
         progress.update(status.Get_source() - 1, msg)
-        if time.perf_counter() - last_print >= cfg.progress_seconds and not progress.finished:
+        due = time.perf_counter() - last_print >= cfg.progress_seconds
+        if due and not progress.finished and progress.state[:, 1].sum() > 0:
             last_print = time.perf_counter()
             r = progress.record()
             log.write(r)

@@ -149,11 +149,11 @@ def test_bsp_lr_matches_one_process_numpy(optimizer):
 
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.timeout(180)
-def test_results_identical_with_one_and_two_servers():
-    """Same workers, 1 vs 2 servers: parameters and AUC are bit-identical."""
+def test_results_identical_when_repeated_and_with_one_or_two_servers():
+    """Same workers: 2 servers twice, then 1 server; parameters and AUC are bit-identical."""
     size = comm.Get_size()
     results = []
-    for n_servers in (2, 1):
+    for n_servers in (2, 2, 1):
         # Two servers use every rank; one server uses all but the last, same worker count.
         sub = comm.Split(0 if comm.Get_rank() < size - 2 + n_servers else MPI.UNDEFINED)
         res = train(small_config(servers=n_servers), sub, return_params=True) \
@@ -164,6 +164,7 @@ def test_results_identical_with_one_and_two_servers():
         results.append((comm.bcast(params, root=first_worker), comm.bcast(metrics, root=0)))
         if sub != MPI.COMM_NULL:
             sub.Free()
-    (p2, m2), (p1, m1) = results
-    ok = all(np.array_equal(p2[k], p1[k]) for k in p2) and m2["auc"] == m1["auc"]
+    (p2, m2), *others = results
+    ok = all(np.array_equal(p2[k], p[k]) and m2["auc"] == m["auc"]
+             for p, m in others for k in p2)
     assert everywhere(ok)
