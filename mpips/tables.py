@@ -6,7 +6,8 @@ Workers pull one-sidedly: inside one ``Lock_all`` epoch opened at start they eit
 the shards of same-node servers directly (``direct``) or issue one ``Get`` per server with
 an indexed datatype, completed by ``Flush`` (``get``). No server CPU is needed for a pull.
 Pushes are messages: each worker sends every server the gradient rows it owns, and the
-server sums all workers' rows in worker order before one optimiser update (``apply``).
+server sums all workers' rows in worker order before one optimiser update (``apply``), so
+the result does not depend on arrival order or on the number of servers.
 """
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ import numpy as np
 from mpi4py import MPI
 
 from .errors import ConfigError
-from .kernels.sparse import gather_rows, scatter_rows, segment_sum, unique_inverse
+from .kernels.sparse import accumulate_rows, gather_scatter_rows, release_slots, scatter_rows
 from .models import TableSpec
 from .optim import Optimizer
 from .ring import PartitionMap, Route, TableLayout, name_salt, route
 from .topology import SERVER, Roles
 
-TAG_PUSH_META, TAG_PUSH_VALS, TAG_ACK = 11, 12, 13
+TAG_PUSH, TAG_PUSH_ROWS, TAG_ACK = 11, 12, 13
 FLAG_LAST = 1        # the worker's final push: it sends nothing more
 _F4 = np.dtype(np.float32).itemsize
 
@@ -52,6 +53,8 @@ class Table:
         self.shard = np.frombuffer(self.win.tomemory(), dtype=np.float32,
                                    count=n_rows * spec.dim).reshape(n_rows, spec.dim)
         self.state = optimizer.new_state(self.shard.shape) if roles.role == SERVER else {}
+        # Per shard row: its index among this step's summed rows, or -1 (see apply).
+        self.slot = np.full(n_rows, -1, dtype=np.int32)
         self.views: list[np.ndarray] = []
         if shared and roles.role != SERVER:
             for s in range(roles.n_servers):
@@ -102,43 +105,46 @@ class Tables:
     def pull(self, name: str, where: Route, out: np.ndarray) -> None:
         """Fill ``out`` (one row per routed key, request order) from the servers' shards."""
         t = self.tables[name]
-        tmp = np.empty_like(out)
         if self.direct:
             t.win.Sync()
             for s in range(self.roles.n_servers):
-                lo, hi = where.bounds[s], where.bounds[s + 1]
-                if hi > lo:
-                    gather_rows(t.views[s], where.rows_on(s), tmp[lo:hi])
-        else:
-            types = []
-            for s in range(self.roles.n_servers):
-                lo, hi = where.bounds[s], where.bounds[s + 1]
-                if hi > lo:
-                    dt = t.rowtype.Create_indexed_block(1, where.rows_on(s)).Commit()
-                    t.win.Get([tmp[lo:hi], MPI.FLOAT], s, [0, 1, dt])
-                    types.append(dt)
-            t.win.Flush_all()
-            for dt in types:
-                dt.Free()
+                if where.bounds[s + 1] > where.bounds[s]:
+                    gather_scatter_rows(t.views[s], where.rows_on(s), where.positions(s), out)
+            return
+        tmp = np.empty_like(out)
+        types = []
+        for s in range(self.roles.n_servers):
+            lo, hi = where.bounds[s], where.bounds[s + 1]
+            if hi > lo:
+                # A list converts to MPI displacements 3x faster than an int64 array.
+                dt = t.rowtype.Create_indexed_block(1, where.rows_on(s).tolist()).Commit()
+                t.win.Get([tmp[lo:hi], MPI.FLOAT], s, [0, 1, dt])
+                types.append(dt)
+        t.win.Flush_all()
+        for dt in types:
+            dt.Free()
         scatter_rows(tmp, where.order, out)
 
     def push(self, step: int, flags: int, grads: dict[str, tuple[Route, np.ndarray]]
              ) -> list[MPI.Request]:
-        """Send every server its rows of the gradients (one message pair per server)."""
+        """Send every server its rows of the gradients: a header with the row counts, then
+        per table the shard offsets and the rows, as views (no packing copies)."""
         reqs: list[MPI.Request] = []
-        bufs: list[np.ndarray] = []
+        keep: list[np.ndarray] = []
         routes = [grads[n][0] for n in self.names]
-        rows = [grads[n][1][grads[n][0].order] for n in self.names]
+        rows = [r.sort(grads[n][1]) for r, n in zip(routes, self.names)]
+        ps = self.roles.ps
         for s in range(self.roles.n_servers):
             counts = [int(r.bounds[s + 1] - r.bounds[s]) for r in routes]
-            meta = np.concatenate([np.array([step, flags, *counts], dtype=np.int64),
-                                   *[r.rows_on(s) for r in routes]])
-            vals = np.concatenate([g[r.bounds[s]:r.bounds[s + 1]].ravel()
-                                   for r, g in zip(routes, rows)])
-            reqs += [self.roles.ps.Isend(meta, s, TAG_PUSH_META),
-                     self.roles.ps.Isend(vals, s, TAG_PUSH_VALS)]
-            bufs += [meta, vals]
-        self._sending.append((reqs, bufs))
+            head = np.array([step, flags, *counts], dtype=np.int64)
+            reqs.append(ps.Isend(head, s, TAG_PUSH))
+            keep.append(head)
+            for r, g in zip(routes, rows):
+                lo, hi = r.bounds[s], r.bounds[s + 1]
+                reqs += [ps.Isend(r.offsets[lo:hi], s, TAG_PUSH_ROWS),
+                         ps.Isend(g[lo:hi], s, TAG_PUSH_ROWS)]
+                keep += [r.offsets, g]
+        self._sending.append((reqs, keep))
         self._sending = [(r, b) for r, b in self._sending if not MPI.Request.Testall(r)]
         return reqs
 
@@ -146,32 +152,34 @@ class Tables:
     def poll_push(self) -> Push | None:
         """Receive one worker's push if one has arrived, else None (never blocks long)."""
         status = MPI.Status()
-        if not self.roles.ps.Iprobe(MPI.ANY_SOURCE, TAG_PUSH_META, status):
+        ps = self.roles.ps
+        if not ps.Iprobe(MPI.ANY_SOURCE, TAG_PUSH, status):
             return None
         source = status.Get_source()
-        meta = np.empty(status.Get_count(MPI.INT64_T), dtype=np.int64)
-        self.roles.ps.Recv(meta, source, TAG_PUSH_META)
-        T = len(self.names)
-        counts = meta[2:2 + T]
-        dims = [self.tables[n].spec.dim for n in self.names]
-        vals = np.empty(int(np.dot(counts, dims)), dtype=np.float32)
-        self.roles.ps.Recv(vals, source, TAG_PUSH_VALS)
-        split_o = np.cumsum(counts)[:-1] + 2 + T
-        split_v = np.cumsum(counts * np.asarray(dims))[:-1]
-        grads = [v.reshape(-1, d) for v, d in zip(np.split(vals, split_v), dims)]
-        return Push(source - self.roles.n_servers, int(meta[0]), int(meta[1]),
-                    np.split(meta[2 + T:], split_o - 2 - T), grads)
+        head = np.empty(2 + len(self.names), dtype=np.int64)
+        ps.Recv(head, source, TAG_PUSH)
+        offsets, grads = [], []
+        for name, n in zip(self.names, head[2:]):
+            offsets.append(np.empty(n, dtype=np.int64))
+            grads.append(np.empty((n, self.tables[name].spec.dim), dtype=np.float32))
+            ps.Recv(offsets[-1], source, TAG_PUSH_ROWS)
+            ps.Recv(grads[-1], source, TAG_PUSH_ROWS)
+        return Push(source - self.roles.n_servers, int(head[0]), int(head[1]), offsets, grads)
 
     def apply(self, pushes: Sequence[Push]) -> None:
         """Sum the pushes' rows in the given (worker) order, then one optimiser update."""
         for i, name in enumerate(self.names):
             t = self.tables[name]
-            offsets = np.concatenate([p.offsets[i] for p in pushes])
-            if offsets.size == 0:
+            total = sum(p.offsets[i].size for p in pushes)
+            if total == 0:
                 continue
-            grads = np.concatenate([p.grads[i] for p in pushes])
-            uniq, inverse = unique_inverse(offsets)
-            self.optimizer.apply(t.shard, t.state, uniq, segment_sum(inverse, grads, uniq.size))
+            touched = np.empty(total, dtype=np.int64)
+            acc = np.empty((total, t.spec.dim), dtype=np.float32)
+            n = 0
+            for p in pushes:
+                n = accumulate_rows(t.slot, p.offsets[i], p.grads[i], touched, acc, n)
+            release_slots(t.slot, touched[:n])
+            self.optimizer.apply(t.shard, t.state, touched[:n], acc[:n])
 
     def free(self) -> None:
         """Collective: close the epochs and free the windows."""

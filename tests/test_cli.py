@@ -76,3 +76,15 @@ def test_criteo_kaggle_sample_auc(tmp_path):
     assert r.returncode == 0, r.stderr
     final = json.loads(out.read_text().splitlines()[-1])
     assert final["test_rows"] == 1600 and final["auc"] >= 0.70
+
+
+def test_bench_pull_push_reports_every_figure():
+    """A small pull-push benchmark run prints one JSON object with the figures asked for."""
+    r = launch(5, "bench", "pull-push", "--servers", "2", "--batch", "256", "--steps", "3",
+               "--table-rows", "20000", "--json", timeout=120)
+    assert r.returncode == 0, r.stderr
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("pull_rows_per_s", "push_rows_per_s", "local_gather_rows_per_s",
+                "local_update_rows_per_s", "pull_ratio", "push_ratio"):
+        assert figures[key] > 0
+    assert figures["servers"] == 2 and figures["workers"] == 2

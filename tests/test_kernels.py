@@ -4,7 +4,8 @@ import numpy as np
 import reference as ref
 from mpips.kernels.lr import lr_grad, lr_logits
 from mpips.kernels.optim import adagrad_rows, sgd_rows
-from mpips.kernels.sparse import gather_rows, scatter_rows, segment_sum, unique_inverse
+from mpips.kernels.sparse import (accumulate_rows, gather_rows, gather_scatter_rows,
+                                  release_slots, scatter_rows, segment_sum, unique_inverse)
 from mpips.optim import Optimizer
 
 rng = np.random.default_rng(42)
@@ -28,6 +29,24 @@ def test_segment_sum_matches_add_at():
     assert np.array_equal(segment_sum(inv, rows, 40), expect)
 
 
+def test_accumulate_rows_sums_pushes_in_order():
+    """Several pushes summed by offset equal np.add.at; the slots are released after."""
+    slot = np.full(100, -1, np.int32)
+    pushes = [(rng.permutation(100)[:k], rng.normal(size=(k, 3)).astype(np.float32))
+              for k in (30, 50, 0, 70)]
+    total = sum(o.size for o, _ in pushes)
+    touched, acc, n = np.empty(total, np.int64), np.empty((total, 3), np.float32), 0
+    for offsets, rows in pushes:
+        n = accumulate_rows(slot, offsets, rows, touched, acc, n)
+    release_slots(slot, touched[:n])
+    expect = np.zeros((100, 3), np.float32)
+    for offsets, rows in pushes:
+        expect[offsets] += rows
+    assert sorted(touched[:n]) == sorted(set(np.concatenate([o for o, _ in pushes])))
+    assert np.array_equal(acc[:n], expect[touched[:n]])
+    assert (slot == -1).all()
+
+
 def test_gather_and_scatter_rows():
     table = rng.normal(size=(100, 4)).astype(np.float32)
     idx = rng.integers(0, 100, 30)
@@ -38,6 +57,9 @@ def test_gather_and_scatter_rows():
     back = np.empty_like(out)
     scatter_rows(out, perm, back)
     assert np.array_equal(back[perm], out)
+    fused = np.empty_like(out)
+    gather_scatter_rows(table, idx, perm, fused)
+    assert np.array_equal(fused[perm], table[idx])
 
 
 def _batch(n=64, fields=5, keys=30):

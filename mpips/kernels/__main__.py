@@ -9,17 +9,23 @@ import numpy as np
 
 from .lr import lr_grad, lr_logits
 from .optim import adagrad_rows, sgd_rows
-from .sparse import gather_rows, scatter_rows, segment_sum, unique_inverse
+from .sparse import (accumulate_rows, gather_rows, gather_scatter_rows, release_slots,
+                     scatter_rows, segment_sum, unique_inverse)
 
 t0 = time.perf_counter()
 keys = np.array([3, 1, 3], dtype=np.int64)
 uniq, inv = unique_inverse(keys)
 rows = np.ones((3, 1), dtype=np.float32)
 summed = segment_sum(inv, rows, uniq.size)
+slot = np.full(4, -1, dtype=np.int32)
+touched = np.empty(3, dtype=np.int64)
+n = accumulate_rows(slot, keys, rows, touched, np.empty((3, 1), dtype=np.float32), 0)
+release_slots(slot, touched[:n])
 table = np.zeros((4, 1), dtype=np.float32)
 out = np.empty((2, 1), dtype=np.float32)
 gather_rows(table, uniq, out)
 scatter_rows(out, np.arange(2, dtype=np.int64), out.copy())
+gather_scatter_rows(table, uniq, np.arange(2, dtype=np.int64), out)
 sgd_rows(table, uniq, summed, 0.1, 0.0)
 adagrad_rows(table, np.zeros_like(table), uniq, summed, 0.1, 0.0, 1e-10)
 inv2 = inv[:2].reshape(1, 2)

@@ -52,6 +52,39 @@ def segment_sum(inverse: np.ndarray, rows: np.ndarray, n_segments: int) -> np.nd
 
 
 @nb.njit(cache=True, nogil=True)
+def accumulate_rows(slot: np.ndarray, offsets: np.ndarray, rows: np.ndarray,
+                    touched: np.ndarray, acc: np.ndarray, n: int) -> int:
+    """Sum ``rows`` into ``acc`` by shard offset, in call order; returns the new count.
+
+    ``slot[offset]`` is -1 for a row not yet touched this step, else its index into
+    ``touched``/``acc``; calls for several pushes in worker order give a fixed summation
+    order. ``release_slots`` resets ``slot`` afterwards.
+    """
+    d = rows.shape[1]
+    for i in range(offsets.size):
+        r = offsets[i]
+        s = slot[r]
+        if s < 0:
+            s = n
+            slot[r] = n
+            touched[n] = r
+            n += 1
+            for j in range(d):
+                acc[s, j] = rows[i, j]
+        else:
+            for j in range(d):
+                acc[s, j] += rows[i, j]
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def release_slots(slot: np.ndarray, touched: np.ndarray) -> None:
+    """Mark the ``touched`` rows untouched again (``slot`` back to -1)."""
+    for i in range(touched.size):
+        slot[touched[i]] = -1
+
+
+@nb.njit(cache=True, nogil=True)
 def gather_rows(table: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = table[index[i]]``: the one-process pull, and the direct read of a shard."""
     d = table.shape[1]
@@ -59,6 +92,18 @@ def gather_rows(table: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
         r = index[i]
         for j in range(d):
             out[i, j] = table[r, j]
+
+
+@nb.njit(cache=True, nogil=True)
+def gather_scatter_rows(table: np.ndarray, index: np.ndarray, positions: np.ndarray,
+                        out: np.ndarray) -> None:
+    """``out[positions[i]] = table[index[i]]``: a direct pull from one server's shard."""
+    d = table.shape[1]
+    for i in range(index.size):
+        r = index[i]
+        p = positions[i]
+        for j in range(d):
+            out[p, j] = table[r, j]
 
 
 @nb.njit(cache=True, nogil=True)
