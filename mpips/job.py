@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -9,6 +10,7 @@ from mpi4py import MPI
 
 from .config import TrainConfig
 from .data.plan import DataPlan, plan_data
+from .errors import ConfigError
 from .models import build_model
 from .optim import Optimizer
 from .scheduler import run_scheduler
@@ -38,8 +40,12 @@ def describe(cfg: TrainConfig, roles: Roles, train_rows: int, test_rows: int) ->
 
 
 def prepare(cfg: TrainConfig, size: int) -> DataPlan:
-    """Checks every rank makes alike before any communication: ranks and data files."""
+    """Checks every rank makes alike before any communication: ranks, output and data."""
     plan_roles(size, cfg.servers)
+    if cfg.metrics_out is not None:
+        folder = Path(cfg.metrics_out).resolve().parent
+        if not folder.is_dir():
+            raise ConfigError(f"--metrics-out {cfg.metrics_out}: folder {folder} does not exist")
     return plan_data(cfg)
 
 

@@ -36,6 +36,12 @@ def test_unknown_config_key_is_named(tmp_path):
     assert r.returncode != 0 and f"{cfg}: unknown setting 'batchsize'" in r.stderr
 
 
+def test_unwritable_metrics_path_is_named():
+    r = launch(3, "train", "--metrics-out", "/nonexistent/dir/m.jsonl", timeout=60)
+    assert r.returncode != 0 and "--metrics-out /nonexistent/dir/m.jsonl" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_error_on_one_rank_aborts_the_job_quickly(tmp_path):
     """A bad line that only the second worker reads takes every rank down within seconds."""
     row = "0\t" + "\t".join(["1"] * 13) + "\t" + "\t".join(["abc"] * 26) + "\n"
@@ -88,3 +94,20 @@ def test_bench_pull_push_reports_every_figure():
                 "local_update_rows_per_s", "pull_ratio", "push_ratio"):
         assert figures[key] > 0
     assert figures["servers"] == 2 and figures["workers"] == 2
+
+
+@pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")
+def test_separate_test_file_equals_held_out_rows(tmp_path):
+    """--test FILE with the last 20 % of rows gives the same model and AUC as holding them out."""
+    lines = KAGGLE.read_text().splitlines(keepends=True)
+    train, test = tmp_path / "train.tsv", tmp_path / "test.tsv"
+    train.write_text("".join(lines[:6400]))
+    test.write_text("".join(lines[6400:]))
+    finals = []
+    for extra in (["--data", str(KAGGLE)], ["--data", str(train), "--test", str(test)]):
+        out = tmp_path / "m.jsonl"
+        r = launch(4, "train", "--config", str(EXAMPLE), "--metrics-out", str(out), *extra,
+                   timeout=120)
+        assert r.returncode == 0, r.stderr
+        finals.append(json.loads(out.read_text().splitlines()[-1]))
+    assert finals[0]["auc"] == finals[1]["auc"] and finals[1]["test_rows"] == 1600
