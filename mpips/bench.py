@@ -21,15 +21,15 @@ from typing import Callable
 import numpy as np
 from mpi4py import MPI
 
-from .errors import ConfigError, MpipsError
+from .errors import ConfigError
 from .kernels.sparse import gather_rows, segment_sum, unique_inverse
 from .models import TableSpec
 from .optim import Optimizer
 from .ring import Route, mix64
 from .server import run_server
-from .tables import FLAG_LAST, TAG_ACK, Tables
-from .topology import (SCHEDULER, SERVER, Roles, plan_roles, report_setup_error, split_roles,
-                       wait_all)
+from .tables import FLAG_LAST, Tables
+from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
+from .waiting import wait_all
 
 TABLE, WARMUP, SEED, ZIPF_A = "emb", 3, 1234, 1.2
 Batches = list[tuple[np.ndarray, np.ndarray]]
@@ -74,12 +74,8 @@ def push(tables: Tables, step: int, last: bool, where: Route, inverse: np.ndarra
          lookup_grads: np.ndarray) -> None:
     """Sum the batch's per-lookup gradient rows into its unique rows (as the local update
     does), push them and wait until every server applied the step."""
-    ps, n_servers = tables.roles.ps, tables.roles.n_servers
-    acks = np.zeros((n_servers, 1), dtype=np.int64)
-    reqs = [ps.Irecv(acks[s], s, TAG_ACK) for s in range(n_servers)]
     summed = segment_sum(inverse, lookup_grads, where.order.size)
-    tables.push(step, FLAG_LAST if last else 0, {TABLE: (where, summed)})
-    wait_all(reqs)
+    tables.push(step, FLAG_LAST if last else 0, {TABLE: (where, summed)}).wait()
 
 
 def run_worker(args: argparse.Namespace, roles: Roles, tables: Tables,
@@ -88,7 +84,7 @@ def run_worker(args: argparse.Namespace, roles: Roles, tables: Tables,
     keys = [u for u, _ in batches]
     out = np.empty((max(k.size for k in keys), args.dim), np.float32)
     grads = gradients(args.batch * args.fields, args.dim, roles.index)
-    roles.ps.Barrier()                       # pairs with the servers' "shards ready"
+    tables.ready()                           # the servers' shards are initialised
     for i in range(WARMUP):
         push(tables, i, False, pull(tables, keys[i], out), batches[i][1], grads)
     timed_keys, routes = keys[WARMUP:], []
@@ -174,34 +170,28 @@ def report(r: dict) -> str:
         f"{'push / local':28}{r['push_ratio']:>14.3f}"])
 
 
-def check(args: argparse.Namespace) -> None:
-    """Every rank rejects the same bad sizes before any communication."""
+def check_bench(args: argparse.Namespace, size: int) -> None:
+    """Bad sizes or too few ranks, found before any communication."""
     for name in ("batch", "fields", "dim", "table_rows", "steps"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    plan_roles(size, args.servers)
 
 
 def run_pull_push(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
     """Collective over ``comm``: the benchmark; rank 0 prints the figures."""
-    try:
-        check(args)
-        plan_roles(comm.Get_size(), args.servers)
-    except MpipsError as exc:
-        return report_setup_error(exc, comm)
     roles = split_roles(comm, args.servers)
     mine = None
     if roles.role != SCHEDULER:
         batches = [] if roles.role == SERVER else make_batches(args, roles.index,
                                                                WARMUP + args.steps)
         wait_all([roles.ps.Ibarrier()])      # servers idle while workers make keys
-        tables = Tables([TableSpec(TABLE, args.table_rows, args.dim)], roles,
-                        Optimizer("adagrad"), pull=args.pull)
-        if roles.role == SERVER:
-            run_server(roles, tables)
-        else:
-            mine = run_worker(args, roles, tables, batches)
-        wait_all([roles.ps.Ibarrier()])      # no window is freed while a worker reads
-        tables.free()
+        with Tables([TableSpec(TABLE, args.table_rows, args.dim)], roles,
+                    Optimizer("adagrad"), pull=args.pull) as tables:
+            if roles.role == SERVER:
+                run_server(roles, tables)
+            else:
+                mine = run_worker(args, roles, tables, batches)
     wait_all([comm.Ibarrier()])
     figures = comm.gather(mine, root=0)
     if roles.role == SCHEDULER:

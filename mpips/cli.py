@@ -11,7 +11,6 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 from . import __version__  # noqa: E402
 from .config import FORMATS, MODELS, PULL_MODES, TrainConfig, from_mapping, load_toml  # noqa: E402
-from .errors import MpipsError  # noqa: E402
 from .optim import OPTIMIZERS  # noqa: E402
 
 D = TrainConfig()
@@ -89,22 +88,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from mpi4py import MPI
 
-    from .topology import abort_on_error, report_setup_error
+    from .failures import abort_on_error, agree_on_setup
 
     comm = MPI.COMM_WORLD
     if args.command == "train":
         from .job import prepare, train
 
-        try:
-            cfg = train_config(args)
-            data = prepare(cfg, comm.Get_size())
-        except MpipsError as exc:
-            return report_setup_error(exc, comm)
-        return abort_on_error(lambda: train(cfg, comm, data=data) and 0, comm)
-    from .bench import run_pull_push
+        setup: dict = {}
 
+        def check() -> None:
+            setup["cfg"] = cfg = train_config(args)
+            setup["data"] = prepare(cfg, comm.Get_size(), comm.Get_rank())
+
+        status = agree_on_setup(check, comm)
+        if status is not None:
+            return status
+
+        def run() -> int:
+            train(setup["cfg"], comm, data=setup["data"])
+            return 0
+
+        return abort_on_error(run, comm)
+    from .bench import check_bench, run_pull_push
+
+    status = agree_on_setup(lambda: check_bench(args, comm.Get_size()), comm)
+    if status is not None:
+        return status
     return abort_on_error(lambda: run_pull_push(args, comm), comm)
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,7 @@
 """One training job: split the ranks into roles, build the tables, run each role's loop."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -15,9 +16,11 @@ from .models import build_model
 from .optim import Optimizer
 from .scheduler import run_scheduler
 from .server import run_server
-from .tables import Tables
-from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles, wait_all
-from .worker import Worker, send_evaluation
+from .tables import Tables, shard_bytes
+from .reports import send_evaluation
+from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
+from .waiting import wait_all
+from .worker import Worker
 
 
 @dataclass
@@ -32,17 +35,44 @@ class JobResult:
 
 
 def describe(cfg: TrainConfig, roles: Roles, train_rows: int, test_rows: int) -> str:
+    """The scheduler's opening line: model, data, sizes and roles."""
     data = cfg.data or f"built-in synthetic data (seed {cfg.seed})"
     return (f"[mpips] {cfg.model} + {cfg.optimizer} (lr {cfg.lr}) on {data}: "
             f"{train_rows:,} train / {test_rows:,} test rows, {cfg.epochs} epoch(s), batch "
             f"{cfg.batch_size}/worker; 1 scheduler, {roles.n_servers} server(s), "
-            f"{roles.n_workers} worker(s)")
+            f"{roles.n_workers} worker(s)" + batch_warning(cfg, train_rows, roles.n_workers))
 
 
-def prepare(cfg: TrainConfig, size: int) -> DataPlan:
-    """Checks every rank makes alike before any communication: ranks, output and data."""
-    plan_roles(size, cfg.servers)
-    if cfg.metrics_out is not None:
+def batch_warning(cfg: TrainConfig, train_rows: int, n_workers: int) -> str:
+    """A note when workers have fewer rows than a batch: the steps are then smaller than
+    ``batch-size``, and since a step's gradient is divided by ``batch-size x workers`` the
+    effective learning rate is lower."""
+    per_worker = train_rows // n_workers
+    if per_worker >= cfg.batch_size:
+        return ""
+    return (f"\n[mpips] note: each worker has only about {per_worker:,} train rows, fewer "
+            f"than --batch-size {cfg.batch_size}; steps are smaller and the effective "
+            f"learning rate lower")
+
+
+def check_memory(cfg: TrainConfig, n_servers: int) -> None:
+    """Refuse tables that cannot fit: a server's share against this machine's memory."""
+    optimizer = Optimizer(cfg.optimizer)
+    need = sum(shard_bytes(spec, int(1.1 * spec.rows / n_servers) + 1, optimizer)
+               for spec in build_model(cfg.model, cfg.table_rows).tables)
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ConfigError(f"--table-rows {cfg.table_rows:,} needs about {need / 2**30:.1f} GiB "
+                          f"per server, more than this node's {have / 2**30:.1f} GiB: lower "
+                          f"--table-rows or raise --servers")
+
+
+def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
+    """Checks made before any communication: ranks, memory, output file (on the scheduler,
+    who writes it) and data files. ``agree_on_setup`` makes every rank share the verdict."""
+    n_servers, _ = plan_roles(size, cfg.servers)
+    check_memory(cfg, n_servers)
+    if cfg.metrics_out is not None and rank == 0:
         folder = Path(cfg.metrics_out).resolve().parent
         if not folder.is_dir():
             raise ConfigError(f"--metrics-out {cfg.metrics_out}: folder {folder} does not exist")
@@ -52,7 +82,7 @@ def prepare(cfg: TrainConfig, size: int) -> DataPlan:
 def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
           return_params: bool = False, data: Optional[DataPlan] = None) -> JobResult:
     """Collective over ``comm``: train and evaluate; every rank returns its ``JobResult``."""
-    data = data or prepare(cfg, comm.Get_size())
+    data = data or prepare(cfg, comm.Get_size(), comm.Get_rank())
     roles = split_roles(comm, cfg.servers)
     model = build_model(cfg.model, cfg.table_rows)
     result = JobResult(roles.role)
@@ -62,20 +92,18 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
         result.metrics = run_scheduler(cfg, roles)
     else:
         optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2)
-        tables = Tables(model.tables, roles, optimizer, pull=cfg.pull)
-        if roles.role == SERVER:
-            result.steps = run_server(roles, tables)
-        else:
-            worker = Worker(cfg, roles, tables, model, data)
-            worker.warm_up()
-            roles.ps.Barrier()                 # pairs with the servers' "shards ready"
-            worker.train()
-            wait_all([roles.group.Ibarrier()])  # every worker's last step is applied
-            send_evaluation(roles.ctl, worker.evaluate())
-            if return_params:
-                result.params = worker.pull_all()
-        wait_all([roles.ps.Ibarrier()])        # no window is freed while a worker reads
-        tables.free()
+        with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:
+            if roles.role == SERVER:
+                result.steps = run_server(roles, tables)
+            else:
+                worker = Worker(cfg, roles, tables, model, data)
+                worker.warm_up()
+                tables.ready()                     # the servers' shards are initialised
+                worker.train()
+                wait_all([roles.group.Ibarrier()])  # every worker's last step is applied
+                send_evaluation(roles.ctl, worker.evaluate())
+                if return_params:
+                    result.params = worker.pull_all()
     wait_all([comm.Ibarrier()])
     roles.free()
     return result

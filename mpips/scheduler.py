@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import IO, Optional
 
 import numpy as np
-from mpi4py import MPI
 
 from .config import TrainConfig
 from .metrics import auc, logloss
-from .topology import Roles, idle_poll, wait_all
-from .worker import PROGRESS_FIELDS, TAG_PROGRESS
+from .reports import PROGRESS_FIELDS, Evaluation, finite_or_none, receive_evaluation, \
+    wait_progress
+from .topology import Roles
 
 
 class MetricsLog:
@@ -22,8 +21,11 @@ class MetricsLog:
         self.fh: Optional[IO[str]] = open(path, "w", encoding="utf-8") if path else None
 
     def write(self, record: dict) -> None:
+        """Append one record; NaN and infinite values become null (valid JSON)."""
         if self.fh:
-            self.fh.write(json.dumps(record) + "\n")
+            clean = {k: finite_or_none(v) if isinstance(v, float) else v
+                     for k, v in record.items()}
+            self.fh.write(json.dumps(clean, allow_nan=False) + "\n")
             self.fh.flush()
 
     def close(self) -> None:
@@ -49,6 +51,7 @@ class Progress:
         self._last = (0.0, 0.0, 0.0)   # time, samples, loss at the last line
 
     def update(self, worker: int, record: np.ndarray) -> None:
+        """Take a worker's latest record; the clock starts with the first one."""
         if self.start is None:
             self.start = time.perf_counter()
         self.state[worker] = record
@@ -74,6 +77,7 @@ class Progress:
                 "eta_s": (planned - samples) / rate if rate > 0 else float("inf")}
 
     def line(self, r: dict) -> str:
+        """The progress line printed from a record."""
         pct = 100.0 * r["samples"] / r["planned"] if r["planned"] else 100.0
         return (f"[mpips] epoch {min(r['epoch'], self.epochs)}/{self.epochs} {pct:5.1f}% "
                 f"{r['samples']:,}/{r['planned']:,} samples  {r['samples_per_s']:,.0f} samples/s"
@@ -83,14 +87,9 @@ class Progress:
 def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog) -> Progress:
     """Receive progress until every worker has finished, printing every interval."""
     progress = Progress(roles.n_workers, cfg.epochs)
-    status = MPI.Status()
-    msg = np.empty(PROGRESS_FIELDS, dtype=np.float64)
     last_print = time.perf_counter()
     while not progress.finished:
-        idle_poll(lambda: True if roles.ctl.Iprobe(MPI.ANY_SOURCE, TAG_PROGRESS, status)
-                  else None, max_sleep=5e-3)
-        roles.ctl.Recv(msg, status.Get_source(), TAG_PROGRESS)
-        progress.update(status.Get_source() - 1, msg)
+        progress.update(*wait_progress(roles.ctl))
         due = time.perf_counter() - last_print >= cfg.progress_seconds
         if due and not progress.finished and progress.state[:, 1].sum() > 0:
             last_print = time.perf_counter()
@@ -100,23 +99,11 @@ def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog) -> Progress
     return progress
 
 
-def receive_evaluation(roles: Roles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gather all workers' test predictions, labels and true probabilities (ctl rank 0)."""
-    counts = np.zeros((roles.n_workers + 1, 2), dtype=np.int64)
-    wait_all([roles.ctl.Igather(np.zeros(2, np.int64), counts, 0)])
-    out = []
-    for col in (0, 0, 1):
-        c = counts[:, col]
-        buf = np.empty(int(c.sum()), dtype=np.float64)
-        wait_all([roles.ctl.Igatherv(np.empty(0), [buf, c], 0)])
-        out.append(buf)
-    return out[0], out[1], out[2]
-
-
 def final_record(cfg: TrainConfig, progress: Progress, seconds: float,
-                 probs: np.ndarray, labels: np.ndarray, true_p: np.ndarray) -> dict:
+                 ev: Evaluation) -> dict:
     """The final metrics: exact AUC and log-loss over every test prediction."""
     samples = int(progress.state[:, 1].sum())
+    probs, labels, true_p = ev.probs, ev.labels, ev.true_p
     rec = {"event": "final", "model": cfg.model, "optimizer": cfg.optimizer,
            "servers": cfg.servers, "workers": int(progress.state.shape[0]),
            "epochs": cfg.epochs, "auc": auc(labels, probs), "logloss": logloss(labels, probs),
@@ -130,6 +117,7 @@ def final_record(cfg: TrainConfig, progress: Progress, seconds: float,
 
 
 def summary(rec: dict) -> str:
+    """The closing lines printed by the scheduler."""
     text = (f"[mpips] done: AUC {rec['auc']:.4f}  logloss {rec['logloss']:.4f} on "
             f"{rec['test_rows']:,} test rows; {rec['samples']:,} samples in "
             f"{rec['seconds']:.2f}s ({rec['samples_per_s']:,.0f} samples/s)")
@@ -146,7 +134,8 @@ def run_scheduler(cfg: TrainConfig, roles: Roles) -> dict:
     try:
         progress = follow_progress(cfg, roles, log)
         seconds = time.perf_counter() - (progress.start or time.perf_counter())
-        rec = final_record(cfg, progress, seconds, *receive_evaluation(roles))
+        rec = final_record(cfg, progress, seconds,
+                           receive_evaluation(roles.ctl, roles.n_workers))
         log.write(rec)
     finally:
         log.close()

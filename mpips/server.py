@@ -1,12 +1,10 @@
 """The server role: hold shards, and for each BSP step apply every worker's push at once."""
 from __future__ import annotations
 
-import numpy as np
-from mpi4py import MPI
-
-from .errors import MpipsError
-from .tables import FLAG_LAST, TAG_ACK, Push, Tables
-from .topology import Roles, idle_poll
+from .clocks import BspRound
+from .tables import Tables
+from .topology import Roles
+from .waiting import idle_poll
 
 
 def init_shards(tables: Tables) -> None:
@@ -15,33 +13,19 @@ def init_shards(tables: Tables) -> None:
         t.shard[:] = 0.0
 
 
-def gather_step(tables: Tables, active: set[int], step: int) -> list[Push]:
-    """Wait (politely) for one push from every active worker; return them in worker order."""
-    got: dict[int, Push] = {}
-    while len(got) < len(active):
-        push = idle_poll(tables.poll_push)
-        if push.worker not in active or push.worker in got or push.step != step:
-            raise MpipsError(f"server: unexpected push from worker {push.worker} for step "
-                             f"{push.step} while collecting step {step}")
-        got[push.worker] = push
-    return [got[w] for w in sorted(got)]
-
-
 def run_server(roles: Roles, tables: Tables) -> int:
-    """BSP service loop until every worker has sent its last push; returns steps served."""
+    """Serve BSP rounds until every worker has sent its last push; returns the rounds."""
     init_shards(tables)
-    roles.ps.Barrier()                       # shards initialised before any worker pulls
-    active = set(range(roles.n_workers))
-    step = 0
-    sends: list[MPI.Request] = []
-    ack = np.zeros(1, dtype=np.int64)
-    while active:
-        pushes = gather_step(tables, active, step)
-        tables.apply(pushes)
-        MPI.Request.Waitall(sends)
-        ack[0] = step
-        sends = [roles.ps.Isend(ack, roles.worker_ps_rank(p.worker), TAG_ACK) for p in pushes]
-        active -= {p.worker for p in pushes if p.flags & FLAG_LAST}
-        step += 1
-    MPI.Request.Waitall(sends)
-    return step
+    tables.ready()
+    round_ = BspRound(0, frozenset(range(roles.n_workers)))
+    while round_.active:
+        pushes = {}
+        while not round_.complete:
+            push = idle_poll(tables.poll_push)
+            round_.add(push.worker, push.step, push.last)
+            pushes[push.worker] = push
+        in_order = [pushes[w] for w in round_.order()]
+        tables.apply(in_order)
+        tables.ack(in_order)
+        round_ = round_.next()
+    return round_.step

@@ -17,12 +17,13 @@ from typing import Sequence
 import numpy as np
 from mpi4py import MPI
 
-from .errors import ConfigError
+from .errors import ConfigError, MpipsError
 from .kernels.sparse import accumulate_rows, gather_scatter_rows, release_slots, scatter_rows
 from .models import TableSpec
 from .optim import Optimizer
 from .ring import PartitionMap, Route, TableLayout, name_salt, route
 from .topology import SERVER, Roles
+from .waiting import wait_all
 
 TAG_PUSH, TAG_PUSH_ROWS, TAG_ACK = 11, 12, 13
 FLAG_LAST = 1        # the worker's final push: it sends nothing more
@@ -39,6 +40,26 @@ class Push:
     offsets: list[np.ndarray]
     grads: list[np.ndarray]
 
+    @property
+    def last(self) -> bool:
+        return bool(self.flags & FLAG_LAST)
+
+
+@dataclass
+class PushHandle:
+    """A push in flight: ``wait()`` returns once every server has applied it."""
+
+    acks: list[MPI.Request]
+    buffers: list[np.ndarray]
+
+    def wait(self) -> None:
+        wait_all(self.acks)
+
+
+def shard_bytes(spec: TableSpec, rows: int, optimizer: Optimizer) -> int:
+    """Bytes a server needs for ``rows`` rows of ``spec``: values, state, step slots."""
+    return rows * (spec.dim * _F4 * (1 + len(optimizer.state_slots)) + 4)
+
 
 class Table:
     """One table on this rank: its layout, window and (on servers) shard and state."""
@@ -49,12 +70,17 @@ class Table:
         n_rows = int(layout.shard_rows[roles.index]) if roles.role == SERVER else 0
         nbytes = n_rows * spec.dim * _F4
         allocate = MPI.Win.Allocate_shared if shared else MPI.Win.Allocate
-        self.win = allocate(nbytes, _F4, comm=roles.ps)
+        try:
+            self.win = allocate(nbytes, _F4, comm=roles.ps)
+            self.state = optimizer.new_state((n_rows, spec.dim)) if roles.role == SERVER else {}
+            # Per shard row: its index among this step's summed rows, or -1 (see apply).
+            self.slot = np.full(n_rows, -1, dtype=np.int32)
+        except (MemoryError, MPI.Exception) as exc:
+            gib = shard_bytes(spec, n_rows, optimizer) / 2**30
+            raise MpipsError(f"server {roles.index}: cannot allocate {gib:.1f} GiB for table "
+                             f"{spec.name!r} ({n_rows:,} rows): {exc}") from None
         self.shard = np.frombuffer(self.win.tomemory(), dtype=np.float32,
                                    count=n_rows * spec.dim).reshape(n_rows, spec.dim)
-        self.state = optimizer.new_state(self.shard.shape) if roles.role == SERVER else {}
-        # Per shard row: its index among this step's summed rows, or -1 (see apply).
-        self.slot = np.full(n_rows, -1, dtype=np.int32)
         self.views: list[np.ndarray] = []
         if shared and roles.role != SERVER:
             for s in range(roles.n_servers):
@@ -63,8 +89,13 @@ class Table:
                 self.views.append(np.frombuffer(buf, dtype=np.float32,
                                                 count=rows * spec.dim).reshape(rows, spec.dim))
         self.rowtype = MPI.FLOAT.Create_contiguous(spec.dim).Commit()
+        # Every rank keeps one passive epoch open: workers read in it, servers call
+        # ``Sync`` in it after writing, so the stores are visible before the acks go out.
+        self.win.Lock_all(MPI.MODE_NOCHECK)
 
     def free(self) -> None:
+        """Close the epoch and free the window (collective over ``ps``)."""
+        self.win.Unlock_all()
         self.rowtype.Free()
         self.shard = np.empty((0, self.spec.dim), np.float32)
         self.views = []
@@ -79,7 +110,11 @@ def _all_on_one_node(comm: MPI.Intracomm) -> bool:
 
 
 class Tables:
-    """All tables of a job, seen from one rank of the ``ps`` communicator (collective)."""
+    """All tables of a job, seen from one rank of the ``ps`` communicator (collective).
+
+    Use as a context manager: leaving the block waits until no worker reads any more and
+    frees the windows on every rank of ``ps``.
+    """
 
     def __init__(self, specs: Sequence[TableSpec], roles: Roles, optimizer: Optimizer,
                  pmap: PartitionMap | None = None, pull: str = "auto") -> None:
@@ -88,14 +123,31 @@ class Tables:
         one_node = _all_on_one_node(roles.ps)
         if pull == "direct" and not one_node:
             raise ConfigError("--pull direct needs all servers and workers on one node")
-        self.direct = pull == "direct" or (pull == "auto" and one_node)
+        shared = pull == "direct" or (pull == "auto" and one_node)
         self.tables = {s.name: Table(s, TableLayout.build(s.rows, name_salt(s.name), self.pmap),
-                                     roles, self.direct, optimizer) for s in specs}
+                                     roles, shared, optimizer) for s in specs}
         self.names = [s.name for s in specs]
+        # Direct loads need the unified memory model (public and private copies are one).
+        unified = all(t.win.model == MPI.WIN_UNIFIED for t in self.tables.values())
+        unified = bool(roles.ps.allreduce(unified, op=MPI.LAND))
+        if pull == "direct" and not unified:
+            raise ConfigError("--pull direct needs an MPI with the unified RMA memory model")
+        self.direct = shared and unified
         self._sending: list[tuple[list[MPI.Request], list[np.ndarray]]] = []
-        if roles.role != SERVER:
+
+    def __enter__(self) -> "Tables":
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        if kind is None:             # after an error the job aborts: no collectives then
+            self.close()
+
+    def ready(self) -> None:
+        """Collective: servers have written their initial shards; workers may pull."""
+        if self.roles.role == SERVER:
             for t in self.tables.values():
-                t.win.Lock_all(MPI.MODE_NOCHECK)
+                t.win.Sync()
+        wait_all([self.roles.ps.Ibarrier()])
 
     # ---- worker side -------------------------------------------------------------------
     def route(self, name: str, keys: np.ndarray) -> Route:
@@ -126,27 +178,32 @@ class Tables:
         scatter_rows(tmp, where.order, out)
 
     def push(self, step: int, flags: int, grads: dict[str, tuple[Route, np.ndarray]]
-             ) -> list[MPI.Request]:
+             ) -> PushHandle:
         """Send every server its rows of the gradients: a header with the row counts, then
-        per table the shard offsets and the rows, as views (no packing copies)."""
+        per table the shard offsets and the rows, as views (no packing copies). The handle
+        waits for every server's acknowledgement that the step is applied."""
+        n_servers, ps = self.roles.n_servers, self.roles.ps
+        acks = np.zeros((n_servers, 1), dtype=np.int64)
+        handle = PushHandle([ps.Irecv(acks[s], s, TAG_ACK) for s in range(n_servers)], [acks])
         reqs: list[MPI.Request] = []
-        keep: list[np.ndarray] = []
         routes = [grads[n][0] for n in self.names]
         rows = [r.sort(grads[n][1]) for r, n in zip(routes, self.names)]
-        ps = self.roles.ps
-        for s in range(self.roles.n_servers):
+        for s in range(n_servers):
             counts = [int(r.bounds[s + 1] - r.bounds[s]) for r in routes]
             head = np.array([step, flags, *counts], dtype=np.int64)
             reqs.append(ps.Isend(head, s, TAG_PUSH))
-            keep.append(head)
+            handle.buffers.append(head)
             for r, g in zip(routes, rows):
                 lo, hi = r.bounds[s], r.bounds[s + 1]
                 reqs += [ps.Isend(r.offsets[lo:hi], s, TAG_PUSH_ROWS),
                          ps.Isend(g[lo:hi], s, TAG_PUSH_ROWS)]
-                keep += [r.offsets, g]
-        self._sending.append((reqs, keep))
-        self._sending = [(r, b) for r, b in self._sending if not MPI.Request.Testall(r)]
-        return reqs
+                handle.buffers += [r.offsets, g]
+        self._retire([(reqs, handle.buffers)])
+        return handle
+
+    def _retire(self, new: list[tuple[list[MPI.Request], list[np.ndarray]]]) -> None:
+        """Keep send buffers alive until their sends complete."""
+        self._sending = [(r, b) for r, b in self._sending + new if not MPI.Request.Testall(r)]
 
     # ---- server side -------------------------------------------------------------------
     def poll_push(self) -> Push | None:
@@ -180,12 +237,20 @@ class Tables:
                 n = accumulate_rows(t.slot, p.offsets[i], p.grads[i], touched, acc, n)
             release_slots(t.slot, touched[:n])
             self.optimizer.apply(t.shard, t.state, touched[:n], acc[:n])
+            t.win.Sync()
 
-    def free(self) -> None:
-        """Collective: close the epochs and free the windows."""
+    def ack(self, pushes: Sequence[Push]) -> None:
+        """Tell each pushing worker that its step is applied (after ``apply``)."""
+        steps = [np.array([p.step], dtype=np.int64) for p in pushes]
+        reqs = [self.roles.ps.Isend(a, self.roles.worker_ps_rank(p.worker), TAG_ACK)
+                for a, p in zip(steps, pushes)]
+        self._retire([(reqs, steps)])
+
+    def close(self) -> None:
+        """Collective over ``ps``: finish sends, wait for every rank, free the windows."""
         for reqs, _ in self._sending:
-            MPI.Request.Waitall(reqs)
+            wait_all(reqs)
+        self._sending = []
+        wait_all([self.roles.ps.Ibarrier()])   # no window is freed while a worker reads
         for t in self.tables.values():
-            if self.roles.role != SERVER:
-                t.win.Unlock_all()
             t.free()

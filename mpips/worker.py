@@ -2,31 +2,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
-from mpi4py import MPI
 
 from .config import TrainConfig
 from .data import Batch, n_batches, share
 from .data.plan import DataPlan
 from .models import LogisticRegression, Lookup
-from .tables import FLAG_LAST, TAG_ACK, Tables
-from .topology import Roles, wait_all
-
-TAG_PROGRESS = 21
-# Progress record: epoch, samples done, summed loss since start, samples planned, finished.
-PROGRESS_FIELDS = 5
-
-
-@dataclass
-class Evaluation:
-    """This worker's test predictions, labels and (synthetic data only) true probabilities."""
-
-    probs: np.ndarray
-    labels: np.ndarray
-    true_p: np.ndarray = field(default_factory=lambda: np.empty(0))
+from .reports import Evaluation, send_progress
+from .ring import Route
+from .tables import FLAG_LAST, Tables
+from .topology import Roles
 
 
 class Worker:
@@ -43,15 +30,16 @@ class Worker:
         self._cache: list[Batch] | None = None
         if data.synthetic is not None:         # built-in data: generate the share once
             self._cache = list(data.train.batches(*self.rows, cfg.batch_size))
-        self._acks = np.zeros((roles.n_servers, 1), dtype=np.int64)
         self._last_report = 0.0
 
     def epoch_batches(self) -> Iterator[Batch]:
+        """This worker's training batches for one epoch, in row order."""
         if self._cache is not None:
             return iter(self._cache)
         return self.data.train.batches(*self.rows, self.cfg.batch_size)
 
-    def pull(self, lookups: dict[str, Lookup]) -> dict:
+    def pull(self, lookups: dict[str, Lookup]) -> dict[str, Route]:
+        """Fill each lookup's rows from the servers; returns the routes for the push."""
         routes = {n: self.tables.route(n, lk.keys) for n, lk in lookups.items()}
         for n, lk in lookups.items():
             self.tables.pull(n, routes[n], lk.rows)
@@ -68,11 +56,8 @@ class Worker:
             lookups = self.model.lookups(batch)
             routes = self.pull(lookups)
             grads, loss = self.model.gradients(batch, lookups, self.scale)
-        ps = self.roles.ps
-        acks = [ps.Irecv(self._acks[s], s, TAG_ACK) for s in range(self.roles.n_servers)]
         self.tables.push(step, FLAG_LAST if last else 0,
-                         {n: (routes[n], grads[n]) for n in lookups})
-        wait_all(acks)
+                         {n: (routes[n], grads[n]) for n in lookups}).wait()
         return loss
 
     def report(self, epoch: int, samples: int, loss: float, finished: bool) -> None:
@@ -82,8 +67,7 @@ class Worker:
             return
         self._last_report = now
         planned = (self.rows[1] - self.rows[0]) * self.cfg.epochs
-        msg = np.array([epoch, samples, loss, planned, finished], dtype=np.float64)
-        self.roles.ctl.Send(msg, 0, TAG_PROGRESS)
+        send_progress(self.roles.ctl, epoch, samples, loss, planned, finished)
 
     def warm_up(self) -> None:
         """Compile or load the numba kernels before the clock starts (no communication)."""
@@ -133,10 +117,3 @@ class Worker:
             self.pull({spec.name: lk})
             out[spec.name] = lk.rows
         return out
-
-
-def send_evaluation(ctl: MPI.Intracomm, ev: Evaluation) -> None:
-    """Gather this worker's predictions on the scheduler (``ctl`` rank 0)."""
-    wait_all([ctl.Igather(np.array([ev.labels.size, ev.true_p.size], np.int64), None, 0)])
-    for arr in (ev.probs, ev.labels, ev.true_p):
-        wait_all([ctl.Igatherv(np.ascontiguousarray(arr, np.float64), None, 0)])

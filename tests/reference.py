@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpips.data import Source, n_batches, share
+from mpips.data import Source, share
 
 
 def unique_first(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,8 +14,9 @@ from mpips.job import train
 from mpips.models import TableSpec
 from mpips.optim import Optimizer
 from mpips.server import run_server
-from mpips.tables import FLAG_LAST, TAG_ACK, Tables
-from mpips.topology import SERVER, WORKER, split_roles, wait_all
+from mpips.tables import FLAG_LAST, Tables
+from mpips.topology import SERVER, WORKER, split_roles
+from mpips.waiting import wait_all
 
 comm = MPI.COMM_WORLD
 SPECS = [TableSpec("emb", 10007, 4), TableSpec("dense", 1, 33)]
@@ -43,21 +44,18 @@ def test_pull_returns_exactly_what_servers_hold(pull):
         roles = split_roles(comm, n_servers)
         ok = True
         if roles.ps is not None:
-            tables = Tables(SPECS, roles, Optimizer("sgd", lr=1.0), pull=pull)
-            if roles.role == SERVER:
-                for t in tables.tables.values():
-                    t.shard[:] = expected_value(t.layout.keys_of(roles.index), t.spec.dim)
-            roles.ps.Barrier()
-            if roles.role == WORKER:
-                rng = np.random.default_rng(roles.index)
-                for spec in SPECS:
-                    keys = np.unique(rng.integers(0, spec.rows, 3000))
-                    keys = rng.permutation(keys)
-                    out = np.empty((keys.size, spec.dim), np.float32)
-                    tables.pull(spec.name, tables.route(spec.name, keys), out)
-                    ok &= np.array_equal(out, expected_value(keys, spec.dim))
-            roles.ps.Barrier()
-            tables.free()
+            with Tables(SPECS, roles, Optimizer("sgd", lr=1.0), pull=pull) as tables:
+                if roles.role == SERVER:
+                    for t in tables.tables.values():
+                        t.shard[:] = expected_value(t.layout.keys_of(roles.index), t.spec.dim)
+                tables.ready()
+                if roles.role == WORKER:
+                    rng = np.random.default_rng(roles.index)
+                    for spec in SPECS:
+                        keys = rng.permutation(np.unique(rng.integers(0, spec.rows, 3000)))
+                        out = np.empty((keys.size, spec.dim), np.float32)
+                        tables.pull(spec.name, tables.route(spec.name, keys), out)
+                        ok &= np.array_equal(out, expected_value(keys, spec.dim))
         comm.Barrier()
         roles.free()
         assert everywhere(ok), f"pull ({pull}) differs with {n_servers} server(s)"
@@ -67,6 +65,25 @@ def worker_grads(w: int, spec: TableSpec) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(100 + w)
     keys = rng.permutation(np.unique(rng.integers(0, spec.rows, min(spec.rows, 500))))
     return keys, rng.normal(size=(keys.size, spec.dim)).astype(np.float32)
+
+
+def reference_update(spec: TableSpec, n_workers: int, optimizer: str) -> np.ndarray:
+    """Two steps of every worker's ``worker_grads``, summed and applied in NumPy."""
+    w = np.zeros((spec.rows, spec.dim), np.float32)
+    acc = np.zeros_like(w)
+    for step in range(2):
+        total = np.zeros_like(w)
+        touched = np.zeros(spec.rows, bool)
+        for k in range(n_workers):
+            keys, g = worker_grads(k + 10 * step, spec)
+            total[keys] += g
+            touched[keys] = True
+        r = np.flatnonzero(touched)
+        if optimizer == "sgd":
+            w[r] = ref.sgd(w[r], total[r], 0.1, 0.01)
+        else:
+            w[r], acc[r] = ref.adagrad(w[r], acc[r], total[r], 0.1, 0.01, 1e-10)
+    return w
 
 
 @pytest.mark.mpi(min_size=3)
@@ -79,42 +96,23 @@ def test_push_and_update_match_numpy(optimizer):
         roles = split_roles(comm, n_servers)
         ok = True
         if roles.ps is not None:
-            tables = Tables(SPECS, roles, opt)
-            if roles.role == SERVER:
-                run_server(roles, tables)
-            else:
-                roles.ps.Barrier()
-                acks = np.zeros((n_servers, 1), np.int64)
-                for step in range(2):
-                    grads = {}
-                    for spec in SPECS:
-                        keys, g = worker_grads(roles.index + 10 * step, spec)
-                        grads[spec.name] = (tables.route(spec.name, keys), g)
-                    reqs = [roles.ps.Irecv(acks[s], s, TAG_ACK) for s in range(n_servers)]
-                    tables.push(step, FLAG_LAST if step == 1 else 0, grads)
-                    wait_all(reqs)
-                wait_all([roles.group.Ibarrier()])
-                for spec in SPECS:
-                    w = np.zeros((spec.rows, spec.dim), np.float32)
-                    acc = np.zeros_like(w)
+            with Tables(SPECS, roles, opt) as tables:
+                if roles.role == SERVER:
+                    run_server(roles, tables)
+                else:
+                    tables.ready()
                     for step in range(2):
-                        total = np.zeros_like(w)
-                        touched = np.zeros(spec.rows, bool)
-                        for k in range(roles.n_workers):
-                            keys, g = worker_grads(k + 10 * step, spec)
-                            total[keys] += g
-                            touched[keys] = True
-                        r = np.flatnonzero(touched)
-                        if optimizer == "sgd":
-                            w[r] = ref.sgd(w[r], total[r], 0.1, 0.01)
-                        else:
-                            w[r], acc[r] = ref.adagrad(w[r], acc[r], total[r], 0.1, 0.01, 1e-10)
-                    keys = np.arange(spec.rows)
-                    got = np.empty_like(w)
-                    tables.pull(spec.name, tables.route(spec.name, keys), got)
-                    ok &= np.allclose(got, w, rtol=1e-6, atol=1e-7)
-            wait_all([roles.ps.Ibarrier()])
-            tables.free()
+                        grads = {}
+                        for spec in SPECS:
+                            keys, g = worker_grads(roles.index + 10 * step, spec)
+                            grads[spec.name] = (tables.route(spec.name, keys), g)
+                        tables.push(step, FLAG_LAST if step == 1 else 0, grads).wait()
+                    wait_all([roles.group.Ibarrier()])
+                    for spec in SPECS:
+                        expect = reference_update(spec, roles.n_workers, optimizer)
+                        got = np.empty_like(expect)
+                        tables.pull(spec.name, tables.route(spec.name, np.arange(spec.rows)), got)
+                        ok &= np.allclose(got, expect, rtol=1e-6, atol=1e-7)
         comm.Barrier()
         roles.free()
         assert everywhere(ok), f"{optimizer} update differs with {n_servers} server(s)"

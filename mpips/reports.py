@@ -1,0 +1,65 @@
+"""Messages from the workers to the scheduler (``ctl`` rank 0): progress and evaluation."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from mpi4py import MPI
+
+from .waiting import idle_poll, wait_all
+
+TAG_PROGRESS = 21
+# A progress record: epoch, samples done, summed loss so far, samples planned, finished.
+PROGRESS_FIELDS = 5
+
+
+@dataclass
+class Evaluation:
+    """Test predictions, labels and (built-in data only) the generator's probabilities."""
+
+    probs: np.ndarray
+    labels: np.ndarray
+    true_p: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+def send_progress(ctl: MPI.Intracomm, epoch: int, samples: int, loss: float, planned: int,
+                  finished: bool) -> None:
+    """One progress record to the scheduler (small: sent eagerly, returns at once)."""
+    msg = np.array([epoch, samples, loss, planned, finished], dtype=np.float64)
+    ctl.Send(msg, 0, TAG_PROGRESS)
+
+
+def wait_progress(ctl: MPI.Intracomm, max_sleep: float = 5e-3) -> tuple[int, np.ndarray]:
+    """The next progress record from any worker: (worker index, record)."""
+    status = MPI.Status()
+    idle_poll(lambda: True if ctl.Iprobe(MPI.ANY_SOURCE, TAG_PROGRESS, status) else None,
+              max_sleep)
+    msg = np.empty(PROGRESS_FIELDS, dtype=np.float64)
+    ctl.Recv(msg, status.Get_source(), TAG_PROGRESS)
+    return status.Get_source() - 1, msg
+
+
+def send_evaluation(ctl: MPI.Intracomm, ev: Evaluation) -> None:
+    """This worker's predictions to the scheduler (pairs with ``receive_evaluation``)."""
+    wait_all([ctl.Igather(np.array([ev.labels.size, ev.true_p.size], np.int64), None, 0)])
+    for arr in (ev.probs, ev.labels, ev.true_p):
+        wait_all([ctl.Igatherv(np.ascontiguousarray(arr, np.float64), None, 0)])
+
+
+def receive_evaluation(ctl: MPI.Intracomm, n_workers: int) -> Evaluation:
+    """Every worker's predictions, concatenated in worker order (on the scheduler)."""
+    counts = np.zeros((n_workers + 1, 2), dtype=np.int64)
+    wait_all([ctl.Igather(np.zeros(2, np.int64), counts, 0)])
+    out: list[np.ndarray] = []
+    for col in (0, 0, 1):
+        c = counts[:, col]
+        buf = np.empty(int(c.sum()), dtype=np.float64)
+        wait_all([ctl.Igatherv(np.empty(0), [buf, c], 0)])
+        out.append(buf)
+    return Evaluation(*out)
+
+
+def finite_or_none(value: float) -> Optional[float]:
+    """JSON has no NaN or infinity: such a metric is written as null."""
+    return value if np.isfinite(value) else None
