@@ -6,6 +6,7 @@ of the wrong type is rejected with an error naming the key and the file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -49,10 +50,14 @@ class TrainConfig:
         for name in ("servers", "epochs", "batch_size", "table_rows", "synthetic_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        if self.l2 < 0:
-            raise ConfigError(f"--l2 must be >= 0, got {self.l2}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
+        if not (self.l2 >= 0 and math.isfinite(self.l2)):
+            raise ConfigError(f"--l2 must be a finite number >= 0, got {self.l2}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must lie in [0, 2**63), got {self.seed}")
+        if self.test is not None and self.data is None:
+            raise ConfigError("--test needs --data: the built-in data holds out its own rows")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"--test-fraction must lie in (0, 1), got {self.test_fraction}")
         if self.progress_seconds <= 0:

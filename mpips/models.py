@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import Batch
+from .errors import ConfigError
 from .kernels.lr import lr_grad, lr_logits
 from .kernels.sparse import unique_inverse
 
@@ -68,6 +69,7 @@ class LogisticRegression:
 
 
 def build_model(name: str, table_rows: int) -> LogisticRegression:
+    """The model named by ``--model``."""
     if name == "lr":
         return LogisticRegression(table_rows)
-    raise ValueError(f"unknown model {name!r}")
+    raise ConfigError(f"--model must be lr, not {name!r}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ConfigError
 from .kernels.optim import adagrad_rows, sgd_rows
 
 OPTIMIZERS = ("sgd", "adagrad")
@@ -26,9 +27,10 @@ class Optimizer:
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.name!r}")
+            raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                              f"not {self.name!r}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
 
     @property
     def state_slots(self) -> tuple[str, ...]:

@@ -53,9 +53,9 @@ def test_error_on_one_rank_aborts_the_job_quickly(tmp_path):
     r = launch(4, "train", "--data", str(data), "--batch-size", "10", "--epochs", "5",
                timeout=90)
     assert r.returncode != 0
-    assert f"{data}:100: column 2 'not-a-number' is not an integer" in r.stderr
+    assert f"{data}:100: column 2 'not-a-number' is not a 64-bit integer count" in r.stderr
     assert "Traceback" not in r.stderr
-    assert time.monotonic() - t0 < 60
+    assert time.monotonic() - t0 < 20
 
 
 def test_builtin_data_reaches_the_oracle_auc(tmp_path):

@@ -32,7 +32,7 @@ def test_wrong_type_and_bad_value_are_named(tmp_path):
     with pytest.raises(ConfigError, match="epochs must be int"):
         load_toml(f)
     f.write_text("lr = -1\n")
-    with pytest.raises(ConfigError, match=r"job.toml: --lr must be > 0"):
+    with pytest.raises(ConfigError, match=r"job.toml: --lr must be a finite number > 0"):
         load_toml(f)
     f.write_text("lr = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
@@ -55,3 +55,14 @@ def test_flags_override_file(tmp_path):
 def test_choices_checked():
     with pytest.raises(ConfigError, match="--optimizer must be one of"):
         from_mapping({"optimizer": "rmsprop"})
+
+
+@pytest.mark.parametrize("values,msg", [
+    ({"seed": -1}, "--seed must lie in"),
+    ({"lr": float("inf")}, "--lr must be a finite number"),
+    ({"test": "t.tsv"}, "--test needs --data"),
+    ({"batch_size": 0}, "--batch-size must be >= 1"),
+])
+def test_bad_values_rejected_up_front(values, msg):
+    with pytest.raises(ConfigError, match=msg):
+        from_mapping(values)

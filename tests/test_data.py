@@ -80,13 +80,37 @@ def test_criteo_reader_row_ranges(tmp_path):
 @pytest.mark.parametrize("line,msg", [
     ("1\t2\t3\n", "expected 40 TAB-separated columns, found 3"),
     (ROW.replace("1", "2", 1) + "\n", "label '2' is not 0 or 1"),
-    (ROW.replace("\t5\t", "\tx5\t", 1) + "\n", "column 2 'x5' is not an integer"),
+    (ROW.replace("\t5\t", "\tx5\t", 1) + "\n", "column 2 'x5' is not a 64-bit integer count"),
     (ROW.replace("68fd1e64", "zz", 1) + "\n", "column 15 'zz' is not a hex category"),
+    (ROW.replace("68fd1e64", "-1a", 1) + "\n", "column 15 '-1a' is not a hex category"),
+    (ROW.replace("\t5\t", "\t99999999999999999999\t", 1) + "\n",
+     "column 2 '99999999999999999999' is not a 64-bit integer count"),
 ])
 def test_criteo_bad_line_names_file_and_line(tmp_path, line, msg):
     p = _write(tmp_path, [ROW + "\n", line])
     with pytest.raises(DataError, match=f"d.tsv:2: {msg}"):
         list(CriteoTSV(p, 1000).batches(0, 2, 10))
+
+
+def test_negative_count_is_not_missing(tmp_path):
+    """I2 = -1 is common in Criteo; it must hash apart from an empty field."""
+    neg = ROW.replace("\t5\t", "\t-1\t", 1)
+    empty = ROW.replace("\t5\t", "\t\t", 1)
+    (b,) = list(CriteoTSV(_write(tmp_path, [neg + "\n", empty + "\n"]), 1 << 30).batches(0, 2, 9))
+    assert b.keys[0, 0] != b.keys[1, 0] and (b.keys[0, 1:] == b.keys[1, 1:]).all()
+
+
+def test_wrong_format_fails_when_opened(tmp_path):
+    """A CSV given as criteo is refused up front, before any rank starts work."""
+    with pytest.raises(DataError, match=r"x.csv:1: expected 40 TAB-separated columns"):
+        CriteoTSV(_write(tmp_path, ["label,a,b\n", "1,2,3\n"], "x.csv"), 10)
+
+
+def test_plan_needs_train_and_test_rows(tmp_path):
+    with pytest.raises(DataError, match="no test rows"):
+        plan_data(TrainConfig(synthetic_rows=3))
+    with pytest.raises(DataError, match=r"d.tsv: no test rows"):
+        plan_data(TrainConfig(data=str(_write(tmp_path, [ROW + "\n"]))))
 
 
 def test_missing_and_empty_files(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import Batch
-from .hashing import MISSING, bucketize, feature_keys
+from .hashing import MISSING, encode_counts, feature_keys
 
 NUMERIC, CATEGORICAL = 13, 26
 COLUMNS = 1 + NUMERIC + CATEGORICAL
@@ -51,20 +51,29 @@ def parse_lines(lines: list[str], path: Path, first_line: int) -> tuple[np.ndarr
             for f in range(CATEGORICAL):
                 c = cols[1 + NUMERIC + f]
                 raw[i, NUMERIC + f] = int(c, 16) if c else MISSING
-        except ValueError:
-            bad = next(j for j, c in enumerate(cols[1:], 1) if c and not _parses(c, j))
-            raise DataError(f"{where}: column {bad + 1} {cols[bad]!r} is not "
-                            f"{'an integer' if bad <= NUMERIC else 'a hex category'}") from None
-    raw[:, :NUMERIC] = np.where(present, bucketize(counts).astype(np.uint64), MISSING)
+        except (ValueError, OverflowError):
+            column, what = _first_bad(cols)
+            raise DataError(f"{where}: column {column + 1} {cols[column]!r} is not "
+                            f"{what}") from None
+    raw[:, :NUMERIC] = encode_counts(counts, present)
     return raw, labels
 
 
-def _parses(text: str, column: int) -> bool:
-    try:
-        int(text, 10 if column <= NUMERIC else 16)
-        return True
-    except ValueError:
-        return False
+def _first_bad(cols: list[str]) -> tuple[int, str]:
+    """The first column that is not a 64-bit integer count or an unsigned hex category."""
+    for j, text in enumerate(cols[1:], 1):
+        if not text:
+            continue
+        numeric = j <= NUMERIC
+        try:
+            value = int(text, 10 if numeric else 16)
+        except ValueError:
+            value = None
+        if numeric and (value is None or not -2**63 <= value < 2**63):
+            return j, "a 64-bit integer count"
+        if not numeric and (value is None or not 0 <= value < 2**64 - 1):
+            return j, "a hex category"
+    raise AssertionError("no bad column in a line that failed to parse")
 
 
 class CriteoTSV:
@@ -81,6 +90,8 @@ class CriteoTSV:
         self._rows = count_rows(self.path)
         if self._rows == 0:
             raise DataError(f"{self.path}: the file is empty")
+        with open(self.path, "r", encoding="utf-8", errors="replace", newline="") as fh:
+            parse_lines([fh.readline()], self.path, 1)    # a wrong format fails here, early
 
     @property
     def rows(self) -> int:

@@ -6,6 +6,7 @@ import numpy as np
 from ..ring import mix64
 
 MISSING = np.uint64(0xFFFFFFFFFFFFFFFF)   # raw value standing for an empty field
+_COUNT_BASE = 1 << 32                      # keeps negative counts' buckets clear of MISSING
 
 
 def bucketize(values: np.ndarray) -> np.ndarray:
@@ -15,6 +16,12 @@ def bucketize(values: np.ndarray) -> np.ndarray:
     big = v > 3
     out[big] = 2 + np.floor(2.0 * np.log2(v[big].astype(np.float64))).astype(np.int64)
     return out
+
+
+def encode_counts(counts: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Raw values of count fields: their bucket, or ``MISSING`` where the field is empty."""
+    buckets = (bucketize(counts) + _COUNT_BASE).astype(np.uint64)
+    return np.where(present, buckets, MISSING)
 
 
 def feature_keys(raw: np.ndarray, rows: int, seed: int) -> np.ndarray:

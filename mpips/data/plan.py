@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..config import TrainConfig
+from ..errors import DataError
 from . import Source
 from .criteo import CriteoTSV
 from .synthetic import SyntheticCTR
@@ -23,6 +24,16 @@ class DataPlan:
 
 def plan_data(cfg: TrainConfig) -> DataPlan:
     """Open the sources named by the settings; with no ``--test``, hold out the last rows."""
+    plan = _plan(cfg)
+    for part, (lo, hi) in (("train", plan.train_range), ("test", plan.test_range)):
+        if hi <= lo:
+            raise DataError(f"{cfg.data or 'the built-in data'}: no {part} rows "
+                            f"(train rows {plan.train_range}, test rows {plan.test_range}); "
+                            f"give more rows or change --test-fraction")
+    return plan
+
+
+def _plan(cfg: TrainConfig) -> DataPlan:
     if cfg.data is None:
         src = SyntheticCTR(rows=cfg.synthetic_rows, table_rows=cfg.table_rows, seed=cfg.seed)
         cut = src.rows - int(src.rows * cfg.test_fraction)

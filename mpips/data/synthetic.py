@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ring import mix64
 from . import Batch
-from .hashing import MISSING, bucketize, feature_keys
+from .hashing import encode_counts, feature_keys
 
 NUMERIC, CATEGORICAL = 13, 26
 _U53 = float(2 ** -53)
@@ -64,9 +64,8 @@ class SyntheticCTR:
         raw = np.empty((rows.size, self.fields), dtype=np.uint64)
         for f in range(NUMERIC):
             counts = np.floor(np.exp(1.5 + 1.5 * _normal(self.seed, rows, 100 + f))) - 1
-            raw[:, f] = bucketize(counts).astype(np.uint64)
-            missing = _uniform(self.seed, rows, 200 + f) < 0.05 * (f % 4)
-            raw[missing, f] = MISSING
+            present = _uniform(self.seed, rows, 200 + f) >= 0.05 * (f % 4)
+            raw[:, f] = encode_counts(counts, present)
         for j, cdf in enumerate(self._zipf_cdfs()):
             u = _uniform(self.seed, rows, 300 + j)
             raw[:, NUMERIC + j] = np.minimum(np.searchsorted(cdf, u), cdf.size - 1)

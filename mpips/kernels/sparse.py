@@ -12,18 +12,18 @@ def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     An open-addressing hash table, O(n); the order makes every later sum deterministic.
     """
     n = keys.size
-    cap = 16
-    while cap < 2 * n:
-        cap *= 2
-    mask = cap - 1
-    slots = np.full(cap, -1, dtype=np.int64)
+    bits = 4
+    while (1 << bits) < 2 * n:
+        bits += 1
+    mask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)          # Fibonacci hashing: the top bits are the mixed ones
+    slots = np.full(1 << bits, -1, dtype=np.int64)
     uniq = np.empty(n, dtype=np.int64)
     inverse = np.empty(n, dtype=np.int64)
     m = 0
     for i in range(n):
         k = keys[i]
-        h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
-        j = np.int64(h) & mask
+        j = np.int64((np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
         while True:
             s = slots[j]
             if s == -1:

@@ -125,13 +125,25 @@ def small_config(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+CASES = {
+    "even": {},
+    # 49 train rows in batches of 4: 2 or 3 workers get different numbers of steps.
+    "uneven": dict(synthetic_rows=61, batch_size=4),
+    # 2 train rows: with 3 workers one has none and only sends its final, empty push.
+    "tiny": dict(synthetic_rows=4, test_fraction=0.5, batch_size=1),
+}
+
+
 @pytest.mark.mpi(min_size=3)
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
-def test_bsp_lr_matches_one_process_numpy(optimizer):
-    """k BSP steps of LR over S servers and W workers equal the NumPy reference (1e-6)."""
+@pytest.mark.parametrize("case,optimizer,pull", [
+    ("even", "sgd", "auto"), ("even", "adagrad", "auto"), ("uneven", "adagrad", "get"),
+    ("tiny", "sgd", "auto")])
+def test_bsp_lr_matches_one_process_numpy(case, optimizer, pull):
+    """k BSP steps of LR over S servers and W workers equal the NumPy reference (1e-6),
+    with uneven shares and empty shares too, reading shards directly or with MPI Get."""
     for n_servers in server_counts():
-        cfg = small_config(servers=n_servers, optimizer=optimizer)
+        cfg = small_config(servers=n_servers, optimizer=optimizer, pull=pull, **CASES[case])
         result = train(cfg, comm, return_params=True)
         ok = True
         if result.role == WORKER:
@@ -142,19 +154,21 @@ def test_bsp_lr_matches_one_process_numpy(optimizer):
             for name, arr in expect.items():
                 ok &= np.allclose(result.params[name], arr, rtol=0, atol=1e-6)
                 ok &= bool(np.abs(arr).max() > 0)           # training did move the weights
-        assert everywhere(ok), f"BSP LR ({optimizer}) differs with {n_servers} server(s)"
+        assert everywhere(ok), f"BSP LR ({case}, {optimizer}, {pull}) differs with " \
+            f"{n_servers} server(s)"
 
 
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.timeout(180)
 def test_results_identical_when_repeated_and_with_one_or_two_servers():
-    """Same workers: 2 servers twice, then 1 server; parameters and AUC are bit-identical."""
+    """Same workers: 2 servers twice, 1 server, 2 servers pulling with MPI Get; parameters
+    and AUC are bit-identical."""
     size = comm.Get_size()
     results = []
-    for n_servers in (2, 2, 1):
+    for n_servers, pull in ((2, "auto"), (2, "auto"), (1, "auto"), (2, "get")):
         # Two servers use every rank; one server uses all but the last, same worker count.
         sub = comm.Split(0 if comm.Get_rank() < size - 2 + n_servers else MPI.UNDEFINED)
-        res = train(small_config(servers=n_servers), sub, return_params=True) \
+        res = train(small_config(servers=n_servers, pull=pull), sub, return_params=True) \
             if sub != MPI.COMM_NULL else None
         first_worker = 1 + n_servers
         params = res.params if res is not None and comm.Get_rank() == first_worker else None
