@@ -15,6 +15,9 @@ from .ring import Route
 from .tables import FLAG_LAST, Tables
 from .topology import Roles
 
+CACHE_BYTES = 1 << 30       # largest share of training rows a worker keeps in memory
+BYTES_PER_FEATURE = 12      # an int64 key and a float32 value
+
 
 class Worker:
     """One worker's training and evaluation over its share of the data."""
@@ -27,8 +30,10 @@ class Worker:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         # The step's gradient is the mean over the global batch (all workers' batches).
         self.scale = 1.0 / (cfg.batch_size * roles.n_workers)
+        # A share that fits in memory is read (or generated) once, before the clock starts.
+        share_bytes = (self.rows[1] - self.rows[0]) * data.train.fields * BYTES_PER_FEATURE
         self._cache: list[Batch] | None = None
-        if data.synthetic is not None:         # built-in data: generate the share once
+        if share_bytes <= CACHE_BYTES:
             self._cache = list(data.train.batches(*self.rows, cfg.batch_size))
         self._last_report = 0.0
 

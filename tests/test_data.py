@@ -126,7 +126,7 @@ def test_plan_holds_out_the_last_rows(tmp_path):
     plan = plan_data(TrainConfig(data=str(p), test_fraction=0.2))
     assert plan.train_range == (0, 8) and plan.test_range == (8, 10)
     syn = plan_data(TrainConfig(synthetic_rows=1000))
-    assert syn.train_range == (0, 800) and syn.synthetic is not None
+    assert syn.train_range == (0, 800) and syn.test_range == (800, 1000)
 
 
 @pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")

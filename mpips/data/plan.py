@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-
 from ..config import TrainConfig
 from ..errors import DataError
 from . import Source
@@ -19,7 +17,6 @@ class DataPlan:
     train_range: tuple[int, int]
     test: Source
     test_range: tuple[int, int]
-    synthetic: Optional[SyntheticCTR] = None
 
 
 def plan_data(cfg: TrainConfig) -> DataPlan:
@@ -37,7 +34,7 @@ def _plan(cfg: TrainConfig) -> DataPlan:
     if cfg.data is None:
         src = SyntheticCTR(rows=cfg.synthetic_rows, table_rows=cfg.table_rows, seed=cfg.seed)
         cut = src.rows - int(src.rows * cfg.test_fraction)
-        return DataPlan(src, (0, cut), src, (cut, src.rows), synthetic=src)
+        return DataPlan(src, (0, cut), src, (cut, src.rows))
     train = CriteoTSV(cfg.data, cfg.table_rows, cfg.seed)
     if cfg.test is not None:
         test = CriteoTSV(cfg.test, cfg.table_rows, cfg.seed)
