@@ -11,17 +11,23 @@ from typing import Callable, Optional, TypeVar
 from mpi4py import MPI
 
 T = TypeVar("T")
-# Longest sleep between polls. The back-off starts at 20 us; capping it here keeps a step's
-# hand-offs (push -> server, ack -> worker) fast while an idle rank wakes only 4,000 times/s.
+# The back-off starts at 20 us and doubles up to MAX_SLEEP, which keeps a step's hand-offs
+# (push -> server, ack -> worker) fast; a rank that has waited LONG_WAIT already is idle
+# (a server while workers read data, say) and backs off to IDLE_SLEEP, waking less often.
 MAX_SLEEP = 2.5e-4
+LONG_WAIT = 0.02
+IDLE_SLEEP = 2e-3
 
 
 def idle_poll(poll: Callable[[], Optional[T]], max_sleep: float = MAX_SLEEP) -> T:
     """Call ``poll`` until it returns something, sleeping with back-off between calls."""
-    sleep = 0.0
+    sleep, slept, cap = 0.0, 0.0, max_sleep
     while (got := poll()) is None:
         time.sleep(sleep)
-        sleep = min(max_sleep, sleep * 2 if sleep else 2e-5)
+        slept += sleep
+        if slept > LONG_WAIT:
+            cap = max(max_sleep, IDLE_SLEEP)
+        sleep = min(cap, sleep * 2 if sleep else 2e-5)
     return got
 
 
