@@ -30,7 +30,7 @@ class TrainConfig:
     model: str = "lr"
     servers: int = 1
     epochs: int = 2
-    batch_size: int = 2048
+    batch_size: int = 512
     lr: float = 0.05
     optimizer: str = "adagrad"
     l2: float = 0.0

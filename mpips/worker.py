@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -12,11 +13,20 @@ from .data.plan import DataPlan
 from .models import LogisticRegression, Lookup
 from .reports import Evaluation, send_progress
 from .ring import Route
-from .tables import FLAG_LAST, Tables
+from .tables import FLAG_LAST, PushHandle, Tables
 from .topology import Roles
 
 CACHE_BYTES = 1 << 30       # largest share of training rows a worker keeps in memory
 BYTES_PER_FEATURE = 12      # an int64 key and a float32 value
+
+
+@dataclass
+class Prepared:
+    """A batch ready for its step: unique keys per table and their routes to the servers."""
+
+    batch: Batch | None
+    lookups: dict[str, Lookup]
+    routes: dict[str, Route]
 
 
 class Worker:
@@ -50,20 +60,29 @@ class Worker:
             self.tables.pull(n, routes[n], lk.rows)
         return routes
 
-    def step(self, step: int, batch: Batch | None, last: bool) -> float:
-        """One BSP step: pull, gradients, push, and wait until every server applied it."""
-        if batch is None:                      # nothing to train on: an empty final push
+    def prepare(self, batch: Batch | None) -> Prepared:
+        """Deduplicate and route a batch's keys: no communication, so it can run while the
+        servers apply the previous step. No batch (an empty share) gives empty lookups."""
+        if batch is None:
             lookups = {t.name: Lookup(np.empty(0, np.int64), np.empty(0, np.int64),
                                       np.empty((0, t.dim), np.float32))
                        for t in self.model.tables}
-            routes, grads, loss = self.pull(lookups), {n: lk.rows for n, lk in lookups.items()}, 0.0
         else:
             lookups = self.model.lookups(batch)
-            routes = self.pull(lookups)
-            grads, loss = self.model.gradients(batch, lookups, self.scale)
-        self.tables.push(step, FLAG_LAST if last else 0,
-                         {n: (routes[n], grads[n]) for n in lookups}).wait()
-        return loss
+        return Prepared(batch, lookups,
+                        {n: self.tables.route(n, lk.keys) for n, lk in lookups.items()})
+
+    def step(self, step: int, prep: Prepared, last: bool) -> tuple[PushHandle, float]:
+        """One BSP step's pull, gradients and push; the handle waits for the servers."""
+        for n, lk in prep.lookups.items():
+            self.tables.pull(n, prep.routes[n], lk.rows)
+        if prep.batch is None:
+            grads, loss = {n: lk.rows for n, lk in prep.lookups.items()}, 0.0
+        else:
+            grads, loss = self.model.gradients(prep.batch, prep.lookups, self.scale)
+        handle = self.tables.push(step, FLAG_LAST if last else 0,
+                                  {n: (prep.routes[n], grads[n]) for n in prep.lookups})
+        return handle, loss
 
     def report(self, epoch: int, samples: int, loss: float, finished: bool) -> None:
         """Tell the scheduler how far this worker is (at most every half progress interval)."""
@@ -84,18 +103,33 @@ class Worker:
             self.model.gradients(batch, lookups, self.scale)
             self.model.predict(batch, lookups)
 
-    def train(self) -> int:
-        """All epochs of BSP steps; returns the number of samples trained on."""
-        samples, loss, step = 0, 0.0, 0
-        self.report(0, 0, 0.0, False)
+    def schedule(self) -> Iterator[tuple[int, Batch | None]]:
+        """(epoch, batch) for every step; a worker with no rows still takes one empty step
+        so that the servers hear its last push."""
         if self.total_steps == 0:
-            self.step(0, None, last=True)
+            yield 0, None
         for epoch in range(self.cfg.epochs):
             for batch in self.epoch_batches():
-                loss += self.step(step, batch, last=step == self.total_steps - 1)
-                samples += len(batch)
-                step += 1
-                self.report(epoch, samples, loss, False)
+                yield epoch, batch
+
+    def train(self) -> int:
+        """All epochs of BSP steps; returns the number of samples trained on."""
+        samples, loss = 0, 0.0
+        self.report(0, 0, 0.0, False)
+        steps = self.schedule()
+        current = next(steps)
+        prep = self.prepare(current[1])
+        last_step = max(self.total_steps, 1) - 1
+        for step in range(last_step + 1):
+            epoch, batch = current
+            handle, batch_loss = self.step(step, prep, last=step == last_step)
+            if step < last_step:             # overlap the next batch with the servers' update
+                current = next(steps)
+                prep = self.prepare(current[1])
+            handle.wait()
+            loss += batch_loss
+            samples += len(batch) if batch is not None else 0
+            self.report(epoch, samples, loss, False)
         self.report(self.cfg.epochs, samples, loss, True)
         return samples
 
