@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 from mpi4py import MPI
 
+from .clocks import SyncPolicy
 from .errors import ConfigError
 from .kernels.sparse import gather_rows, segment_sum, unique_inverse
 from .models import TableSpec
@@ -63,19 +64,22 @@ def timed(fn: Callable[[int], None], n: int, group: MPI.Intracomm | None = None)
     return time.perf_counter() - t0
 
 
-def pull(tables: Tables, keys: np.ndarray, out: np.ndarray) -> Route:
-    """Route and pull ``keys`` into the first rows of ``out``."""
+def pull(tables: Tables, keys: np.ndarray, out: np.ndarray) -> tuple[Route, np.ndarray]:
+    """Route and pull ``keys`` into the first rows of ``out``, reading the servers'
+    versions first as a training step does; returns the route and the versions."""
     where = tables.route(TABLE, keys)
+    versions = tables.read_versions()
     tables.pull(TABLE, where, out[:keys.size])
-    return where
+    return where, versions
 
 
-def push(tables: Tables, step: int, last: bool, where: Route, inverse: np.ndarray,
-         lookup_grads: np.ndarray) -> None:
+def push(tables: Tables, step: int, last: bool, pulled: tuple[Route, np.ndarray],
+         inverse: np.ndarray, lookup_grads: np.ndarray) -> None:
     """Sum the batch's per-lookup gradient rows into its unique rows (as the local update
     does), push them and wait until every server applied the step."""
+    where, versions = pulled
     summed = segment_sum(inverse, lookup_grads, where.order.size)
-    tables.push(step, FLAG_LAST if last else 0, {TABLE: (where, summed)}).wait()
+    tables.push(step, FLAG_LAST if last else 0, {TABLE: (where, summed)}, versions).wait()
 
 
 def run_worker(args: argparse.Namespace, roles: Roles, tables: Tables,
@@ -189,7 +193,7 @@ def run_pull_push(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
         with Tables([TableSpec(TABLE, args.table_rows, args.dim)], roles,
                     Optimizer("adagrad"), pull=args.pull) as tables:
             if roles.role == SERVER:
-                run_server(roles, tables)
+                run_server(roles, tables, [SyncPolicy()])
             else:
                 mine = run_worker(args, roles, tables, batches)
     wait_all([comm.Ibarrier()])

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 from . import __version__  # noqa: E402
+from .clocks import SYNC_MODES  # noqa: E402
 from .config import FORMATS, MODELS, PULL_MODES, TrainConfig, from_mapping, load_toml  # noqa: E402
 from .optim import OPTIMIZERS  # noqa: E402
 
@@ -41,6 +42,16 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                               f"test (default {D.synthetic_rows})")),
     ("--progress-seconds", dict(type=float, metavar="T", help=f"seconds between progress "
                                 f"lines (default {D.progress_seconds})")),
+    ("--sync", dict(choices=SYNC_MODES, help="consistency: bsp (deterministic rounds), ssp "
+                    "(a worker runs at most --staleness steps ahead of the slowest) or async "
+                    "(no waiting); per table with [tables.NAME] sync = ... in --config "
+                    f"(default {D.sync})")),
+    ("--staleness", dict(type=int, metavar="S", help=f"SSP bound in steps (default "
+                         f"{D.staleness})")),
+    ("--slow-worker", dict(metavar="I:FACTOR", help="test aid: make worker I (0-based) "
+                           "FACTOR times slower by sleeping, to study stragglers")),
+    ("--delay-jitter", dict(type=float, metavar="T", help="test aid: every worker sleeps a "
+                            "random 0..T seconds each step (seeded)")),
     ("--pull", dict(choices=PULL_MODES, help="how workers read server shards: direct loads "
                     "from shared memory (one node), one-sided MPI Get, or auto (default)")),
 ]

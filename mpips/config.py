@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from .clocks import SYNC_MODES, SyncPolicy
 from .errors import ConfigError
 from .optim import OPTIMIZERS
 
@@ -41,6 +42,12 @@ class TrainConfig:
     synthetic_rows: int = 500_000
     progress_seconds: float = 2.0
     pull: str = "auto"
+    sync: str = "bsp"
+    staleness: int = 3
+    # Per-table overrides: (table, sync, staleness); from [tables.NAME] in the config file.
+    tables: tuple[tuple[str, str, int], ...] = ()
+    slow_worker: Optional[str] = None      # test aid: "I:FACTOR"
+    delay_jitter: float = 0.0              # test aid: up to this many seconds of sleep a step
 
     def __post_init__(self) -> None:
         _choice("format", self.format, FORMATS)
@@ -62,6 +69,38 @@ class TrainConfig:
             raise ConfigError(f"--test-fraction must lie in (0, 1), got {self.test_fraction}")
         if self.progress_seconds <= 0:
             raise ConfigError(f"--progress-seconds must be > 0, got {self.progress_seconds}")
+        _choice("sync", self.sync, SYNC_MODES)
+        for name, mode, staleness in (("", self.sync, self.staleness), *self.tables):
+            where = f"tables.{name}." if name else "--"
+            _choice(f"{where}sync", mode, SYNC_MODES, flag=False)
+            if staleness < 0:
+                raise ConfigError(f"{where}staleness must be >= 0, got {staleness}")
+        self.slow()
+        if not (0 <= self.delay_jitter < 60):
+            raise ConfigError(f"--delay-jitter must lie in [0, 60) seconds, got "
+                              f"{self.delay_jitter}")
+
+    def slow(self) -> Optional[tuple[int, float]]:
+        """``--slow-worker I:FACTOR`` as (worker, factor), or None."""
+        if self.slow_worker is None:
+            return None
+        try:
+            index, factor = self.slow_worker.split(":")
+            worker, slow = int(index), float(factor)
+        except ValueError:
+            raise ConfigError(f"--slow-worker must be I:FACTOR (e.g. 0:3), not "
+                              f"{self.slow_worker!r}") from None
+        if worker < 0 or not 1 <= slow <= 1000:
+            raise ConfigError(f"--slow-worker {self.slow_worker}: the worker must be >= 0 and "
+                              f"the factor in [1, 1000]")
+        return worker, slow
+
+    def sync_of(self, table: str) -> SyncPolicy:
+        """The consistency policy of ``table``: its override, else the job's."""
+        for name, mode, staleness in self.tables:
+            if name == table:
+                return SyncPolicy(mode, staleness)
+        return SyncPolicy(self.sync, self.staleness)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -71,9 +110,10 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+def _choice(name: str, value: str, allowed: tuple[str, ...], flag: bool = True) -> None:
     if value not in allowed:
-        raise ConfigError(f"{_flag(name)} must be one of {', '.join(allowed)}, not {value!r}")
+        raise ConfigError(f"{_flag(name) if flag else name} must be one of "
+                          f"{', '.join(allowed)}, not {value!r}")
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -89,17 +129,46 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return value
 
 
+def _table_overrides(value: Any, where: str, base: TrainConfig) -> tuple:
+    """``[tables.NAME]`` sections (``sync``, ``staleness``) -> (name, sync, staleness)."""
+    if isinstance(value, tuple):                  # already parsed (a TrainConfig field)
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: tables must be a table of [tables.NAME] sections")
+    out = []
+    for table, section in value.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: tables.{table} must be a section")
+        unknown = set(section) - {"sync", "staleness"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting 'tables.{table}.{sorted(unknown)[0]}'")
+        staleness = section.get("staleness", base.staleness)
+        sync = section.get("sync", base.sync)
+        if not isinstance(sync, str) or isinstance(staleness, bool) \
+                or not isinstance(staleness, int):
+            raise ConfigError(f"{where}: tables.{table}: sync must be a string and "
+                              f"staleness an integer")
+        out.append((table, sync, staleness))
+    return tuple(out)
+
+
 def from_mapping(values: Mapping[str, Any], where: str = "settings",
                  base: TrainConfig = TrainConfig()) -> TrainConfig:
     """``base`` with ``values`` applied; unknown keys are an error naming the key."""
     known = {f.name for f in fields(TrainConfig)}
     changes = {}
+    overrides = None
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in known:
             raise ConfigError(f"{where}: unknown setting {key!r}")
-        changes[name] = _coerce(name, value, where)
+        if name == "tables":
+            overrides = value
+        else:
+            changes[name] = _coerce(name, value, where)
     try:
+        if overrides is not None:     # a section's defaults are the job's own settings
+            changes["tables"] = _table_overrides(overrides, where, base.replace(**changes))
         return base.replace(**changes)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None

@@ -17,7 +17,9 @@ from .optim import Optimizer
 from .scheduler import run_scheduler
 from .server import run_server
 from .tables import Tables, shard_bytes
-from .reports import send_evaluation
+from .board import ClockBoard
+from .clocks import job_bound
+from .reports import reduce_server_stats, send_evaluation
 from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
 from .waiting import wait_all
 from .worker import Worker
@@ -26,12 +28,12 @@ from .worker import Worker
 @dataclass
 class JobResult:
     """What this rank knows at the end: the scheduler the metrics, workers the parameters
-    (when asked for), servers the number of steps they served."""
+    (when asked for), servers the number of pushes they applied."""
 
     role: str
     metrics: Optional[dict] = None
     params: dict[str, np.ndarray] = field(default_factory=dict)
-    steps: int = 0
+    pushes: int = 0
 
 
 def describe(cfg: TrainConfig, roles: Roles, train_rows: int, test_rows: int) -> str:
@@ -70,8 +72,17 @@ def check_memory(cfg: TrainConfig, n_servers: int) -> None:
 def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
     """Checks made before any communication: ranks, memory, output file (on the scheduler,
     who writes it) and data files. ``agree_on_setup`` makes every rank share the verdict."""
-    n_servers, _ = plan_roles(size, cfg.servers)
+    n_servers, n_workers = plan_roles(size, cfg.servers)
     check_memory(cfg, n_servers)
+    names = [t.name for t in build_model(cfg.model, cfg.table_rows).tables]
+    for table, _, _ in cfg.tables:
+        if table not in names:
+            raise ConfigError(f"tables.{table}: the {cfg.model} model has no table {table!r} "
+                              f"(its tables: {', '.join(names)})")
+    slow = cfg.slow()
+    if slow is not None and slow[0] >= n_workers:
+        raise ConfigError(f"--slow-worker {cfg.slow_worker}: there are only {n_workers} "
+                          f"workers (0..{n_workers - 1})")
     if cfg.metrics_out is not None and rank == 0:
         folder = Path(cfg.metrics_out).resolve().parent
         if not folder.is_dir():
@@ -86,24 +97,39 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     roles = split_roles(comm, cfg.servers)
     model = build_model(cfg.model, cfg.table_rows)
     result = JobResult(roles.role)
+    names = [t.name for t in model.tables]
+    policies = [cfg.sync_of(n) for n in names]
+    rounds, bound = job_bound(policies)
+    board = ClockBoard(roles.ctl, roles.n_workers) \
+        if roles.ctl is not None and not rounds and bound is not None else None
+    report = None
     if roles.role == SCHEDULER:
         print(describe(cfg, roles, data.train_range[1] - data.train_range[0],
                        data.test_range[1] - data.test_range[0]), flush=True)
-        result.metrics = run_scheduler(cfg, roles)
-    else:
-        optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2)
-        with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:
-            if roles.role == SERVER:
-                result.steps = run_server(roles, tables)
-            else:
-                worker = Worker(cfg, roles, tables, model, data)
-                worker.warm_up()
-                tables.ready()                     # the servers' shards are initialised
-                worker.train()
-                wait_all([roles.group.Ibarrier()])  # every worker's last step is applied
-                send_evaluation(roles.ctl, worker.evaluate())
-                if return_params:
-                    result.params = worker.pull_all()
+        result.metrics = run_scheduler(cfg, roles, board, names)
+        return finish(comm, roles, result)
+    optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2)
+    with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:
+        if roles.role == SERVER:
+            report = run_server(roles, tables, policies)
+            result.pushes = report.pushes
+        else:
+            worker = Worker(cfg, roles, tables, model, data)
+            worker.warm_up()
+            tables.ready()                     # the servers' shards are initialised
+            worker.train(board)
+            if board is not None:
+                board.close()
+            wait_all([roles.group.Ibarrier()])  # every worker's last step is applied
+            send_evaluation(roles.ctl, worker.evaluate())
+            if return_params:
+                result.params = worker.pull_all()
+    reduce_server_stats(comm, names, report)
+    return finish(comm, roles, result)
+
+
+def finish(comm: MPI.Intracomm, roles: Roles, result: JobResult) -> JobResult:
+    """Collective over ``comm``: wait for every rank, free the communicators."""
     wait_all([comm.Ibarrier()])
     roles.free()
     return result

@@ -7,6 +7,8 @@ from typing import Optional
 import numpy as np
 from mpi4py import MPI
 
+from .clocks import StalenessLog
+from .server import ServerReport
 from .waiting import idle_poll, wait_all
 
 TAG_PROGRESS = 21
@@ -63,3 +65,24 @@ def receive_evaluation(ctl: MPI.Intracomm, n_workers: int) -> Evaluation:
 def finite_or_none(value: float) -> Optional[float]:
     """JSON has no NaN or infinity: such a metric is written as null."""
     return value if np.isfinite(value) else None
+
+
+def reduce_server_stats(comm: MPI.Intracomm, tables: list[str],
+                        report: Optional[ServerReport]) -> Optional[dict]:
+    """Collective over the world: sum every server's staleness histograms and SSP
+    violations onto rank 0 (the scheduler), which gets the metrics; others get None."""
+    hist = np.zeros((len(tables), StalenessLog.BINS), dtype=np.int64)
+    counts = np.zeros(2, dtype=np.int64)
+    if report is not None:
+        hist += report.staleness.hist
+        counts[:] = report.pushes, report.violations
+    out_hist, out_counts = np.zeros_like(hist), np.zeros_like(counts)
+    wait_all([comm.Ireduce(hist, out_hist, MPI.SUM, 0), comm.Ireduce(counts, out_counts,
+                                                                     MPI.SUM, 0)])
+    if comm.Get_rank() != 0:
+        return None
+    per_table = {name: StalenessLog.summary(h) for name, h in zip(tables, out_hist)}
+    overall = StalenessLog.summary(out_hist.sum(axis=0))
+    return {"staleness": per_table, "staleness_mean": overall["mean"],
+            "staleness_max": overall["max"], "ssp_violations": int(out_counts[1]),
+            "server_pushes": int(out_counts[0])}

@@ -9,8 +9,9 @@ import numpy as np
 
 from .config import TrainConfig
 from .metrics import auc, logloss
+from .board import ClockBoard
 from .reports import PROGRESS_FIELDS, Evaluation, finite_or_none, receive_evaluation, \
-    wait_progress
+    reduce_server_stats, wait_progress
 from .topology import Roles
 
 
@@ -104,7 +105,7 @@ def final_record(cfg: TrainConfig, progress: Progress, seconds: float,
     """The final metrics: exact AUC and log-loss over every test prediction."""
     samples = int(progress.state[:, 1].sum())
     probs, labels, true_p = ev.probs, ev.labels, ev.true_p
-    rec = {"event": "final", "model": cfg.model, "optimizer": cfg.optimizer,
+    rec = {"event": "final", "model": cfg.model, "optimizer": cfg.optimizer, "sync": cfg.sync,
            "servers": cfg.servers, "workers": int(progress.state.shape[0]),
            "epochs": cfg.epochs, "auc": auc(labels, probs), "logloss": logloss(labels, probs),
            "test_rows": int(labels.size), "samples": samples, "seconds": seconds,
@@ -121,6 +122,11 @@ def summary(rec: dict) -> str:
     text = (f"[mpips] done: AUC {rec['auc']:.4f}  logloss {rec['logloss']:.4f} on "
             f"{rec['test_rows']:,} test rows; {rec['samples']:,} samples in "
             f"{rec['seconds']:.2f}s ({rec['samples_per_s']:,.0f} samples/s)")
+    if rec.get("server_pushes"):
+        text += (f"\n[mpips] staleness (updates missed by a push's rows): mean "
+                 f"{rec['staleness_mean']:.2f}, max {rec['staleness_max']}")
+        if rec["ssp_violations"]:
+            text += f"; SSP bound exceeded {rec['ssp_violations']} times"
     if "oracle_auc" in rec:
         text += (f"\n[mpips] best achievable (generator's own probabilities): AUC "
                  f"{rec['oracle_auc']:.4f}  logloss {rec['oracle_logloss']:.4f}; "
@@ -128,14 +134,19 @@ def summary(rec: dict) -> str:
     return text
 
 
-def run_scheduler(cfg: TrainConfig, roles: Roles) -> dict:
-    """Follow training, then gather the evaluation; returns the final metrics record."""
+def run_scheduler(cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
+                  tables: list[str]) -> dict:
+    """Follow training, then gather the evaluation and the servers' staleness; returns
+    the final metrics record."""
     log = MetricsLog(cfg.metrics_out)
     try:
         progress = follow_progress(cfg, roles, log)
         seconds = time.perf_counter() - (progress.start or time.perf_counter())
+        if board is not None:
+            board.close()
         rec = final_record(cfg, progress, seconds,
                            receive_evaluation(roles.ctl, roles.n_workers))
+        rec.update(reduce_server_stats(roles.world, tables, None) or {})
         log.write(rec)
     finally:
         log.close()

@@ -1,10 +1,22 @@
-"""The server role: hold shards, and for each BSP step apply every worker's push at once."""
+"""The server role: hold shards and apply pushes -- in BSP rounds, or as they arrive."""
 from __future__ import annotations
 
-from .clocks import BspRound
-from .tables import Tables
+from dataclasses import dataclass
+from typing import Sequence
+
+from .clocks import BspRound, StalenessLog, SyncPolicy, bound_violated, job_bound
+from .tables import Push, Tables
 from .topology import Roles
 from .waiting import idle_poll
+
+
+@dataclass
+class ServerReport:
+    """What a server saw: pushes applied, SSP-bound violations, staleness per table."""
+
+    pushes: int
+    violations: int
+    staleness: StalenessLog
 
 
 def init_shards(tables: Tables) -> None:
@@ -13,19 +25,55 @@ def init_shards(tables: Tables) -> None:
         t.shard[:] = 0.0
 
 
-def run_server(roles: Roles, tables: Tables) -> int:
-    """Serve BSP rounds until every worker has sent its last push; returns the rounds."""
-    init_shards(tables)
-    tables.ready()
-    round_ = BspRound(0, frozenset(range(roles.n_workers)))
+def serve_rounds(roles: Roles, tables: Tables, immediate: list[int], in_round: list[int],
+                 log: StalenessLog) -> int:
+    """BSP: each round applies one push per active worker in worker order; tables that are
+    not BSP are applied as each push arrives. Returns the pushes applied."""
+    round_, applied = BspRound(0, frozenset(range(roles.n_workers))), 0
     while round_.active:
-        pushes = {}
+        pushes: dict[int, Push] = {}
         while not round_.complete:
             push = idle_poll(tables.poll_push)
             round_.add(push.worker, push.step, push.last)
             pushes[push.worker] = push
+            if immediate:
+                tables.apply([push], immediate, log)
         in_order = [pushes[w] for w in round_.order()]
-        tables.apply(in_order)
+        tables.apply(in_order, in_round, log)
         tables.ack(in_order)
+        applied += len(in_order)
         round_ = round_.next()
-    return round_.step
+    return applied
+
+
+def serve_free(roles: Roles, tables: Tables, bound: int | None, log: StalenessLog
+               ) -> tuple[int, int]:
+    """SSP and ASP: apply and acknowledge each push as it arrives; count pushes that break
+    the SSP bound (an independent check of the workers' clocks). Returns (pushes,
+    violations)."""
+    last_step = {w: -1 for w in range(roles.n_workers)}
+    applied = violations = 0
+    while last_step:
+        push = idle_poll(tables.poll_push)
+        if bound is not None and bound_violated(last_step, push.worker, push.step, bound):
+            violations += 1
+        tables.apply([push], None, log)
+        tables.ack([push])
+        applied += 1
+        last_step[push.worker] = push.step
+        if push.last:
+            del last_step[push.worker]
+    return applied, violations
+
+
+def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy]) -> ServerReport:
+    """Serve until every worker has sent its last push."""
+    init_shards(tables)
+    tables.ready()
+    log = StalenessLog(tables.names)
+    rounds, bound = job_bound(policies)
+    if rounds:
+        immediate = [i for i, p in enumerate(policies) if p.mode != "bsp"]
+        in_round = [i for i, p in enumerate(policies) if p.mode == "bsp"]
+        return ServerReport(serve_rounds(roles, tables, immediate, in_round, log), 0, log)
+    return ServerReport(*serve_free(roles, tables, bound, log), log)

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 from mpi4py import MPI
 
+from .clocks import StalenessLog
 from .errors import ConfigError, MpipsError
 from .kernels.sparse import accumulate_rows, gather_scatter_rows, release_slots, scatter_rows
 from .models import TableSpec
@@ -39,6 +40,7 @@ class Push:
     flags: int
     offsets: list[np.ndarray]
     grads: list[np.ndarray]
+    versions: np.ndarray          # per table: this server's version the rows were pulled at
 
     @property
     def last(self) -> bool:
@@ -134,6 +136,22 @@ class Tables:
             raise ConfigError("--pull direct needs an MPI with the unified RMA memory model")
         self.direct = shared and unified
         self._sending: list[tuple[list[MPI.Request], list[np.ndarray]]] = []
+        self._open_versions(shared)
+
+    def _open_versions(self, shared: bool) -> None:
+        """Per server and table, the number of updates applied so far (the version), in a
+        small window: workers read it with their pulls, and servers measure staleness."""
+        roles, T = self.roles, len(self.names)
+        n = T if roles.role == SERVER else 0
+        allocate = MPI.Win.Allocate_shared if shared else MPI.Win.Allocate
+        self.version_win = allocate(n * 8, 8, comm=roles.ps)
+        self.versions = np.frombuffer(self.version_win.tomemory(), dtype=np.int64, count=n)
+        self.versions[:] = 0
+        self.version_win.Lock_all(MPI.MODE_NOCHECK)
+        self._version_views = [np.frombuffer(self.version_win.Shared_query(s)[0], np.int64,
+                                             count=T)
+                               for s in range(roles.n_servers)] \
+            if self.direct and roles.role != SERVER else []
 
     def __enter__(self) -> "Tables":
         return self
@@ -147,9 +165,24 @@ class Tables:
         if self.roles.role == SERVER:
             for t in self.tables.values():
                 t.win.Sync()
+            self.version_win.Sync()
         wait_all([self.roles.ps.Ibarrier()])
 
     # ---- worker side -------------------------------------------------------------------
+    def read_versions(self) -> np.ndarray:
+        """(servers, tables) versions, read one-sidedly just before a pull, so the rows
+        pulled are at least this new (aligned 8-byte words: read whole)."""
+        out = np.empty((self.roles.n_servers, len(self.names)), dtype=np.int64)
+        if self._version_views:
+            self.version_win.Sync()
+            for s, view in enumerate(self._version_views):
+                out[s] = view
+        else:
+            for s in range(self.roles.n_servers):
+                self.version_win.Get(out[s], s)
+            self.version_win.Flush_all()
+        return out
+
     def route(self, name: str, keys: np.ndarray) -> Route:
         """Group a lookup's unique keys by server, once per step for both pull and push."""
         return route(self.tables[name].layout, keys)
@@ -177,11 +210,12 @@ class Tables:
             dt.Free()
         scatter_rows(tmp, where.order, out)
 
-    def push(self, step: int, flags: int, grads: dict[str, tuple[Route, np.ndarray]]
-             ) -> PushHandle:
+    def push(self, step: int, flags: int, grads: dict[str, tuple[Route, np.ndarray]],
+             versions: np.ndarray) -> PushHandle:
         """Send every server its rows of the gradients: a header with the row counts, then
         per table the shard offsets and the rows, as views (no packing copies). The handle
-        waits for every server's acknowledgement that the step is applied."""
+        waits for every server's acknowledgement that the step is applied. ``versions`` are
+        what ``read_versions`` gave before the pull these gradients come from."""
         n_servers, ps = self.roles.n_servers, self.roles.ps
         acks = np.zeros((n_servers, 1), dtype=np.int64)
         handle = PushHandle([ps.Irecv(acks[s], s, TAG_ACK) for s in range(n_servers)], [acks])
@@ -190,7 +224,7 @@ class Tables:
         rows = [r.sort(grads[n][1]) for r, n in zip(routes, self.names)]
         for s in range(n_servers):
             counts = [int(r.bounds[s + 1] - r.bounds[s]) for r in routes]
-            head = np.array([step, flags, *counts], dtype=np.int64)
+            head = np.array([step, flags, *counts, *versions[s]], dtype=np.int64)
             reqs.append(ps.Isend(head, s, TAG_PUSH))
             handle.buffers.append(head)
             for r, g in zip(routes, rows):
@@ -213,23 +247,32 @@ class Tables:
         if not ps.Iprobe(MPI.ANY_SOURCE, TAG_PUSH, status):
             return None
         source = status.Get_source()
-        head = np.empty(2 + len(self.names), dtype=np.int64)
+        T = len(self.names)
+        head = np.empty(2 + 2 * T, dtype=np.int64)
         ps.Recv(head, source, TAG_PUSH)
         offsets, grads = [], []
-        for name, n in zip(self.names, head[2:]):
+        for name, n in zip(self.names, head[2:2 + T]):
             offsets.append(np.empty(n, dtype=np.int64))
             grads.append(np.empty((n, self.tables[name].spec.dim), dtype=np.float32))
             ps.Recv(offsets[-1], source, TAG_PUSH_ROWS)
             ps.Recv(grads[-1], source, TAG_PUSH_ROWS)
-        return Push(source - self.roles.n_servers, int(head[0]), int(head[1]), offsets, grads)
+        return Push(source - self.roles.n_servers, int(head[0]), int(head[1]), offsets, grads,
+                    head[2 + T:].copy())
 
-    def apply(self, pushes: Sequence[Push]) -> None:
-        """Sum the pushes' rows in the given (worker) order, then one optimiser update."""
-        for i, name in enumerate(self.names):
-            t = self.tables[name]
+    def apply(self, pushes: Sequence[Push], tables: Sequence[int] | None = None,
+              log: StalenessLog | None = None) -> None:
+        """Sum the pushes' rows in the given (worker) order, then one optimiser update per
+        table (all, or the indices in ``tables``). Each push's staleness -- the updates
+        applied since its rows were pulled -- goes to ``log``; then the version advances."""
+        for i in range(len(self.names)) if tables is None else tables:
+            t = self.tables[self.names[i]]
             total = sum(p.offsets[i].size for p in pushes)
             if total == 0:
                 continue
+            if log is not None:
+                for p in pushes:
+                    if p.offsets[i].size:
+                        log.record(i, int(self.versions[i] - p.versions[i]))
             touched = np.empty(total, dtype=np.int64)
             acc = np.empty((total, t.spec.dim), dtype=np.float32)
             n = 0
@@ -238,6 +281,8 @@ class Tables:
             release_slots(t.slot, touched[:n])
             self.optimizer.apply(t.shard, t.state, touched[:n], acc[:n])
             t.win.Sync()
+            self.versions[i] += 1
+        self.version_win.Sync()
 
     def ack(self, pushes: Sequence[Push]) -> None:
         """Tell each pushing worker that its step is applied (after ``apply``)."""
@@ -254,3 +299,6 @@ class Tables:
         wait_all([self.roles.ps.Ibarrier()])   # no window is freed while a worker reads
         for t in self.tables.values():
             t.free()
+        self.version_win.Unlock_all()
+        self._version_views = []
+        self.version_win.Free()

@@ -7,6 +7,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .board import ClockBoard
+from .clocks import DONE, job_bound, may_start
 from .config import TrainConfig
 from .data import Batch, n_batches, share
 from .data.plan import DataPlan
@@ -15,6 +17,7 @@ from .reports import Evaluation, send_progress
 from .ring import Route
 from .tables import FLAG_LAST, PushHandle, Tables
 from .topology import Roles
+from .waiting import idle_wait
 
 CACHE_BYTES = 1 << 30       # largest share of training rows a worker keeps in memory
 BYTES_PER_FEATURE = 12      # an int64 key and a float32 value
@@ -46,6 +49,10 @@ class Worker:
         if share_bytes <= CACHE_BYTES:
             self._cache = list(data.train.batches(*self.rows, cfg.batch_size))
         self._last_report = 0.0
+        self.rounds, self.bound = job_bound(cfg.sync_of(t.name) for t in model.tables)
+        slow = cfg.slow()
+        self.slow_factor = slow[1] if slow is not None and slow[0] == roles.index else 1.0
+        self.jitter = np.random.default_rng([cfg.seed, roles.index, 7])
 
     def epoch_batches(self) -> Iterator[Batch]:
         """This worker's training batches for one epoch, in row order."""
@@ -72,17 +79,31 @@ class Worker:
         return Prepared(batch, lookups,
                         {n: self.tables.route(n, lk.keys) for n, lk in lookups.items()})
 
-    def step(self, step: int, prep: Prepared, last: bool) -> tuple[PushHandle, float]:
-        """One BSP step's pull, gradients and push; the handle waits for the servers."""
+    def compute(self, prep: Prepared) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+        """Pull a prepared batch's rows and compute its gradients: (gradient rows per
+        table, the server versions read before the pull, summed loss)."""
+        versions = self.tables.read_versions()
         for n, lk in prep.lookups.items():
             self.tables.pull(n, prep.routes[n], lk.rows)
         if prep.batch is None:
-            grads, loss = {n: lk.rows for n, lk in prep.lookups.items()}, 0.0
-        else:
-            grads, loss = self.model.gradients(prep.batch, prep.lookups, self.scale)
-        handle = self.tables.push(step, FLAG_LAST if last else 0,
-                                  {n: (prep.routes[n], grads[n]) for n in prep.lookups})
-        return handle, loss
+            return {n: lk.rows for n, lk in prep.lookups.items()}, versions, 0.0
+        grads, loss = self.model.gradients(prep.batch, prep.lookups, self.scale)
+        return grads, versions, loss
+
+    def push(self, step: int, prep: Prepared, grads: dict[str, np.ndarray],
+             versions: np.ndarray, last: bool) -> PushHandle:
+        """Send a step's gradient rows to their servers; the handle waits for the acks."""
+        return self.tables.push(step, FLAG_LAST if last else 0,
+                                {n: (prep.routes[n], grads[n]) for n in prep.lookups},
+                                versions)
+
+    def pace(self, started: float) -> None:
+        """Test aids: the slow worker sleeps (FACTOR - 1) times its step's time, and every
+        worker up to ``--delay-jitter`` seconds at random."""
+        if self.slow_factor > 1:
+            time.sleep((self.slow_factor - 1) * (time.perf_counter() - started))
+        if self.cfg.delay_jitter > 0:
+            time.sleep(self.jitter.uniform(0, self.cfg.delay_jitter))
 
     def report(self, epoch: int, samples: int, loss: float, finished: bool) -> None:
         """Tell the scheduler how far this worker is (at most every half progress interval)."""
@@ -112,24 +133,45 @@ class Worker:
             for batch in self.epoch_batches():
                 yield epoch, batch
 
-    def train(self) -> int:
-        """All epochs of BSP steps; returns the number of samples trained on."""
+    def train(self, board: ClockBoard | None) -> int:
+        """All epochs of steps; returns the number of samples trained on.
+
+        With a BSP table every step is a round: push, then wait for the servers' acks
+        (preparing the next batch meanwhile). Otherwise a step first waits for the SSP
+        bound on ``board`` (none for ASP), and at most one push is in flight.
+        """
         samples, loss = 0, 0.0
         self.report(0, 0, 0.0, False)
         steps = self.schedule()
         current = next(steps)
         prep = self.prepare(current[1])
         last_step = max(self.total_steps, 1) - 1
+        in_flight: PushHandle | None = None
         for step in range(last_step + 1):
             epoch, batch = current
-            handle, batch_loss = self.step(step, prep, last=step == last_step)
+            if board is not None and self.bound is not None:
+                idle_wait(lambda: may_start(board.read(), self.roles.index, step, self.bound))
+            started = time.perf_counter()
+            grads, versions, batch_loss = self.compute(prep)
+            if in_flight is not None:        # free mode: the previous push is applied
+                in_flight.wait()
+                if board is not None:
+                    board.set(self.roles.index, step)
+            in_flight = self.push(step, prep, grads, versions, last=step == last_step)
             if step < last_step:             # overlap the next batch with the servers' update
                 current = next(steps)
                 prep = self.prepare(current[1])
-            handle.wait()
+            if self.rounds:
+                in_flight.wait()
+                in_flight = None
+            self.pace(started)
             loss += batch_loss
             samples += len(batch) if batch is not None else 0
             self.report(epoch, samples, loss, False)
+        if in_flight is not None:
+            in_flight.wait()
+        if board is not None:
+            board.set(self.roles.index, DONE)
         self.report(self.cfg.epochs, samples, loss, True)
         return samples
 

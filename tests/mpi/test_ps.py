@@ -8,6 +8,7 @@ import pytest
 from mpi4py import MPI
 
 import reference as ref
+from mpips.clocks import SyncPolicy
 from mpips.config import TrainConfig
 from mpips.data.plan import plan_data
 from mpips.job import train
@@ -98,7 +99,7 @@ def test_push_and_update_match_numpy(optimizer):
         if roles.ps is not None:
             with Tables(SPECS, roles, opt) as tables:
                 if roles.role == SERVER:
-                    run_server(roles, tables)
+                    run_server(roles, tables, [SyncPolicy(), SyncPolicy()])
                 else:
                     tables.ready()
                     for step in range(2):
@@ -106,7 +107,8 @@ def test_push_and_update_match_numpy(optimizer):
                         for spec in SPECS:
                             keys, g = worker_grads(roles.index + 10 * step, spec)
                             grads[spec.name] = (tables.route(spec.name, keys), g)
-                        tables.push(step, FLAG_LAST if step == 1 else 0, grads).wait()
+                        tables.push(step, FLAG_LAST if step == 1 else 0, grads,
+                                    tables.read_versions()).wait()
                     wait_all([roles.group.Ibarrier()])
                     for spec in SPECS:
                         expect = reference_update(spec, roles.n_workers, optimizer)
