@@ -36,6 +36,15 @@ def test_unknown_config_key_is_named(tmp_path):
     assert r.returncode != 0 and f"{cfg}: unknown setting 'batchsize'" in r.stderr
 
 
+def test_unknown_table_and_slow_worker_are_named(tmp_path):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('[tables.embeddings]\nsync = "async"\n')
+    r = launch(3, "train", "--config", str(cfg), timeout=60)
+    assert r.returncode != 0 and "tables.embeddings: the lr model has no table" in r.stderr
+    r = launch(3, "train", "--slow-worker", "1:3", timeout=60)
+    assert r.returncode != 0 and "there are only 1 workers" in r.stderr
+
+
 def test_unwritable_metrics_path_is_named():
     r = launch(3, "train", "--metrics-out", "/nonexistent/dir/m.jsonl", timeout=60)
     assert r.returncode != 0 and "--metrics-out /nonexistent/dir/m.jsonl" in r.stderr

@@ -1,7 +1,9 @@
-"""The BSP clock, without processes: rounds, early finishers, protocol violations."""
+"""Consistency logic without processes: BSP rounds, the SSP rule, staleness records."""
+import numpy as np
 import pytest
 
-from mpips.clocks import BspRound, ProtocolError
+from mpips.clocks import (DONE, BspRound, ProtocolError, StalenessLog, SyncPolicy,
+                          bound_violated, job_bound, may_start)
 
 
 def test_round_completes_with_one_push_per_worker_in_any_order():
@@ -36,3 +38,39 @@ def test_second_push_in_a_round_is_refused():
     r.add(0, 0, last=False)
     with pytest.raises(ProtocolError, match="worker 0 for step 0"):
         r.add(0, 0, last=False)
+
+
+def test_ssp_start_rule():
+    """A worker may start step t once every other worker has completed t - S steps."""
+    clocks = np.array([5, 2, 7])
+    assert may_start(clocks, me=0, step=5, bound=3)         # others: min 2 >= 5 - 3
+    assert not may_start(clocks, me=0, step=6, bound=3)
+    assert may_start(clocks, me=1, step=100, bound=None)    # ASP never waits
+    assert may_start(np.array([3]), me=0, step=99, bound=0)  # alone
+    assert may_start(np.array([0, DONE]), me=0, step=10**6, bound=1)
+
+
+def test_server_side_bound_check():
+    """The server's check flags a push that ran more than S steps ahead of a peer's push."""
+    last = {0: 4, 1: 1}
+    assert not bound_violated(last, worker=0, step=5, bound=3)   # peer pushed 1 >= 5-3-1
+    assert bound_violated(last, worker=0, step=6, bound=3)
+    assert not bound_violated({0: 9}, worker=0, step=50, bound=0)
+
+
+def test_job_bound_from_table_policies():
+    assert job_bound([SyncPolicy("bsp"), SyncPolicy("async")]) == (True, 0)
+    assert job_bound([SyncPolicy("ssp", 5), SyncPolicy("ssp", 2)]) == (False, 2)
+    assert job_bound([SyncPolicy("async"), SyncPolicy("ssp", 4)]) == (False, 4)
+    assert job_bound([SyncPolicy("async")]) == (False, None)
+
+
+def test_staleness_log_summary():
+    log = StalenessLog(["a", "b"])
+    for missed in (0, 2, 2, 500):
+        log.record(1, missed)
+    s = StalenessLog.summary(log.hist[1])
+    assert s["pushes"] == 4 and s["max"] == StalenessLog.BINS - 1
+    assert abs(s["mean"] - (0 + 2 + 2 + 63) / 4) < 1e-12
+    assert StalenessLog.summary(log.hist[0]) == {"pushes": 0, "mean": 0.0, "max": 0,
+                                                 "hist": [0] * StalenessLog.BINS}

@@ -66,3 +66,24 @@ def test_choices_checked():
 def test_bad_values_rejected_up_front(values, msg):
     with pytest.raises(ConfigError, match=msg):
         from_mapping(values)
+
+
+def test_per_table_sync_sections(tmp_path):
+    """[tables.NAME] overrides the job's sync; the job's staleness is the default."""
+    f = tmp_path / "job.toml"
+    f.write_text('sync = "async"\nstaleness = 5\n[tables.bias]\nsync = "ssp"\n')
+    cfg = load_toml(f)
+    assert cfg.sync_of("bias").mode == "ssp" and cfg.sync_of("bias").staleness == 5
+    assert cfg.sync_of("weights").mode == "async"
+    f.write_text('[tables.bias]\nsync = "ssp"\nlag = 2\n')
+    with pytest.raises(ConfigError, match="unknown setting 'tables.bias.lag'"):
+        load_toml(f)
+    f.write_text('[tables.bias]\nsync = "eventual"\n')
+    with pytest.raises(ConfigError, match="tables.bias.sync must be one of"):
+        load_toml(f)
+
+
+def test_slow_worker_setting():
+    assert from_mapping({"slow_worker": "1:3"}).slow() == (1, 3.0)
+    with pytest.raises(ConfigError, match="--slow-worker must be I:FACTOR"):
+        from_mapping({"slow_worker": "fast"})
