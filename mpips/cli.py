@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--steps", type=int, default=50, help="timed batches (default 50)")
     pp.add_argument("--pull", choices=PULL_MODES, default="auto", help="pull mode")
     pp.add_argument("--json", action="store_true", help="print one JSON object")
+    st = bsub.add_parser("straggler", help="training samples/s of BSP, SSP(3) and ASP with "
+                         "and without one slow worker, in one run")
+    st.add_argument("--servers", type=int, default=1, help="servers (default 1)")
+    st.add_argument("--factor", type=float, default=3.0, help="how many times slower "
+                    "worker 0 is (default 3)")
+    st.add_argument("--rows", type=int, default=100_000, help="built-in rows per job, "
+                    "train + test (default 100,000)")
+    st.add_argument("--batch-size", type=int, default=512, help="rows per worker per step")
+    st.add_argument("--jitter", type=float, default=0.0, help="every worker also sleeps a "
+                    "random 0..T seconds a step (default 0)")
+    st.add_argument("--repeats", type=int, default=3, help="runs of each job (default 3)")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -120,12 +132,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
 
         return abort_on_error(run, comm)
-    from .bench import check_bench, run_pull_push
+    if args.bench == "straggler":
+        from .bench_sync import check_straggler, run_straggler
 
-    status = agree_on_setup(lambda: check_bench(args, comm.Get_size()), comm)
+        check, run_bench = check_straggler, run_straggler
+    else:
+        from .bench import check_bench, run_pull_push
+
+        check, run_bench = check_bench, run_pull_push
+    status = agree_on_setup(lambda: check(args, comm.Get_size()), comm)
     if status is not None:
         return status
-    return abort_on_error(lambda: run_pull_push(args, comm), comm)
+    return abort_on_error(lambda: run_bench(args, comm), comm)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -91,8 +91,10 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
 
 
 def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
-          return_params: bool = False, data: Optional[DataPlan] = None) -> JobResult:
-    """Collective over ``comm``: train and evaluate; every rank returns its ``JobResult``."""
+          return_params: bool = False, data: Optional[DataPlan] = None,
+          verbose: bool = True) -> JobResult:
+    """Collective over ``comm``: train and evaluate; every rank returns its ``JobResult``.
+    ``verbose`` False keeps the scheduler quiet (benchmarks run many jobs)."""
     data = data or prepare(cfg, comm.Get_size(), comm.Get_rank())
     roles = split_roles(comm, cfg.servers)
     model = build_model(cfg.model, cfg.table_rows)
@@ -104,9 +106,10 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
         if roles.ctl is not None and not rounds and bound is not None else None
     report = None
     if roles.role == SCHEDULER:
-        print(describe(cfg, roles, data.train_range[1] - data.train_range[0],
-                       data.test_range[1] - data.test_range[0]), flush=True)
-        result.metrics = run_scheduler(cfg, roles, board, names)
+        if verbose:
+            print(describe(cfg, roles, data.train_range[1] - data.train_range[0],
+                           data.test_range[1] - data.test_range[0]), flush=True)
+        result.metrics = run_scheduler(cfg, roles, board, names, verbose)
         return finish(comm, roles, result)
     optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2)
     with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:

@@ -85,7 +85,8 @@ class Progress:
                 f"  loss {r['loss']:.4f}  ETA {_fmt_eta(r['eta_s'])}")
 
 
-def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog) -> Progress:
+def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, verbose: bool = True
+                    ) -> Progress:
     """Receive progress until every worker has finished, printing every interval."""
     progress = Progress(roles.n_workers, cfg.epochs)
     last_print = time.perf_counter()
@@ -96,7 +97,8 @@ def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog) -> Progress
             last_print = time.perf_counter()
             r = progress.record()
             log.write(r)
-            print(progress.line(r), flush=True)
+            if verbose:
+                print(progress.line(r), flush=True)
     return progress
 
 
@@ -135,12 +137,12 @@ def summary(rec: dict) -> str:
 
 
 def run_scheduler(cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
-                  tables: list[str]) -> dict:
+                  tables: list[str], verbose: bool = True) -> dict:
     """Follow training, then gather the evaluation and the servers' staleness; returns
     the final metrics record."""
     log = MetricsLog(cfg.metrics_out)
     try:
-        progress = follow_progress(cfg, roles, log)
+        progress = follow_progress(cfg, roles, log, verbose)
         seconds = time.perf_counter() - (progress.start or time.perf_counter())
         if board is not None:
             board.close()
@@ -150,5 +152,6 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
         log.write(rec)
     finally:
         log.close()
-    print(summary(rec), flush=True)
+    if verbose:
+        print(summary(rec), flush=True)
     return rec

@@ -97,11 +97,11 @@ class Worker:
                                 {n: (prep.routes[n], grads[n]) for n in prep.lookups},
                                 versions)
 
-    def pace(self, started: float) -> None:
-        """Test aids: the slow worker sleeps (FACTOR - 1) times its step's time, and every
-        worker up to ``--delay-jitter`` seconds at random."""
+    def pace(self, compute_s: float) -> None:
+        """Test aids: the slow worker sleeps (FACTOR - 1) times its pull and gradient time,
+        and every worker up to ``--delay-jitter`` seconds at random."""
         if self.slow_factor > 1:
-            time.sleep((self.slow_factor - 1) * (time.perf_counter() - started))
+            time.sleep((self.slow_factor - 1) * compute_s)
         if self.cfg.delay_jitter > 0:
             time.sleep(self.jitter.uniform(0, self.cfg.delay_jitter))
 
@@ -153,6 +153,7 @@ class Worker:
                 idle_wait(lambda: may_start(board.read(), self.roles.index, step, self.bound))
             started = time.perf_counter()
             grads, versions, batch_loss = self.compute(prep)
+            compute_s = time.perf_counter() - started
             if in_flight is not None:        # free mode: the previous push is applied
                 in_flight.wait()
                 if board is not None:
@@ -164,7 +165,7 @@ class Worker:
             if self.rounds:
                 in_flight.wait()
                 in_flight = None
-            self.pace(started)
+            self.pace(compute_s)
             loss += batch_loss
             samples += len(batch) if batch is not None else 0
             self.report(epoch, samples, loss, False)

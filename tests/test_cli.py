@@ -120,3 +120,13 @@ def test_separate_test_file_equals_held_out_rows(tmp_path):
         assert r.returncode == 0, r.stderr
         finals.append(json.loads(out.read_text().splitlines()[-1]))
     assert finals[0]["auc"] == finals[1]["auc"] and finals[1]["test_rows"] == 1600
+
+
+def test_bench_straggler_reports_each_mode():
+    """A small straggler benchmark prints BSP, SSP and ASP throughput with and without."""
+    r = launch(4, "bench", "straggler", "--rows", "4000", "--repeats", "1", "--json",
+               timeout=180)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    for mode in ("bsp", "ssp", "async"):
+        assert rec[mode]["samples_per_s"] > 0 and rec[mode]["straggler_samples_per_s"] > 0
