@@ -30,7 +30,9 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
     ("--lr", dict(type=float, help=f"learning rate (default {D.lr})")),
     ("--optimizer", dict(choices=OPTIMIZERS, help=f"server-side optimizer (default "
                          f"{D.optimizer})")),
-    ("--l2", dict(type=float, help=f"L2 penalty on touched rows (default {D.l2})")),
+    ("--l2", dict(type=float, help=f"L2 penalty on touched rows; FTRL's lambda2 (default "
+                  f"{D.l2})")),
+    ("--l1", dict(type=float, help=f"FTRL's L1 penalty lambda1 (default {D.l1})")),
     ("--seed", dict(type=int, help=f"seed for data generation and hashing (default {D.seed})")),
     ("--metrics-out", dict(metavar="FILE", help="write JSON lines: progress records and a "
                            "final record (auc, logloss, samples, seconds, samples_per_s)")),

@@ -35,6 +35,7 @@ class TrainConfig:
     lr: float = 0.05
     optimizer: str = "adagrad"
     l2: float = 0.0
+    l1: float = 0.0
     seed: int = 0
     metrics_out: Optional[str] = None
     table_rows: int = 1 << 21
@@ -59,8 +60,10 @@ class TrainConfig:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
-        if not (self.l2 >= 0 and math.isfinite(self.l2)):
-            raise ConfigError(f"--l2 must be a finite number >= 0, got {self.l2}")
+        for name in ("l1", "l2"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"--{name} must be a finite number >= 0, got {value}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must lie in [0, 2**63), got {self.seed}")
         if self.test is not None and self.data is None:

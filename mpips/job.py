@@ -111,7 +111,7 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
                            data.test_range[1] - data.test_range[0]), flush=True)
         result.metrics = run_scheduler(cfg, roles, board, names, verbose)
         return finish(comm, roles, result)
-    optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2)
+    optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1)
     with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:
         if roles.role == SERVER:
             report = run_server(roles, tables, policies)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
-from .kernels.optim import adagrad_rows, sgd_rows
+from .kernels.optim import adagrad_rows, adam_rows, ftrl_rows, sgd_rows
 
-OPTIMIZERS = ("sgd", "adagrad")
+OPTIMIZERS = ("sgd", "adagrad", "adam", "ftrl")
+_SLOTS = {"sgd": (), "adagrad": ("accum",), "adam": ("m", "v"), "ftrl": ("z", "n")}
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,15 @@ class Optimizer:
     """One optimiser configuration; ``apply`` updates the touched rows in place."""
 
     name: str = "adagrad"
-    lr: float = 0.05
-    l2: float = 0.0
-    eps: float = 1e-10          # Adagrad, as in PyTorch
+    lr: float = 0.05            # FTRL's alpha
+    l2: float = 0.0             # weight decay; FTRL's lambda2
+    l1: float = 0.0             # FTRL's lambda1
+    eps: float = 1e-10          # Adagrad's, as in PyTorch (Adam uses adam_eps)
     initial_accumulator: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-8
+    ftrl_beta: float = 1.0
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -34,17 +40,26 @@ class Optimizer:
 
     @property
     def state_slots(self) -> tuple[str, ...]:
-        return ("accum",) if self.name == "adagrad" else ()
+        return _SLOTS[self.name]
 
     def new_state(self, shape: tuple[int, int]) -> dict[str, np.ndarray]:
-        """Zeroed (or initial-valued) state arrays for a shard of ``shape``."""
-        return {s: np.full(shape, self.initial_accumulator, dtype=np.float32)
+        """State arrays for a shard of ``shape``: Adagrad's accumulator starts at
+        ``initial_accumulator``, everything else at zero."""
+        start = {"accum": self.initial_accumulator}
+        return {s: np.full(shape, start.get(s, 0.0), dtype=np.float32)
                 for s in self.state_slots}
 
     def apply(self, rows: np.ndarray, state: dict[str, np.ndarray], offsets: np.ndarray,
-              grads: np.ndarray) -> None:
-        """Update ``rows[offsets]`` (unique offsets) with the summed gradient rows."""
+              grads: np.ndarray, step: int = 1) -> None:
+        """Update ``rows[offsets]`` (unique offsets) with the summed gradient rows;
+        ``step`` (1-based) is the table's update count, for Adam's bias correction."""
         if self.name == "sgd":
             sgd_rows(rows, offsets, grads, self.lr, self.l2)
-        else:
+        elif self.name == "adagrad":
             adagrad_rows(rows, state["accum"], offsets, grads, self.lr, self.l2, self.eps)
+        elif self.name == "adam":
+            adam_rows(rows, state["m"], state["v"], offsets, grads, self.lr, self.l2,
+                      self.beta1, self.beta2, self.adam_eps, step)
+        else:
+            ftrl_rows(rows, state["z"], state["n"], offsets, grads, self.lr, self.ftrl_beta,
+                      self.l1, self.l2)

@@ -39,7 +39,7 @@ def serve_rounds(roles: Roles, tables: Tables, immediate: list[int], in_round: l
             if immediate:
                 tables.apply([push], immediate, log)
         in_order = [pushes[w] for w in round_.order()]
-        tables.apply(in_order, in_round, log)
+        tables.apply(in_order, in_round, log, step=round_.step + 1)
         tables.ack(in_order)
         applied += len(in_order)
         round_ = round_.next()

@@ -260,10 +260,11 @@ class Tables:
                     head[2 + T:].copy())
 
     def apply(self, pushes: Sequence[Push], tables: Sequence[int] | None = None,
-              log: StalenessLog | None = None) -> None:
+              log: StalenessLog | None = None, step: int | None = None) -> None:
         """Sum the pushes' rows in the given (worker) order, then one optimiser update per
         table (all, or the indices in ``tables``). Each push's staleness -- the updates
-        applied since its rows were pulled -- goes to ``log``; then the version advances."""
+        applied since its rows were pulled -- goes to ``log``; then the version advances.
+        ``step`` (1-based, for Adam) is the BSP round; by default the table's version."""
         for i in range(len(self.names)) if tables is None else tables:
             t = self.tables[self.names[i]]
             total = sum(p.offsets[i].size for p in pushes)
@@ -279,7 +280,8 @@ class Tables:
             for p in pushes:
                 n = accumulate_rows(t.slot, p.offsets[i], p.grads[i], touched, acc, n)
             release_slots(t.slot, touched[:n])
-            self.optimizer.apply(t.shard, t.state, touched[:n], acc[:n])
+            self.optimizer.apply(t.shard, t.state, touched[:n], acc[:n],
+                                 step if step is not None else int(self.versions[i]) + 1)
             t.win.Sync()
             self.versions[i] += 1
         self.version_win.Sync()

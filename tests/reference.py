@@ -37,6 +37,29 @@ def adagrad(w: np.ndarray, acc: np.ndarray, g: np.ndarray, lr: float, l2: float,
     return (w - lr * g / (np.sqrt(acc.astype(np.float64)) + eps)).astype(np.float32), acc
 
 
+def adam(w: np.ndarray, m: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float, l2: float,
+         step: int, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    g = g.astype(np.float64) + l2 * w
+    m = (beta1 * m + (1 - beta1) * g).astype(np.float32)
+    v = (beta2 * v + (1 - beta2) * g * g).astype(np.float32)
+    mhat = m / (1 - beta1 ** step)
+    vhat = v / (1 - beta2 ** step)
+    return (w - lr * mhat / (np.sqrt(vhat) + eps)).astype(np.float32), m, v
+
+
+def ftrl(w: np.ndarray, z: np.ndarray, n: np.ndarray, g: np.ndarray, alpha: float,
+         beta: float, l1: float, l2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FTRL-Proximal, McMahan et al. (2013), Algorithm 1, per coordinate."""
+    g = g.astype(np.float64)
+    n_new = n.astype(np.float64) + g * g
+    sigma = (np.sqrt(n_new) - np.sqrt(n)) / alpha
+    z = z + g - sigma * w
+    w_new = np.where(np.abs(z) <= l1, 0.0,
+                     -(z - np.sign(z) * l1) / ((beta + np.sqrt(n_new)) / alpha + l2))
+    return w_new.astype(np.float32), z.astype(np.float32), n_new.astype(np.float32)
+
+
 def bsp_lr(source: Source, train_range: tuple[int, int], workers: int, table_rows: int,
            batch_size: int, epochs: int, lr: float, optimizer: str = "adagrad",
            l2: float = 0.0, eps: float = 1e-10) -> dict[str, np.ndarray]:
@@ -50,7 +73,7 @@ def bsp_lr(source: Source, train_range: tuple[int, int], workers: int, table_row
     steps = max(len(b) for b in per_worker)
     W = np.zeros((table_rows, 1), np.float32)
     B = np.zeros((1, 1), np.float32)
-    aw, ab = np.zeros_like(W), np.zeros_like(B)
+    update = Updater(optimizer, lr, l2, eps)
     scale = 1.0 / (batch_size * workers)
     for t in range(steps):
         gW = np.zeros_like(W)
@@ -66,11 +89,31 @@ def bsp_lr(source: Source, train_range: tuple[int, int], workers: int, table_row
             gW[uniq] += gw
             gB[0, 0] += np.float32(gb)
             touched[uniq] = True
-        rows = np.flatnonzero(touched)
-        if optimizer == "sgd":
-            W[rows] = sgd(W[rows], gW[rows], lr, l2)
-            B[:] = sgd(B, gB, lr, l2)
-        else:
-            W[rows], aw[rows] = adagrad(W[rows], aw[rows], gW[rows], lr, l2, eps)
-            B[:], ab[:] = adagrad(B, ab, gB, lr, l2, eps)
+        update("weights", W, np.flatnonzero(touched), gW, t + 1)
+        update("bias", B, np.array([0]), gB, t + 1)
     return {"weights": W, "bias": B}
+
+
+class Updater:
+    """A NumPy optimiser over whole tables, keeping state per table name."""
+
+    def __init__(self, name: str, lr: float, l2: float = 0.0, eps: float = 1e-10,
+                 l1: float = 0.0) -> None:
+        self.name, self.lr, self.l2, self.eps, self.l1 = name, lr, l2, eps, l1
+        self.state: dict[str, list[np.ndarray]] = {}
+
+    def __call__(self, table: str, w: np.ndarray, rows: np.ndarray, g: np.ndarray,
+                 step: int) -> None:
+        """Update ``w[rows]`` in place with ``g[rows]`` (``step`` is 1-based)."""
+        st = self.state.setdefault(table, [np.zeros_like(w), np.zeros_like(w)])
+        a, b = st[0], st[1]
+        if self.name == "sgd":
+            w[rows] = sgd(w[rows], g[rows], self.lr, self.l2)
+        elif self.name == "adagrad":
+            w[rows], a[rows] = adagrad(w[rows], a[rows], g[rows], self.lr, self.l2, self.eps)
+        elif self.name == "adam":
+            w[rows], a[rows], b[rows] = adam(w[rows], a[rows], b[rows], g[rows], self.lr,
+                                             self.l2, step)
+        else:
+            w[rows], a[rows], b[rows] = ftrl(w[rows], a[rows], b[rows], g[rows], self.lr, 1.0,
+                                             self.l1, self.l2)

@@ -3,7 +3,7 @@ import numpy as np
 
 import reference as ref
 from mpips.kernels.lr import lr_grad, lr_logits
-from mpips.kernels.optim import adagrad_rows, sgd_rows
+from mpips.kernels.optim import adagrad_rows, adam_rows, ftrl_rows, sgd_rows
 from mpips.kernels.sparse import (accumulate_rows, gather_rows, gather_scatter_rows,
                                   release_slots, scatter_rows, segment_sum, unique_inverse)
 from mpips.optim import Optimizer
@@ -127,8 +127,42 @@ def test_sgd_and_adagrad_rows_match_numpy():
     assert np.array_equal(t2[untouched], table[untouched])
 
 
+def test_adam_rows_match_numpy_over_steps():
+    """Lazy Adam: only touched rows move; bias correction follows the table's step."""
+    table = rng.normal(size=(40, 3)).astype(np.float32)
+    m, v = np.zeros_like(table), np.zeros_like(table)
+    ew, em, ev = table.copy(), m.copy(), v.copy()
+    for step in (1, 2, 3):
+        offs = rng.permutation(40)[:15]
+        g = rng.normal(size=(15, 3)).astype(np.float32)
+        adam_rows(table, m, v, offs, g, 0.01, 0.001, 0.9, 0.999, 1e-8, step)
+        ew[offs], em[offs], ev[offs] = ref.adam(ew[offs], em[offs], ev[offs], g, 0.01, 0.001,
+                                                step)
+    np.testing.assert_allclose(table, ew, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(m, em, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(v, ev, rtol=1e-5, atol=1e-9)
+
+
+def test_ftrl_rows_match_numpy_and_make_zeros():
+    """FTRL-Proximal per coordinate; a large L1 keeps weak coordinates exactly at zero."""
+    table = np.zeros((30, 2), np.float32)
+    z, n = np.zeros_like(table), np.zeros_like(table)
+    ew, ez, en = table.copy(), z.copy(), n.copy()
+    for _ in range(4):
+        offs = rng.permutation(30)[:12]
+        g = rng.normal(size=(12, 2)).astype(np.float32)
+        ftrl_rows(table, z, n, offs, g, 0.1, 1.0, 0.5, 0.01)
+        ew[offs], ez[offs], en[offs] = ref.ftrl(ew[offs], ez[offs], en[offs], g, 0.1, 1.0,
+                                                0.5, 0.01)
+    np.testing.assert_allclose(table, ew, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(z, ez, rtol=1e-5, atol=1e-6)
+    assert (table == 0).sum() > 0 and (table != 0).sum() > 0
+
+
 def test_optimizer_state_lives_beside_rows():
     opt = Optimizer("adagrad", lr=0.1)
     state = opt.new_state((10, 3))
     assert set(state) == {"accum"} and state["accum"].shape == (10, 3)
     assert Optimizer("sgd").new_state((10, 3)) == {}
+    assert set(Optimizer("adam").new_state((2, 2))) == {"m", "v"}
+    assert set(Optimizer("ftrl").new_state((2, 2))) == {"z", "n"}

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from .lr import lr_grad, lr_logits
-from .optim import adagrad_rows, sgd_rows
+from .optim import adagrad_rows, adam_rows, ftrl_rows, sgd_rows
 from .sparse import (accumulate_rows, gather_rows, gather_scatter_rows, release_slots,
                      scatter_rows, segment_sum, unique_inverse)
 
@@ -28,6 +28,9 @@ scatter_rows(out, np.arange(2, dtype=np.int64), out.copy())
 gather_scatter_rows(table, uniq, np.arange(2, dtype=np.int64), out)
 sgd_rows(table, uniq, summed, 0.1, 0.0)
 adagrad_rows(table, np.zeros_like(table), uniq, summed, 0.1, 0.0, 1e-10)
+adam_rows(table, np.zeros_like(table), np.zeros_like(table), uniq, summed, 0.1, 0.0, 0.9,
+          0.999, 1e-8, 1)
+ftrl_rows(table, np.zeros_like(table), np.zeros_like(table), uniq, summed, 0.1, 1.0, 0.0, 0.0)
 inv2 = inv[:2].reshape(1, 2)
 vals = np.ones((1, 2), dtype=np.float32)
 lr_logits(out, 0.0, inv2, vals)

@@ -36,3 +36,48 @@ def adagrad_rows(rows: np.ndarray, accum: np.ndarray, offsets: np.ndarray,
             a = accum[r, j] + np.float32(g * g)
             accum[r, j] = a
             rows[r, j] = w - np.float32(lr * g / (math.sqrt(a) + eps))
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def adam_rows(rows: np.ndarray, m: np.ndarray, v: np.ndarray, offsets: np.ndarray,
+              grads: np.ndarray, lr: float, l2: float, beta1: float, beta2: float,
+              eps: float, step: int) -> None:
+    """Adam on the touched rows only (lazy, as PyTorch's SparseAdam), bias-corrected for
+    update ``step`` (1-based) of the table."""
+    d = rows.shape[1]
+    c1 = 1.0 - beta1 ** step
+    c2 = 1.0 - beta2 ** step
+    for i in range(offsets.size):
+        r = offsets[i]
+        for j in range(d):
+            w = rows[r, j]
+            g = grads[i, j] + l2 * w
+            mj = np.float32(beta1 * m[r, j] + (1.0 - beta1) * g)
+            vj = np.float32(beta2 * v[r, j] + (1.0 - beta2) * g * g)
+            m[r, j] = mj
+            v[r, j] = vj
+            rows[r, j] = w - np.float32(lr * (mj / c1) / (math.sqrt(vj / c2) + eps))
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def ftrl_rows(rows: np.ndarray, z: np.ndarray, n: np.ndarray, offsets: np.ndarray,
+              grads: np.ndarray, alpha: float, beta: float, l1: float, l2: float) -> None:
+    """FTRL-Proximal per coordinate (McMahan et al. 2013); the rows hold the weights that
+    follow from the state, so pulls read them directly."""
+    d = rows.shape[1]
+    for i in range(offsets.size):
+        r = offsets[i]
+        for j in range(d):
+            g = np.float64(grads[i, j])
+            n_old = np.float64(n[r, j])
+            n_new = n_old + g * g
+            sigma = (math.sqrt(n_new) - math.sqrt(n_old)) / alpha
+            zj = np.float64(z[r, j]) + g - sigma * rows[r, j]
+            z[r, j] = np.float32(zj)
+            n[r, j] = np.float32(n_new)
+            if abs(zj) <= l1:
+                rows[r, j] = 0.0
+            else:
+                sign = 1.0 if zj > 0 else -1.0
+                rows[r, j] = np.float32(-(zj - sign * l1) / ((beta + math.sqrt(n_new)) / alpha
+                                                             + l2))
