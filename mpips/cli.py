@@ -38,6 +38,10 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                            "final record (auc, logloss, samples, seconds, samples_per_s)")),
     ("--table-rows", dict(type=int, metavar="N", help=f"hash buckets of the sparse table "
                           f"(default {D.table_rows})")),
+    ("--embedding-dim", dict(type=int, metavar="K", help=f"FM embedding size (default "
+                             f"{D.embedding_dim})")),
+    ("--init-std", dict(type=float, metavar="S", help=f"std of the seeded normal initial "
+                        f"embeddings (default {D.init_std})")),
     ("--test-fraction", dict(type=float, metavar="F", help=f"share of rows held out when "
                              f"there is no --test (default {D.test_fraction})")),
     ("--synthetic-rows", dict(type=int, metavar="N", help=f"rows of built-in data, train + "

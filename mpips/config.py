@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .optim import OPTIMIZERS
 
 FORMATS = ("criteo",)
-MODELS = ("lr",)
+MODELS = ("lr", "fm")
 PULL_MODES = ("auto", "get", "direct")
 
 
@@ -39,6 +39,8 @@ class TrainConfig:
     seed: int = 0
     metrics_out: Optional[str] = None
     table_rows: int = 1 << 21
+    embedding_dim: int = 8
+    init_std: float = 0.01
     test_fraction: float = 0.2
     synthetic_rows: int = 500_000
     progress_seconds: float = 2.0
@@ -55,12 +57,13 @@ class TrainConfig:
         _choice("model", self.model, MODELS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("pull", self.pull, PULL_MODES)
-        for name in ("servers", "epochs", "batch_size", "table_rows", "synthetic_rows"):
+        for name in ("servers", "epochs", "batch_size", "table_rows", "synthetic_rows",
+                     "embedding_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
-        for name in ("l1", "l2"):
+        for name in ("l1", "l2", "init_std"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"--{name} must be a finite number >= 0, got {value}")

@@ -12,7 +12,7 @@ from mpi4py import MPI
 from .config import TrainConfig
 from .data.plan import DataPlan, plan_data
 from .errors import ConfigError
-from .models import build_model
+from .models import Model, build_model
 from .optim import Optimizer
 from .scheduler import run_scheduler
 from .server import run_server
@@ -57,11 +57,16 @@ def batch_warning(cfg: TrainConfig, train_rows: int, n_workers: int) -> str:
             f"learning rate lower")
 
 
+def model_of(cfg: TrainConfig) -> Model:
+    """The model the settings ask for."""
+    return build_model(cfg.model, cfg.table_rows, cfg.embedding_dim, cfg.init_std)
+
+
 def check_memory(cfg: TrainConfig, n_servers: int) -> None:
     """Refuse tables that cannot fit: a server's share against this machine's memory."""
     optimizer = Optimizer(cfg.optimizer)
     need = sum(shard_bytes(spec, int(1.1 * spec.rows / n_servers) + 1, optimizer)
-               for spec in build_model(cfg.model, cfg.table_rows).tables)
+               for spec in model_of(cfg).tables)
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
         raise ConfigError(f"--table-rows {cfg.table_rows:,} needs about {need / 2**30:.1f} GiB "
@@ -74,7 +79,7 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
     who writes it) and data files. ``agree_on_setup`` makes every rank share the verdict."""
     n_servers, n_workers = plan_roles(size, cfg.servers)
     check_memory(cfg, n_servers)
-    names = [t.name for t in build_model(cfg.model, cfg.table_rows).tables]
+    names = [t.name for t in model_of(cfg).tables]
     for table, _, _ in cfg.tables:
         if table not in names:
             raise ConfigError(f"tables.{table}: the {cfg.model} model has no table {table!r} "
@@ -97,7 +102,7 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     ``verbose`` False keeps the scheduler quiet (benchmarks run many jobs)."""
     data = data or prepare(cfg, comm.Get_size(), comm.Get_rank())
     roles = split_roles(comm, cfg.servers)
-    model = build_model(cfg.model, cfg.table_rows)
+    model = model_of(cfg)
     result = JobResult(roles.role)
     names = [t.name for t in model.tables]
     policies = [cfg.sync_of(n) for n in names]
@@ -114,7 +119,7 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1)
     with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:
         if roles.role == SERVER:
-            report = run_server(roles, tables, policies)
+            report = run_server(roles, tables, policies, cfg.seed)
             result.pushes = report.pushes
         else:
             worker = Worker(cfg, roles, tables, model, data)

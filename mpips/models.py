@@ -11,6 +11,7 @@ import numpy as np
 
 from .data import Batch
 from .errors import ConfigError
+from .kernels.fm import fm_grad, fm_logits
 from .kernels.lr import lr_grad, lr_logits
 from .kernels.sparse import unique_inverse
 
@@ -20,11 +21,14 @@ class TableSpec:
     """A parameter table: ``rows`` keys, each a float32 row of ``dim``.
 
     Sparse embedding tables have many rows; a dense tensor is one row of its flat size.
+    Columns from ``init_from`` on start as seeded N(0, ``init_std``^2), the rest at zero.
     """
 
     name: str
     rows: int
     dim: int
+    init_std: float = 0.0
+    init_from: int = 0
 
 
 @dataclass
@@ -68,8 +72,39 @@ class LogisticRegression:
         return 1.0 / (1.0 + np.exp(-z))
 
 
-def build_model(name: str, table_rows: int) -> LogisticRegression:
+class FactorizationMachine:
+    """``p = sigmoid(b + sum_f w_f x_f + sum_{f<g} <v_f, v_g> x_f x_g)``: one table row
+    ``[w, v_1..v_k]`` per hashed feature, so one pull serves both terms."""
+
+    def __init__(self, table_rows: int, dim: int, init_std: float) -> None:
+        self.tables = (TableSpec("features", table_rows, 1 + dim, init_std, init_from=1),
+                       TableSpec("bias", 1, 1))
+
+    def lookups(self, batch: Batch) -> dict[str, Lookup]:
+        return {"features": lookup(batch.keys, self.tables[0].dim),
+                "bias": lookup(np.zeros(1, dtype=np.int64), 1)}
+
+    def gradients(self, batch: Batch, pulled: dict[str, Lookup],
+                  scale: float) -> tuple[dict[str, np.ndarray], float]:
+        """As ``LogisticRegression.gradients``."""
+        v, b = pulled["features"], pulled["bias"]
+        gv, gb, loss = fm_grad(v.rows, float(b.rows[0, 0]), v.inverse, batch.vals,
+                               batch.labels, scale)
+        return {"features": gv, "bias": np.array([[gb]], dtype=np.float32)}, loss
+
+    def predict(self, batch: Batch, pulled: dict[str, Lookup]) -> np.ndarray:
+        v, b = pulled["features"], pulled["bias"]
+        z = fm_logits(v.rows, float(b.rows[0, 0]), v.inverse, batch.vals)
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+Model = LogisticRegression | FactorizationMachine
+
+
+def build_model(name: str, table_rows: int, dim: int = 8, init_std: float = 0.01) -> Model:
     """The model named by ``--model``."""
     if name == "lr":
         return LogisticRegression(table_rows)
-    raise ConfigError(f"--model must be lr, not {name!r}")
+    if name == "fm":
+        return FactorizationMachine(table_rows, dim, init_std)
+    raise ConfigError(f"--model must be lr or fm, not {name!r}")

@@ -134,12 +134,13 @@ class TableLayout:
 
     def keys_of(self, server: int) -> np.ndarray:
         """All keys held by ``server``, in local row order (for init, checkpoints, tests)."""
-        keys = np.arange(self.rows, dtype=np.int64)
-        srv, off = self.locate(keys)
-        mine = srv == server
-        out = np.empty(int(self.shard_rows[server]), dtype=np.int64)
-        out[off[mine]] = keys[mine]
-        return out
+        P = self.pmap.partitions
+        mine = np.flatnonzero(self.pmap.owner == server)
+        residue = (mine - self.salt) % P
+        size = self.rows // P + (residue < self.rows % P)
+        # Owned partitions lie back to back in partition order, so ``base[mine]`` counts up.
+        index = np.arange(int(size.sum()), dtype=np.int64) - np.repeat(self.base[mine], size)
+        return np.repeat(residue, size) + P * index
 
 
 @dataclass(frozen=True)

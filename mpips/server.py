@@ -4,7 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from .clocks import BspRound, StalenessLog, SyncPolicy, bound_violated, job_bound
+from .kernels.init import normal_rows
+from .ring import mix64, name_salt
 from .tables import Push, Tables
 from .topology import Roles
 from .waiting import idle_poll
@@ -19,10 +23,20 @@ class ServerReport:
     staleness: StalenessLog
 
 
-def init_shards(tables: Tables) -> None:
-    """Initial parameters: zeros (the LR convention; per-key seeded init comes with FM)."""
-    for t in tables.tables.values():
+INIT_CHUNK = 1 << 20      # rows initialised at a time, to bound the temporary memory
+
+
+def init_shards(tables: Tables, index: int, seed: int) -> None:
+    """Initial parameters: zeros, or seeded normal columns where a table asks for them;
+    a row's values depend only on (seed, table, key), not on where it lives."""
+    for name, t in tables.tables.items():
         t.shard[:] = 0.0
+        if t.spec.init_std > 0 and t.shard.shape[0]:
+            keys = t.layout.keys_of(index)
+            salt = np.uint64(mix64(np.uint64(seed) ^ np.uint64(name_salt(name, 1 << 62))))
+            for lo in range(0, keys.size, INIT_CHUNK):
+                normal_rows(t.shard[lo:lo + INIT_CHUNK], keys[lo:lo + INIT_CHUNK],
+                            t.spec.init_from, t.spec.init_std, salt)
 
 
 def serve_rounds(roles: Roles, tables: Tables, immediate: list[int], in_round: list[int],
@@ -66,9 +80,10 @@ def serve_free(roles: Roles, tables: Tables, bound: int | None, log: StalenessLo
     return applied, violations
 
 
-def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy]) -> ServerReport:
+def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy], seed: int = 0
+               ) -> ServerReport:
     """Serve until every worker has sent its last push."""
-    init_shards(tables)
+    init_shards(tables, roles.index, seed)
     tables.ready()
     log = StalenessLog(tables.names)
     rounds, bound = job_bound(policies)

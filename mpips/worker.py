@@ -12,7 +12,7 @@ from .clocks import DONE, job_bound, may_start
 from .config import TrainConfig
 from .data import Batch, n_batches, share
 from .data.plan import DataPlan
-from .models import LogisticRegression, Lookup
+from .models import Lookup, Model
 from .reports import Evaluation, send_progress
 from .ring import Route
 from .tables import FLAG_LAST, PushHandle, Tables
@@ -36,7 +36,7 @@ class Worker:
     """One worker's training and evaluation over its share of the data."""
 
     def __init__(self, cfg: TrainConfig, roles: Roles, tables: Tables,
-                 model: LogisticRegression, data: DataPlan) -> None:
+                 model: Model, data: DataPlan) -> None:
         self.cfg, self.roles, self.tables, self.model, self.data = cfg, roles, tables, model, data
         self.rows = share(*data.train_range, roles.index, roles.n_workers)
         self.steps_per_epoch = n_batches(self.rows[1] - self.rows[0], cfg.batch_size)

@@ -26,6 +26,28 @@ def lr_grad(w: np.ndarray, b: float, inv: np.ndarray, vals: np.ndarray, labels: 
     return gw, float(g.sum()), loss
 
 
+def fm_grad(rows: np.ndarray, b: float, inv: np.ndarray, vals: np.ndarray,
+            labels: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    """FM by the textbook pairwise sum (not the O(kn) identity), and its gradient."""
+    w, v = rows[:, 0].astype(np.float64), rows[:, 1:].astype(np.float64)
+    xv = v[inv] * vals[..., None]                        # (n, F, k)
+    n, F = inv.shape
+    pair = np.zeros(n)
+    for f in range(F):
+        for g in range(f + 1, F):
+            pair += (xv[:, f] * xv[:, g]).sum(axis=1)
+    z = b + (w[inv] * vals).sum(axis=1) + pair
+    p = 1.0 / (1.0 + np.exp(-z))
+    loss = float(np.sum(np.logaddexp(0.0, z) - labels * z))
+    g = (p - labels) * scale
+    s = xv.sum(axis=1)                                   # (n, k)
+    grows = np.zeros(rows.shape, np.float32)
+    np.add.at(grows[:, 0], inv.ravel(), (g[:, None] * vals).astype(np.float32).ravel())
+    gv = g[:, None, None] * vals[..., None] * (s[:, None, :] - xv)
+    np.add.at(grows[:, 1:], inv.ravel(), gv.reshape(-1, v.shape[1]).astype(np.float32))
+    return grows, float(g.sum()), loss
+
+
 def sgd(w: np.ndarray, g: np.ndarray, lr: float, l2: float) -> np.ndarray:
     return (w - lr * (g.astype(np.float64) + l2 * w)).astype(np.float32)
 
@@ -60,38 +82,46 @@ def ftrl(w: np.ndarray, z: np.ndarray, n: np.ndarray, g: np.ndarray, alpha: floa
     return w_new.astype(np.float32), z.astype(np.float32), n_new.astype(np.float32)
 
 
-def bsp_lr(source: Source, train_range: tuple[int, int], workers: int, table_rows: int,
-           batch_size: int, epochs: int, lr: float, optimizer: str = "adagrad",
-           l2: float = 0.0, eps: float = 1e-10) -> dict[str, np.ndarray]:
-    """One-process BSP logistic regression: at step t every worker with a batch left
-    contributes its batch's gradient, scaled by 1 / (batch_size * workers); the rows of
-    all contributions are summed and one optimiser update is applied."""
+def bsp(source: Source, train_range: tuple[int, int], workers: int, tables: dict,
+        grad, batch_size: int, epochs: int, update: "Updater") -> dict[str, np.ndarray]:
+    """One-process BSP training of a model with a sparse table ``features`` (or
+    ``weights``) and a ``bias``: at step t every worker with a batch left contributes its
+    batch's gradient, scaled by 1 / (batch_size * workers); all contributions are summed
+    and one optimiser update is applied. ``tables`` holds the initial values."""
     per_worker = []
     for w in range(workers):
         lo, hi = share(*train_range, w, workers)
         per_worker.append(list(source.batches(lo, hi, batch_size)) * epochs)
     steps = max(len(b) for b in per_worker)
-    W = np.zeros((table_rows, 1), np.float32)
-    B = np.zeros((1, 1), np.float32)
-    update = Updater(optimizer, lr, l2, eps)
+    sparse = next(n for n in tables if n != "bias")
+    W, B = tables[sparse], tables["bias"]
     scale = 1.0 / (batch_size * workers)
     for t in range(steps):
-        gW = np.zeros_like(W)
-        gB = np.zeros_like(B)
-        touched = np.zeros(table_rows, bool)
+        gW, gB = np.zeros_like(W), np.zeros_like(B)
+        touched = np.zeros(W.shape[0], bool)
         for w in range(workers):
             if t >= len(per_worker[w]):
                 continue
             batch = per_worker[w][t]
             uniq, inv = unique_first(batch.keys.ravel())
-            gw, gb, _ = lr_grad(W[uniq], float(B[0, 0]), inv.reshape(batch.keys.shape),
-                                batch.vals, batch.labels, scale)
+            gw, gb, _ = grad(W[uniq], float(B[0, 0]), inv.reshape(batch.keys.shape),
+                             batch.vals, batch.labels, scale)
             gW[uniq] += gw
             gB[0, 0] += np.float32(gb)
             touched[uniq] = True
-        update("weights", W, np.flatnonzero(touched), gW, t + 1)
+        update(sparse, W, np.flatnonzero(touched), gW, t + 1)
         update("bias", B, np.array([0]), gB, t + 1)
-    return {"weights": W, "bias": B}
+    return tables
+
+
+def bsp_lr(source: Source, train_range: tuple[int, int], workers: int, table_rows: int,
+           batch_size: int, epochs: int, lr: float, optimizer: str = "adagrad",
+           l2: float = 0.0, eps: float = 1e-10) -> dict[str, np.ndarray]:
+    """``bsp`` of logistic regression from zeros."""
+    tables = {"weights": np.zeros((table_rows, 1), np.float32),
+              "bias": np.zeros((1, 1), np.float32)}
+    return bsp(source, train_range, workers, tables, lr_grad, batch_size, epochs,
+               Updater(optimizer, lr, l2, eps))
 
 
 class Updater:
