@@ -6,8 +6,10 @@ import os
 import sys
 from typing import Optional, Sequence
 
-# Ranks usually outnumber cores: one numba thread per rank unless the user chose otherwise.
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+# Ranks usually outnumber cores: one numba and one BLAS thread per rank unless the user
+# chose otherwise (set before numba and NumPy load).
+for _var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 from . import __version__  # noqa: E402
 from .clocks import SYNC_MODES  # noqa: E402
@@ -40,6 +42,8 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                           f"(default {D.table_rows})")),
     ("--embedding-dim", dict(type=int, metavar="K", help=f"FM embedding size (default "
                              f"{D.embedding_dim})")),
+    ("--hidden", dict(metavar="H1,H2", help="DeepFM's hidden layer sizes (default "
+                      f"{','.join(map(str, D.hidden))})")),
     ("--init-std", dict(type=float, metavar="S", help=f"std of the seeded normal initial "
                         f"embeddings (default {D.init_std})")),
     ("--test-fraction", dict(type=float, metavar="F", help=f"share of rows held out when "

@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .optim import OPTIMIZERS
 
 FORMATS = ("criteo",)
-MODELS = ("lr", "fm")
+MODELS = ("lr", "fm", "deepfm")
 PULL_MODES = ("auto", "get", "direct")
 
 
@@ -41,6 +41,7 @@ class TrainConfig:
     table_rows: int = 1 << 21
     embedding_dim: int = 8
     init_std: float = 0.01
+    hidden: tuple[int, ...] = (64, 32)     # DeepFM's hidden layer sizes
     test_fraction: float = 0.2
     synthetic_rows: int = 500_000
     progress_seconds: float = 2.0
@@ -75,6 +76,8 @@ class TrainConfig:
             raise ConfigError(f"--test-fraction must lie in (0, 1), got {self.test_fraction}")
         if self.progress_seconds <= 0:
             raise ConfigError(f"--progress-seconds must be > 0, got {self.progress_seconds}")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"--hidden must be one or more sizes >= 1, got {self.hidden}")
         _choice("sync", self.sync, SYNC_MODES)
         for name, mode, staleness in (("", self.sync, self.staleness), *self.tables):
             where = f"tables.{name}." if name else "--"
@@ -125,6 +128,8 @@ def _choice(name: str, value: str, allowed: tuple[str, ...], flag: bool = True) 
 def _coerce(name: str, value: Any, where: str) -> Any:
     """Check a TOML value against the field's type (ints are accepted for floats)."""
     kind = {f.name: f.type for f in fields(TrainConfig)}[name]
+    if kind == "tuple[int, ...]":
+        return _int_list(name, value, where)
     want = {"int": int, "float": float, "str": str, "Optional[str]": str}[kind]
     ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -156,6 +161,19 @@ def _table_overrides(value: Any, where: str, base: TrainConfig) -> tuple:
                               f"staleness an integer")
         out.append((table, sync, staleness))
     return tuple(out)
+
+
+def _int_list(name: str, value: Any, where: str) -> tuple[int, ...]:
+    """A list of sizes: a TOML array of integers or a string like "64,32"."""
+    try:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        out = tuple(int(v) for v in items)
+        if any(isinstance(v, (bool, float)) for v in items):
+            raise ValueError
+        return out
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name.replace('_', '-')} must be a list of integers, "
+                          f"got {value!r}") from None
 
 
 def from_mapping(values: Mapping[str, Any], where: str = "settings",

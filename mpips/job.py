@@ -57,16 +57,17 @@ def batch_warning(cfg: TrainConfig, train_rows: int, n_workers: int) -> str:
             f"learning rate lower")
 
 
-def model_of(cfg: TrainConfig) -> Model:
-    """The model the settings ask for."""
-    return build_model(cfg.model, cfg.table_rows, cfg.embedding_dim, cfg.init_std)
+def model_of(cfg: TrainConfig, fields: int) -> Model:
+    """The model the settings ask for, over data with ``fields`` fields."""
+    return build_model(cfg.model, cfg.table_rows, cfg.embedding_dim, cfg.init_std, fields,
+                       cfg.hidden)
 
 
-def check_memory(cfg: TrainConfig, n_servers: int) -> None:
+def check_memory(cfg: TrainConfig, model: Model, n_servers: int) -> None:
     """Refuse tables that cannot fit: a server's share against this machine's memory."""
     optimizer = Optimizer(cfg.optimizer)
     need = sum(shard_bytes(spec, int(1.1 * spec.rows / n_servers) + 1, optimizer)
-               for spec in model_of(cfg).tables)
+               for spec in model.tables)
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
         raise ConfigError(f"--table-rows {cfg.table_rows:,} needs about {need / 2**30:.1f} GiB "
@@ -78,8 +79,10 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
     """Checks made before any communication: ranks, memory, output file (on the scheduler,
     who writes it) and data files. ``agree_on_setup`` makes every rank share the verdict."""
     n_servers, n_workers = plan_roles(size, cfg.servers)
-    check_memory(cfg, n_servers)
-    names = [t.name for t in model_of(cfg).tables]
+    data = plan_data(cfg)
+    model = model_of(cfg, data.train.fields)
+    check_memory(cfg, model, n_servers)
+    names = [t.name for t in model.tables]
     for table, _, _ in cfg.tables:
         if table not in names:
             raise ConfigError(f"tables.{table}: the {cfg.model} model has no table {table!r} "
@@ -92,7 +95,7 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
         folder = Path(cfg.metrics_out).resolve().parent
         if not folder.is_dir():
             raise ConfigError(f"--metrics-out {cfg.metrics_out}: folder {folder} does not exist")
-    return plan_data(cfg)
+    return data
 
 
 def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
@@ -102,7 +105,7 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     ``verbose`` False keeps the scheduler quiet (benchmarks run many jobs)."""
     data = data or prepare(cfg, comm.Get_size(), comm.Get_rank())
     roles = split_roles(comm, cfg.servers)
-    model = model_of(cfg)
+    model = model_of(cfg, data.train.fields)
     result = JobResult(roles.role)
     names = [t.name for t in model.tables]
     policies = [cfg.sync_of(n) for n in names]

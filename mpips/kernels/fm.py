@@ -38,21 +38,17 @@ def fm_logits(rows: np.ndarray, bias: float, inverse: np.ndarray, vals: np.ndarr
 
 
 @nb.njit(cache=True, nogil=True)
-def fm_grad(rows: np.ndarray, bias: float, inverse: np.ndarray, vals: np.ndarray,
-            labels: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
-    """Gradient rows for the unique features, bias gradient and summed loss (x ``scale``).
-
-    ``d z / d w = x``; ``d z / d v_d = x (s_d - v_d x)`` with ``s_d = sum_f v_fd x_f``.
+def fm_backward(rows: np.ndarray, inverse: np.ndarray, vals: np.ndarray,
+                g: np.ndarray) -> np.ndarray:
+    """Gradient rows of the FM terms for the unique features, given ``g`` = d loss / d z
+    per sample: ``d z / d w = x``; ``d z / d v_d = x (s_d - v_d x)``, ``s_d = sum_f v_fd x_f``.
     """
     n, F = inverse.shape
     k = rows.shape[1] - 1
-    g, loss = logloss_terms(fm_logits(rows, bias, inverse, vals), labels)
     grows = np.zeros(rows.shape, dtype=np.float32)
     s = np.empty(k, dtype=np.float64)
-    gb = 0.0
     for i in range(n):
-        gi = g[i] * scale
-        gb += gi
+        gi = g[i]
         s[:] = 0.0
         for f in range(F):
             r = inverse[i, f]
@@ -64,4 +60,43 @@ def fm_grad(rows: np.ndarray, bias: float, inverse: np.ndarray, vals: np.ndarray
             grows[r, 0] += np.float32(gi * x)
             for d in range(k):
                 grows[r, 1 + d] += np.float32(gi * x * (s[d] - rows[r, 1 + d] * x))
-    return grows, gb, loss
+    return grows
+
+
+@nb.njit(cache=True, nogil=True)
+def fm_grad(rows: np.ndarray, bias: float, inverse: np.ndarray, vals: np.ndarray,
+            labels: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    """Gradient rows for the unique features, bias gradient and summed loss (x ``scale``)."""
+    g, loss = logloss_terms(fm_logits(rows, bias, inverse, vals), labels)
+    g *= scale
+    return fm_backward(rows, inverse, vals, g), g.sum(), loss
+
+
+@nb.njit(cache=True, nogil=True)
+def field_inputs(rows: np.ndarray, inverse: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """DeepFM's MLP input: per sample the fields' scaled embeddings ``v_f x_f``, side by
+    side, shape (n, F * k)."""
+    n, F = inverse.shape
+    k = rows.shape[1] - 1
+    h = np.empty((n, F * k), dtype=np.float64)
+    for i in range(n):
+        for f in range(F):
+            r = inverse[i, f]
+            x = np.float64(vals[i, f])
+            for d in range(k):
+                h[i, f * k + d] = rows[r, 1 + d] * x
+    return h
+
+
+@nb.njit(cache=True, nogil=True)
+def add_field_grads(dh: np.ndarray, inverse: np.ndarray, vals: np.ndarray,
+                    grows: np.ndarray) -> None:
+    """Back-propagate d loss / d (MLP input) into the embedding rows, in sample order."""
+    n, F = inverse.shape
+    k = grows.shape[1] - 1
+    for i in range(n):
+        for f in range(F):
+            r = inverse[i, f]
+            x = np.float64(vals[i, f])
+            for d in range(k):
+                grows[r, 1 + d] += np.float32(dh[i, f * k + d] * x)
