@@ -82,35 +82,88 @@ def ftrl(w: np.ndarray, z: np.ndarray, n: np.ndarray, g: np.ndarray, alpha: floa
     return w_new.astype(np.float32), z.astype(np.float32), n_new.astype(np.float32)
 
 
+def deepfm_grad(pulled: dict[str, np.ndarray], inv: np.ndarray, vals: np.ndarray,
+                labels: np.ndarray, scale: float, layers: list[tuple[int, int]]
+                ) -> tuple[dict[str, np.ndarray], float]:
+    """DeepFM in NumPy: the pairwise FM plus an MLP over the fields' scaled embeddings."""
+    rows = pulled["features"]
+    n, F = inv.shape
+    k = rows.shape[1] - 1
+    ws = [(pulled[f"mlp{i}.w"].reshape(a, b).astype(np.float64),
+           pulled[f"mlp{i}.b"][0].astype(np.float64)) for i, (a, b) in enumerate(layers)]
+    xv = rows[inv, 1:].astype(np.float64) * vals[..., None]
+    acts = [xv.reshape(n, F * k)]
+    pre = []
+    for W, c in ws[:-1]:
+        pre.append(acts[-1] @ W + c)
+        acts.append(np.maximum(pre[-1], 0))
+    deep = (acts[-1] @ ws[-1][0] + ws[-1][1])[:, 0]
+    s = xv.sum(axis=1)
+    fm = (rows[inv, 0] * vals).sum(axis=1) + 0.5 * ((s ** 2).sum(axis=1) - (xv ** 2).sum(axis=(1, 2)))
+    z = float(pulled["bias"][0, 0]) + fm + deep
+    loss = float(np.sum(np.logaddexp(0.0, z) - labels * z))
+    g = (1.0 / (1.0 + np.exp(-z)) - labels) * scale
+    out = {"bias": np.array([[g.sum()]], np.float32)}
+    d = g[:, None]
+    for i in range(len(ws) - 1, -1, -1):
+        out[f"mlp{i}.w"] = (acts[i].T @ d).astype(np.float32).reshape(1, -1)
+        out[f"mlp{i}.b"] = d.sum(axis=0).astype(np.float32).reshape(1, -1)
+        d = d @ ws[i][0].T
+        if i > 0:
+            d = d * (pre[i - 1] > 0)
+    dxv = d.reshape(n, F, k) + g[:, None, None] * (s[:, None, :] - xv)
+    grows = np.zeros(rows.shape, np.float32)
+    np.add.at(grows[:, 0], inv.ravel(), (g[:, None] * vals).astype(np.float32).ravel())
+    np.add.at(grows[:, 1:], inv.ravel(),
+              (dxv * vals[..., None]).reshape(-1, k).astype(np.float32))
+    out["features"] = grows
+    return out, loss
+
+
+def sparse_grad(grad):
+    """Adapt an (rows, bias, ...) -> (g_rows, g_bias, loss) reference to the dict form."""
+    def adapted(pulled, inv, vals, labels, scale):
+        sparse = next(n for n in pulled if n != "bias")
+        g_rows, g_b, loss = grad(pulled[sparse], float(pulled["bias"][0, 0]), inv, vals,
+                                 labels, scale)
+        return {sparse: g_rows, "bias": np.array([[g_b]], np.float32)}, loss
+    return adapted
+
+
 def bsp(source: Source, train_range: tuple[int, int], workers: int, tables: dict,
         grad, batch_size: int, epochs: int, update: "Updater") -> dict[str, np.ndarray]:
-    """One-process BSP training of a model with a sparse table ``features`` (or
-    ``weights``) and a ``bias``: at step t every worker with a batch left contributes its
-    batch's gradient, scaled by 1 / (batch_size * workers); all contributions are summed
-    and one optimiser update is applied. ``tables`` holds the initial values."""
+    """One-process BSP training: ``tables`` holds the initial values of one sparse table
+    (``features`` or ``weights``) and of dense one-row tables. At step t every worker with a
+    batch left contributes its batch's gradient, scaled by 1 / (batch_size * workers); the
+    contributions are summed and one optimiser update is applied per table.
+    ``grad(pulled, inverse, vals, labels, scale) -> (grads, loss)``."""
     per_worker = []
     for w in range(workers):
         lo, hi = share(*train_range, w, workers)
         per_worker.append(list(source.batches(lo, hi, batch_size)) * epochs)
     steps = max(len(b) for b in per_worker)
-    sparse = next(n for n in tables if n != "bias")
-    W, B = tables[sparse], tables["bias"]
+    sparse = "features" if "features" in tables else "weights"
     scale = 1.0 / (batch_size * workers)
     for t in range(steps):
-        gW, gB = np.zeros_like(W), np.zeros_like(B)
-        touched = np.zeros(W.shape[0], bool)
+        sums = {name: np.zeros_like(v) for name, v in tables.items()}
+        touched = np.zeros(tables[sparse].shape[0], bool)
         for w in range(workers):
             if t >= len(per_worker[w]):
                 continue
             batch = per_worker[w][t]
             uniq, inv = unique_first(batch.keys.ravel())
-            gw, gb, _ = grad(W[uniq], float(B[0, 0]), inv.reshape(batch.keys.shape),
-                             batch.vals, batch.labels, scale)
-            gW[uniq] += gw
-            gB[0, 0] += np.float32(gb)
+            pulled = {name: v[uniq] if name == sparse else v for name, v in tables.items()}
+            grads, _ = grad(pulled, inv.reshape(batch.keys.shape), batch.vals, batch.labels,
+                            scale)
+            for name, g in grads.items():
+                if name == sparse:
+                    sums[name][uniq] += g
+                else:
+                    sums[name] += g
             touched[uniq] = True
-        update(sparse, W, np.flatnonzero(touched), gW, t + 1)
-        update("bias", B, np.array([0]), gB, t + 1)
+        for name, v in tables.items():
+            rows = np.flatnonzero(touched) if name == sparse else np.array([0])
+            update(name, v, rows, sums[name], t + 1)
     return tables
 
 
@@ -120,7 +173,7 @@ def bsp_lr(source: Source, train_range: tuple[int, int], workers: int, table_row
     """``bsp`` of logistic regression from zeros."""
     tables = {"weights": np.zeros((table_rows, 1), np.float32),
               "bias": np.zeros((1, 1), np.float32)}
-    return bsp(source, train_range, workers, tables, lr_grad, batch_size, epochs,
+    return bsp(source, train_range, workers, tables, sparse_grad(lr_grad), batch_size, epochs,
                Updater(optimizer, lr, l2, eps))
 
 

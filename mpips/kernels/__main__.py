@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from .fm import add_field_grads, field_inputs, fm_grad, fm_logits
+from .init import normal_rows
 from .lr import lr_grad, lr_logits
 from .optim import adagrad_rows, adam_rows, ftrl_rows, sgd_rows
 from .sparse import (accumulate_rows, gather_rows, gather_scatter_rows, release_slots,
@@ -35,4 +37,9 @@ inv2 = inv[:2].reshape(1, 2)
 vals = np.ones((1, 2), dtype=np.float32)
 lr_logits(out, 0.0, inv2, vals)
 lr_grad(out, 0.0, inv2, vals, np.ones(1, dtype=np.float32), 1.0)
+fm_rows = np.zeros((4, 3), dtype=np.float32)
+normal_rows(fm_rows, uniq, 1, 0.01, np.uint64(1))
+fm_grad(fm_rows, 0.0, inv2, vals, np.ones(1, dtype=np.float32), 1.0)
+fm_logits(fm_rows, 0.0, inv2, vals)
+add_field_grads(field_inputs(fm_rows, inv2, vals), inv2, vals, np.zeros_like(fm_rows))
 print(f"mpips: numba kernels ready in {time.perf_counter() - t0:.1f}s")

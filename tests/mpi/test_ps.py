@@ -3,6 +3,8 @@
 Every test holds at any rank count >= its ``min_size``; verdicts that must hold on every rank
 are allgathered, so a failure on one rank fails the test on all of them.
 """
+from functools import partial
+
 import numpy as np
 import pytest
 from mpi4py import MPI
@@ -14,7 +16,7 @@ from mpips.data.plan import plan_data
 from mpips.job import train
 from mpips.kernels.init import normal_rows
 from mpips.ring import mix64, name_salt
-from mpips.models import TableSpec
+from mpips.models import TableSpec, build_model
 from mpips.optim import Optimizer
 from mpips.server import run_server
 from mpips.tables import FLAG_LAST, Tables
@@ -160,40 +162,45 @@ def test_bsp_lr_matches_one_process_numpy(case, optimizer, pull):
 
 @pytest.mark.mpi(min_size=3)
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
-def test_bsp_fm_matches_one_process_numpy(optimizer):
-    """k BSP steps of FM (seeded normal embeddings) equal the NumPy reference computed by
-    the pairwise definition, to float32 rounding: 1e-6 absolute for Adagrad, 1e-5 for Adam,
+@pytest.mark.parametrize("model,optimizer", [("fm", "adagrad"), ("fm", "adam"),
+                                             ("deepfm", "adagrad")])
+def test_bsp_fm_and_deepfm_match_one_process_numpy(model, optimizer):
+    """k BSP steps of FM and DeepFM (seeded initial rows) equal a NumPy reference written by
+    the textbook definitions, to float32 rounding: 1e-6 absolute for Adagrad, 1e-5 for Adam,
     whose normalised steps magnify rounding in near-zero gradients."""
     atol = 1e-5 if optimizer == "adam" else 1e-6
     for n_servers in server_counts():
-        cfg = small_config(servers=n_servers, optimizer=optimizer, model="fm",
-                           embedding_dim=4, init_std=0.1, epochs=1, lr=0.05)
+        cfg = small_config(servers=n_servers, optimizer=optimizer, model=model,
+                           embedding_dim=4, init_std=0.1, epochs=1, lr=0.05, hidden=(6, 5))
         result = train(cfg, comm, return_params=True)
         ok = True
         if result.role == WORKER:
             data = plan_data(cfg)
             workers = comm.Get_size() - 1 - n_servers
-            start = {"features": initial_values(cfg, "features", (cfg.table_rows, 5)),
-                     "bias": np.zeros((1, 1), np.float32)}
-            expect = ref.bsp(data.train, data.train_range, workers, start, ref.fm_grad,
+            spec = build_model(model, cfg.table_rows, 4, cfg.init_std, 39, cfg.hidden)
+            start = {t.name: initial_values(cfg, t) for t in spec.tables}
+            grad = ref.sparse_grad(ref.fm_grad) if model == "fm" else \
+                partial(ref.deepfm_grad, layers=spec.layers)
+            expect = ref.bsp(data.train, data.train_range, workers, start, grad,
                              cfg.batch_size, cfg.epochs, ref.Updater(optimizer, cfg.lr))
             for name, arr in expect.items():
                 ok &= np.allclose(result.params[name], arr, rtol=1e-5, atol=atol)
-        assert everywhere(ok), f"BSP FM ({optimizer}) differs with {n_servers} server(s)"
+        assert everywhere(ok), f"BSP {model} ({optimizer}) differs with {n_servers} server(s)"
 
 
-def initial_values(cfg: TrainConfig, table: str, shape: tuple[int, int]) -> np.ndarray:
-    """The servers' seeded initial rows of ``table``, made in one process."""
-    out = np.empty(shape, np.float32)
-    salt = np.uint64(mix64(np.uint64(cfg.seed) ^ np.uint64(name_salt(table, 1 << 62))))
-    normal_rows(out, np.arange(shape[0], dtype=np.int64), 1, cfg.init_std, salt)
+def initial_values(cfg: TrainConfig, spec: TableSpec) -> np.ndarray:
+    """The servers' seeded initial rows of a table, made in one process."""
+    out = np.zeros((spec.rows, spec.dim), np.float32)
+    if spec.init_std > 0:
+        salt = np.uint64(mix64(np.uint64(cfg.seed) ^ np.uint64(name_salt(spec.name, 1 << 62))))
+        normal_rows(out, np.arange(spec.rows, dtype=np.int64), spec.init_from, spec.init_std,
+                    salt)
     return out
 
 
 @pytest.mark.mpi(min_size=4)
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("model", ["lr", "fm"])
+@pytest.mark.parametrize("model", ["lr", "fm", "deepfm"])
 def test_results_identical_when_repeated_and_with_one_or_two_servers(model):
     """Same workers: 2 servers twice, 1 server, 2 servers pulling with MPI Get; parameters
     and AUC are bit-identical (FM's seeded initial rows included)."""
@@ -202,7 +209,8 @@ def test_results_identical_when_repeated_and_with_one_or_two_servers(model):
     for n_servers, pull in ((2, "auto"), (2, "auto"), (1, "auto"), (2, "get")):
         # Two servers use every rank; one server uses all but the last, same worker count.
         sub = comm.Split(0 if comm.Get_rank() < size - 2 + n_servers else MPI.UNDEFINED)
-        cfg = small_config(servers=n_servers, pull=pull, model=model, embedding_dim=4)
+        cfg = small_config(servers=n_servers, pull=pull, model=model, embedding_dim=4,
+                           hidden=(6, 5))
         res = train(cfg, sub, return_params=True) if sub != MPI.COMM_NULL else None
         first_worker = 1 + n_servers
         params = res.params if res is not None and comm.Get_rank() == first_worker else None
