@@ -50,6 +50,8 @@ class TrainConfig:
     staleness: int = 3
     # Per-table overrides: (table, sync, staleness); from [tables.NAME] in the config file.
     tables: tuple[tuple[str, str, int], ...] = ()
+    # Per-field hash buckets of a field's own: (field, buckets), from [fields.NAME].
+    fields: tuple[tuple[str, int], ...] = ()
     slow_worker: Optional[str] = None      # test aid: "I:FACTOR"
     delay_jitter: float = 0.0              # test aid: up to this many seconds of sleep a step
 
@@ -140,6 +142,24 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return value
 
 
+def _field_buckets(value: Any, where: str) -> tuple:
+    """``[fields.NAME]`` sections with ``buckets = N`` -> (name, N)."""
+    if isinstance(value, tuple):                  # already parsed (a TrainConfig field)
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: fields must be a table of [fields.NAME] sections")
+    out = []
+    for field_name, section in value.items():
+        if not isinstance(section, dict) or set(section) != {"buckets"}:
+            raise ConfigError(f"{where}: fields.{field_name} takes exactly one setting, "
+                              f"buckets")
+        buckets = section["buckets"]
+        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
+            raise ConfigError(f"{where}: fields.{field_name}.buckets must be an integer >= 1")
+        out.append((field_name, buckets))
+    return tuple(out)
+
+
 def _table_overrides(value: Any, where: str, base: TrainConfig) -> tuple:
     """``[tables.NAME]`` sections (``sync``, ``staleness``) -> (name, sync, staleness)."""
     if isinstance(value, tuple):                  # already parsed (a TrainConfig field)
@@ -188,6 +208,8 @@ def from_mapping(values: Mapping[str, Any], where: str = "settings",
             raise ConfigError(f"{where}: unknown setting {key!r}")
         if name == "tables":
             overrides = value
+        elif name == "fields":
+            changes[name] = _field_buckets(value, where)
         else:
             changes[name] = _coerce(name, value, where)
     try:

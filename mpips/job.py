@@ -57,10 +57,10 @@ def batch_warning(cfg: TrainConfig, train_rows: int, n_workers: int) -> str:
             f"learning rate lower")
 
 
-def model_of(cfg: TrainConfig, fields: int) -> Model:
-    """The model the settings ask for, over data with ``fields`` fields."""
-    return build_model(cfg.model, cfg.table_rows, cfg.embedding_dim, cfg.init_std, fields,
-                       cfg.hidden)
+def model_of(cfg: TrainConfig, data: DataPlan) -> Model:
+    """The model the settings ask for, over the planned data."""
+    return build_model(cfg.model, data.table_rows, cfg.embedding_dim, cfg.init_std,
+                       data.train.fields, cfg.hidden)
 
 
 def check_memory(cfg: TrainConfig, model: Model, n_servers: int) -> None:
@@ -80,7 +80,7 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
     who writes it) and data files. ``agree_on_setup`` makes every rank share the verdict."""
     n_servers, n_workers = plan_roles(size, cfg.servers)
     data = plan_data(cfg)
-    model = model_of(cfg, data.train.fields)
+    model = model_of(cfg, data)
     check_memory(cfg, model, n_servers)
     names = [t.name for t in model.tables]
     for table, _, _ in cfg.tables:
@@ -105,7 +105,7 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     ``verbose`` False keeps the scheduler quiet (benchmarks run many jobs)."""
     data = data or prepare(cfg, comm.Get_size(), comm.Get_rank())
     roles = split_roles(comm, cfg.servers)
-    model = model_of(cfg, data.train.fields)
+    model = model_of(cfg, data)
     result = JobResult(roles.role)
     names = [t.name for t in model.tables]
     policies = [cfg.sync_of(n) for n in names]

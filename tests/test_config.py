@@ -3,6 +3,7 @@ import pytest
 
 from mpips.cli import build_parser, train_config
 from mpips.config import TrainConfig, from_mapping, load_toml
+from mpips.data.plan import plan_data
 from mpips.errors import ConfigError
 
 
@@ -87,3 +88,18 @@ def test_slow_worker_setting():
     assert from_mapping({"slow_worker": "1:3"}).slow() == (1, 3.0)
     with pytest.raises(ConfigError, match="--slow-worker must be I:FACTOR"):
         from_mapping({"slow_worker": "fast"})
+
+
+def test_field_buckets_sections(tmp_path):
+    """[fields.NAME] buckets = N gives a field hash buckets of its own."""
+    f = tmp_path / "job.toml"
+    f.write_text("table-rows = 1000\n[fields.C3]\nbuckets = 50\n[fields.I1]\nbuckets = 8\n")
+    cfg = load_toml(f)
+    assert cfg.fields == (("C3", 50), ("I1", 8))
+    plan = plan_data(cfg.replace(synthetic_rows=100))
+    assert plan.table_rows == 1058
+    f.write_text("[fields.C3]\nbuckets = 0\n")
+    with pytest.raises(ConfigError, match="fields.C3.buckets must be an integer >= 1"):
+        load_toml(f)
+    with pytest.raises(ConfigError, match="fields.C99: no such field"):
+        plan_data(TrainConfig(fields=(("C99", 5),)))

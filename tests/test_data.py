@@ -7,7 +7,7 @@ import pytest
 from mpips.config import TrainConfig
 from mpips.data import share
 from mpips.data.criteo import CriteoTSV, count_rows
-from mpips.data.hashing import bucketize, feature_keys
+from mpips.data.hashing import FieldHashing, bucketize
 from mpips.data.plan import plan_data
 from mpips.data.synthetic import SyntheticCTR
 from mpips.errors import DataError
@@ -17,19 +17,19 @@ KAGGLE = Path(__file__).resolve().parents[2] / "shared/data/criteo_kaggle/criteo
 
 
 def test_synthetic_rows_do_not_depend_on_who_generates_them():
-    ds = SyntheticCTR(rows=3000, table_rows=1 << 16, seed=3)
+    ds = SyntheticCTR(rows=3000, hashing=FieldHashing(1 << 16, 3), seed=3)
     whole = ds.batch(0, 3000)
     parts = [ds.batch(a, b) for a, b in ((0, 1000), (1000, 2200), (2200, 3000))]
     assert np.array_equal(whole.keys, np.concatenate([p.keys for p in parts]))
     assert np.array_equal(whole.labels, np.concatenate([p.labels for p in parts]))
-    other = SyntheticCTR(rows=3000, table_rows=1 << 16, seed=4).batch(0, 3000)
+    other = SyntheticCTR(rows=3000, hashing=FieldHashing(1 << 16, 4), seed=4).batch(0, 3000)
     assert not np.array_equal(whole.keys, other.keys)
 
 
 def test_synthetic_shape_and_oracle():
     ds = SyntheticCTR(rows=20000, seed=1)
     b = ds.batch(0, 20000)
-    assert b.keys.shape == (20000, 39) and b.keys.min() >= 0 and b.keys.max() < ds.table_rows
+    assert b.keys.shape == (20000, 39) and b.keys.min() >= 0 and b.keys.max() < ds.hashing.total_rows
     assert 0.15 < b.labels.mean() < 0.45
     assert 0.70 < auc(b.labels, b.true_p) < 0.80      # the printed best achievable AUC
     top = np.bincount(b.keys[:, -1]).max() / 20000     # Zipf: the top category is common
@@ -43,10 +43,21 @@ def test_share_covers_rows_once():
         assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
 
 
+def test_fields_with_their_own_buckets():
+    """[fields.C1] buckets = 7 gives C1 its own 7 rows after the shared range."""
+    raw = np.random.default_rng(0).integers(0, 10**6, (500, 3)).astype(np.uint64)
+    h = FieldHashing(1000, 0, (0, 7, 0))
+    k = h.keys(raw)
+    assert h.total_rows == 1007
+    assert set(np.unique(k[:, 1])) <= set(range(1000, 1007)) and len(np.unique(k[:, 1])) == 7
+    assert (k[:, [0, 2]] < 1000).all()
+    assert np.array_equal(k[:, [0, 2]], FieldHashing(1000).keys(raw)[:, [0, 2]])
+
+
 def test_bucketize_and_hashing():
     assert bucketize(np.array([-1, 0, 3, 4, 1000])).tolist() == [-1, 0, 3, 6, 21]
     raw = np.array([[1, 1], [2, 1]], dtype=np.uint64)
-    k = feature_keys(raw, 1000, 0)
+    k = FieldHashing(1000).keys(raw)
     assert k[0, 1] == k[1, 1] and k[0, 0] != k[0, 1] and (k < 1000).all()
 
 
@@ -62,7 +73,7 @@ ROW = "1\t" + "\t".join(["5"] * 13) + "\t" + "\t".join(["68fd1e64"] * 26)
 def test_criteo_reader_missing_fields_crlf_and_no_final_newline(tmp_path):
     empty = "0\t" + "\t" * 38
     p = _write(tmp_path, [ROW + "\r\n", empty + "\n", ROW])
-    src = CriteoTSV(p, 1 << 20)
+    src = CriteoTSV(p, FieldHashing(1 << 20))
     assert src.rows == 3
     (b,) = list(src.batches(0, 3, 10))
     assert b.labels.tolist() == [1, 0, 1]
@@ -71,7 +82,7 @@ def test_criteo_reader_missing_fields_crlf_and_no_final_newline(tmp_path):
 
 def test_criteo_reader_row_ranges(tmp_path):
     p = _write(tmp_path, [ROW.replace("\t5\t", f"\t{i}\t", 1) + "\n" for i in range(10)])
-    src = CriteoTSV(p, 1 << 20)
+    src = CriteoTSV(p, FieldHashing(1 << 20))
     all_keys = np.concatenate([b.keys for b in src.batches(0, 10, 3)])
     part = np.concatenate([b.keys for b in src.batches(4, 7, 2)])
     assert np.array_equal(all_keys[4:7], part)
@@ -89,21 +100,22 @@ def test_criteo_reader_row_ranges(tmp_path):
 def test_criteo_bad_line_names_file_and_line(tmp_path, line, msg):
     p = _write(tmp_path, [ROW + "\n", line])
     with pytest.raises(DataError, match=f"d.tsv:2: {msg}"):
-        list(CriteoTSV(p, 1000).batches(0, 2, 10))
+        list(CriteoTSV(p, FieldHashing(1000)).batches(0, 2, 10))
 
 
 def test_negative_count_is_not_missing(tmp_path):
     """I2 = -1 is common in Criteo; it must hash apart from an empty field."""
     neg = ROW.replace("\t5\t", "\t-1\t", 1)
     empty = ROW.replace("\t5\t", "\t\t", 1)
-    (b,) = list(CriteoTSV(_write(tmp_path, [neg + "\n", empty + "\n"]), 1 << 30).batches(0, 2, 9))
+    src = CriteoTSV(_write(tmp_path, [neg + "\n", empty + "\n"]), FieldHashing(1 << 30))
+    (b,) = list(src.batches(0, 2, 9))
     assert b.keys[0, 0] != b.keys[1, 0] and (b.keys[0, 1:] == b.keys[1, 1:]).all()
 
 
 def test_wrong_format_fails_when_opened(tmp_path):
     """A CSV given as criteo is refused up front, before any rank starts work."""
     with pytest.raises(DataError, match=r"x.csv:1: expected 40 TAB-separated columns"):
-        CriteoTSV(_write(tmp_path, ["label,a,b\n", "1,2,3\n"], "x.csv"), 10)
+        CriteoTSV(_write(tmp_path, ["label,a,b\n", "1,2,3\n"], "x.csv"), FieldHashing(10))
 
 
 def test_plan_needs_train_and_test_rows(tmp_path):
@@ -115,9 +127,9 @@ def test_plan_needs_train_and_test_rows(tmp_path):
 
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(DataError, match="no such file"):
-        CriteoTSV(tmp_path / "nope.tsv", 10)
+        CriteoTSV(tmp_path / "nope.tsv", FieldHashing(10))
     with pytest.raises(DataError, match="is empty"):
-        CriteoTSV(_write(tmp_path, []), 10)
+        CriteoTSV(_write(tmp_path, []), FieldHashing(10))
     assert count_rows(_write(tmp_path, ["a\nb"], "x")) == 2
 
 
@@ -131,7 +143,7 @@ def test_plan_holds_out_the_last_rows(tmp_path):
 
 @pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")
 def test_kaggle_sample_parses():
-    src = CriteoTSV(KAGGLE, 1 << 20)
+    src = CriteoTSV(KAGGLE, FieldHashing(1 << 20))
     assert src.rows == 8000
     labels = np.concatenate([b.labels for b in src.batches(0, 8000, 4096)])
     assert labels.sum() == 1728

@@ -1,14 +1,17 @@
 """Training data: sources of CTR rows, hashed into table keys, cut into batches. No MPI.
 
 A source yields ``Batch`` objects for any row range, so each worker reads or generates only
-its own share (``share``). Keys are already hashed into ``[0, table_rows)``.
+its own share (``share``). Keys are already hashed into the table by ``FieldHashing``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Iterator, Optional, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .hashing import FieldHashing
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Source(Protocol):
     """Rows ``0..rows-1`` of a dataset; train/test splits are row ranges of it."""
 
     fields: int
+    hashing: "FieldHashing"
 
     @property
     def rows(self) -> int: ...

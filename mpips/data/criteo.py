@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import Batch
-from .hashing import MISSING, encode_counts, feature_keys
+from .hashing import MISSING, FieldHashing, encode_counts
 
 NUMERIC, CATEGORICAL = 13, 26
 COLUMNS = 1 + NUMERIC + CATEGORICAL
@@ -77,16 +77,15 @@ def _first_bad(cols: list[str]) -> tuple[int, str]:
 
 
 class CriteoTSV:
-    """Rows of one Criteo TSV file, hashed into ``table_rows`` keys."""
+    """Rows of one Criteo TSV file, hashed into table keys by ``hashing``."""
 
     fields = NUMERIC + CATEGORICAL
 
-    def __init__(self, path: str | Path, table_rows: int, seed: int = 0) -> None:
+    def __init__(self, path: str | Path, hashing: FieldHashing) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{self.path}: no such file")
-        self.table_rows = table_rows
-        self.seed = seed
+        self.hashing = hashing
         self._rows = count_rows(self.path)
         if self._rows == 0:
             raise DataError(f"{self.path}: the file is empty")
@@ -107,6 +106,6 @@ class CriteoTSV:
                 n = min(batch_size, stop - row)
                 lines = [fh.readline() for _ in range(n)]
                 raw, labels = parse_lines(lines, self.path, row + 1)
-                keys = feature_keys(raw, self.table_rows, self.seed)
+                keys = self.hashing.keys(raw)
                 yield Batch(keys, np.ones(keys.shape, dtype=np.float32), labels)
                 row += n

@@ -1,6 +1,8 @@
 """Feature hashing: (field, raw value) -> table key, and log2 buckets for counts."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..ring import mix64
@@ -24,11 +26,31 @@ def encode_counts(counts: np.ndarray, present: np.ndarray) -> np.ndarray:
     return np.where(present, buckets, MISSING)
 
 
-def feature_keys(raw: np.ndarray, rows: int, seed: int) -> np.ndarray:
-    """Hash raw values (n, fields) -- each field hashed separately -- into ``[0, rows)``."""
-    raw = np.asarray(raw).astype(np.uint64, copy=False)
-    fields = np.arange(raw.shape[1], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        salted = raw ^ mix64(fields * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed))
-        h = mix64(salted)
-    return (h % np.uint64(rows)).astype(np.int64)
+FIELD_NAMES = tuple(f"I{i}" for i in range(1, 14)) + tuple(f"C{i}" for i in range(1, 27))
+
+
+@dataclass(frozen=True)
+class FieldHashing:
+    """Where each field's hashed values land in the table: the shared range
+    ``[0, shared_rows)``, or buckets of the field's own placed after it (``own[f] > 0``)."""
+
+    shared_rows: int
+    seed: int = 0
+    own: tuple[int, ...] = ()            # per field; 0 or absent: the shared range
+
+    @property
+    def total_rows(self) -> int:
+        return self.shared_rows + sum(self.own)
+
+    def keys(self, raw: np.ndarray) -> np.ndarray:
+        """Hash raw values (n, fields) -- each field with its own salt -- into table keys."""
+        raw = np.asarray(raw).astype(np.uint64, copy=False)
+        fields = np.arange(raw.shape[1], dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            salted = raw ^ mix64(fields * np.uint64(0x9E3779B97F4A7C15) + np.uint64(self.seed))
+            h = mix64(salted)
+        own = np.zeros(raw.shape[1], dtype=np.int64)
+        own[:len(self.own)] = self.own
+        size = np.where(own > 0, own, self.shared_rows).astype(np.uint64)
+        start = np.where(own > 0, self.shared_rows + np.cumsum(own) - own, 0)
+        return (h % size).astype(np.int64) + start

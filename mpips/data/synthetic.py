@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ring import mix64
 from . import Batch
-from .hashing import encode_counts, feature_keys
+from .hashing import FieldHashing, encode_counts
 
 NUMERIC, CATEGORICAL = 13, 26
 _U53 = float(2 ** -53)
@@ -39,7 +39,7 @@ class SyntheticCTR:
     """A deterministic synthetic dataset of ``rows`` rows (train and test are row ranges)."""
 
     rows: int = 500_000
-    table_rows: int = 1 << 21
+    hashing: FieldHashing = FieldHashing(1 << 21)
     seed: int = 0
     zipf: float = 1.5
     logit_scale: float = 0.2
@@ -84,7 +84,7 @@ class SyntheticCTR:
         raw = self.raw(start, stop)
         p = 1.0 / (1.0 + np.exp(-self.hidden_logit(raw)))
         labels = (_uniform(self.seed, np.arange(start, stop), 999) < p).astype(np.float32)
-        keys = feature_keys(raw, self.table_rows, self.seed)
+        keys = self.hashing.keys(raw)
         vals = np.ones(keys.shape, dtype=np.float32)
         return Batch(keys, vals, labels, p)
 
