@@ -2,7 +2,8 @@
 
 Each worker publishes how many steps it has completed with an atomic ``Accumulate``
 (``REPLACE``) and reads everyone's with ``Get_accumulate`` (``NO_OP``), both one-sided inside
-one long ``Lock_all`` epoch: the scheduler's CPU is never involved.
+one long ``Lock_all`` epoch. Inside a node MPI does these through shared memory; elsewhere
+they may wait for the scheduler's next poll of MPI (it polls every few milliseconds).
 """
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ class ClockBoard:
         self.ctl, self.n = ctl, n_workers
         here = n_workers if ctl.Get_rank() == 0 else 0
         self.win = MPI.Win.Allocate(here * _I8, _I8, comm=ctl)
-        np.frombuffer(self.win.tomemory(), dtype=np.int64, count=here)[:] = 0
-        wait_all([ctl.Ibarrier()])                 # zeroed before anyone reads
         self.win.Lock_all(MPI.MODE_NOCHECK)
+        np.frombuffer(self.win.tomemory(), dtype=np.int64, count=here)[:] = 0
+        self.win.Sync()
+        wait_all([ctl.Ibarrier()])                 # zeroed before anyone reads
         self._one = np.zeros(1, dtype=np.int64)
+        self._nothing = np.zeros(n_workers, dtype=np.int64)
         self._all = np.zeros(n_workers, dtype=np.int64)
 
     def set(self, worker: int, clock: int) -> None:
@@ -35,7 +38,7 @@ class ClockBoard:
 
     def read(self) -> np.ndarray:
         """Every worker's completed steps (a copy)."""
-        self.win.Get_accumulate([self._all, MPI.INT64_T], [self._all, MPI.INT64_T], 0,
+        self.win.Get_accumulate([self._nothing, MPI.INT64_T], [self._all, MPI.INT64_T], 0,
                                 [0, self.n, MPI.INT64_T], MPI.NO_OP)
         self.win.Flush(0)
         return self._all.copy()

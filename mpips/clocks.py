@@ -37,6 +37,7 @@ class BspRound:
 
     @property
     def complete(self) -> bool:
+        """Every active worker's push for this step has arrived."""
         return len(self.arrived) == len(self.active)
 
     def order(self) -> list[int]:
@@ -67,9 +68,10 @@ class SyncPolicy:
 
 
 def job_bound(policies: Iterable[SyncPolicy]) -> tuple[bool, Optional[int]]:
-    """(rounds, bound) for a job whose tables follow ``policies``: any BSP table makes every
-    step a round that workers wait for; otherwise workers wait only for the tightest SSP
-    bound, or not at all."""
+    """(rounds, bound) for a job whose tables follow ``policies``. Workers pace themselves
+    by the strictest table: any BSP table makes every step a round that all workers wait
+    for (the other tables are then applied as pushes arrive, without the fixed order);
+    otherwise workers wait for the tightest SSP bound, or, all tables ASP, not at all."""
     policies = list(policies)
     if any(p.mode == "bsp" for p in policies):
         return True, 0
@@ -102,6 +104,7 @@ class StalenessLog:
         self.hist = np.zeros((len(self.tables), self.BINS), dtype=np.int64)
 
     def record(self, table: int, missed: int) -> None:
+        """One shard update of ``table`` from rows that had missed ``missed`` updates."""
         self.hist[table, min(max(missed, 0), self.BINS - 1)] += 1
 
     @staticmethod
@@ -109,5 +112,15 @@ class StalenessLog:
         """Mean and max of one histogram (max is a lower bound if the last bin is used)."""
         n = int(hist.sum())
         seen = np.flatnonzero(hist)
-        return {"pushes": n, "mean": float(hist @ np.arange(hist.size) / n) if n else 0.0,
+        return {"updates": n, "mean": float(hist @ np.arange(hist.size) / n) if n else 0.0,
                 "max": int(seen[-1]) if seen.size else 0, "hist": hist.tolist()}
+
+
+def effective_sync(policies: dict[str, SyncPolicy]) -> dict:
+    """What a job's tables really get, for the metrics: each table's own setting, and how
+    workers are paced (``rounds``, ``bound``)."""
+    rounds, bound = job_bound(policies.values())
+    pacing = "bsp" if rounds else "async" if bound is None else f"ssp({bound})"
+    return {"pacing": pacing,
+            "tables": {name: p.mode if p.mode != "ssp" else f"ssp({p.staleness})"
+                       for name, p in policies.items()}}

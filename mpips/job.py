@@ -18,7 +18,7 @@ from .scheduler import run_scheduler
 from .server import run_server
 from .tables import Tables, shard_bytes
 from .board import ClockBoard
-from .clocks import job_bound
+from .clocks import effective_sync, job_bound
 from .reports import reduce_server_stats, send_evaluation
 from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
 from .waiting import wait_all
@@ -117,15 +117,16 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
         if verbose:
             print(describe(cfg, roles, data.train_range[1] - data.train_range[0],
                            data.test_range[1] - data.test_range[0]), flush=True)
-        result.metrics = run_scheduler(cfg, roles, board, names, verbose)
+        result.metrics = run_scheduler(cfg, roles, board, names,
+                                       effective_sync(dict(zip(names, policies))), verbose)
         return finish(comm, roles, result)
     optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1)
     with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:
         if roles.role == SERVER:
             report = run_server(roles, tables, policies, cfg.seed)
-            result.pushes = report.pushes
+            result.pushes = report.applied
         else:
-            worker = Worker(cfg, roles, tables, model, data)
+            worker = Worker(cfg, roles, tables, model, data, bound)
             worker.warm_up()
             tables.ready()                     # the servers' shards are initialised
             worker.train(board)
@@ -135,7 +136,11 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             send_evaluation(roles.ctl, worker.evaluate())
             if return_params:
                 result.params = worker.pull_all()
-    reduce_server_stats(comm, names, report)
+    if report is None:
+        reduce_server_stats(comm, names)
+    else:
+        reduce_server_stats(comm, names, report.staleness.hist, report.applied,
+                            report.violations)
     return finish(comm, roles, result)
 
 

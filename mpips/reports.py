@@ -8,7 +8,6 @@ import numpy as np
 from mpi4py import MPI
 
 from .clocks import StalenessLog
-from .server import ServerReport
 from .waiting import idle_poll, wait_all
 
 TAG_PROGRESS = 21
@@ -68,21 +67,23 @@ def finite_or_none(value: float) -> Optional[float]:
 
 
 def reduce_server_stats(comm: MPI.Intracomm, tables: list[str],
-                        report: Optional[ServerReport]) -> Optional[dict]:
-    """Collective over the world: sum every server's staleness histograms and SSP
-    violations onto rank 0 (the scheduler), which gets the metrics; others get None."""
+                        staleness: Optional[np.ndarray] = None, applied: int = 0,
+                        violations: int = 0) -> Optional[dict]:
+    """Collective over the world: sum every server's staleness histograms (tables x bins),
+    shard updates and SSP violations onto rank 0 (the scheduler), which gets the metrics;
+    other ranks pass nothing and get None. With several servers a push updates one shard
+    per server, so it counts once per server it reached."""
     hist = np.zeros((len(tables), StalenessLog.BINS), dtype=np.int64)
-    counts = np.zeros(2, dtype=np.int64)
-    if report is not None:
-        hist += report.staleness.hist
-        counts[:] = report.pushes, report.violations
+    if staleness is not None:
+        hist += staleness
+    counts = np.array([applied, violations], dtype=np.int64)
     out_hist, out_counts = np.zeros_like(hist), np.zeros_like(counts)
-    wait_all([comm.Ireduce(hist, out_hist, MPI.SUM, 0), comm.Ireduce(counts, out_counts,
-                                                                     MPI.SUM, 0)])
+    wait_all([comm.Ireduce(hist, out_hist, MPI.SUM, 0),
+              comm.Ireduce(counts, out_counts, MPI.SUM, 0)])
     if comm.Get_rank() != 0:
         return None
     per_table = {name: StalenessLog.summary(h) for name, h in zip(tables, out_hist)}
     overall = StalenessLog.summary(out_hist.sum(axis=0))
     return {"staleness": per_table, "staleness_mean": overall["mean"],
             "staleness_max": overall["max"], "ssp_violations": int(out_counts[1]),
-            "server_pushes": int(out_counts[0])}
+            "shard_updates": int(out_counts[0])}

@@ -49,14 +49,20 @@ class Progress:
         self.seen = np.zeros(n_workers, dtype=bool)
         self.epochs = epochs
         self.start: Optional[float] = None
+        self.active_rate: Optional[float] = None
         self._last = (0.0, 0.0, 0.0)   # time, samples, loss at the last line
 
     def update(self, worker: int, record: np.ndarray) -> None:
-        """Take a worker's latest record; the clock starts with the first one."""
+        """Take a worker's latest record; the clock starts with the first one. When the
+        first worker finishes, the throughput so far is kept: the rate while every worker
+        was busy, which is what a straggler slows down (or not)."""
         if self.start is None:
             self.start = time.perf_counter()
         self.state[worker] = record
         self.seen[worker] = True
+        if record[4] and self.active_rate is None:
+            elapsed = time.perf_counter() - self.start
+            self.active_rate = self.state[:, 1].sum() / elapsed if elapsed > 0 else 0.0
 
     @property
     def finished(self) -> bool:
@@ -107,11 +113,13 @@ def final_record(cfg: TrainConfig, progress: Progress, seconds: float,
     """The final metrics: exact AUC and log-loss over every test prediction."""
     samples = int(progress.state[:, 1].sum())
     probs, labels, true_p = ev.probs, ev.labels, ev.true_p
-    rec = {"event": "final", "model": cfg.model, "optimizer": cfg.optimizer, "sync": cfg.sync,
+    rec = {"event": "final", "model": cfg.model, "optimizer": cfg.optimizer,
            "servers": cfg.servers, "workers": int(progress.state.shape[0]),
            "epochs": cfg.epochs, "auc": auc(labels, probs), "logloss": logloss(labels, probs),
            "test_rows": int(labels.size), "samples": samples, "seconds": seconds,
            "samples_per_s": samples / seconds if seconds > 0 else float("nan"),
+           "active_samples_per_s": progress.active_rate if progress.active_rate is not None
+           else float("nan"),
            "train_loss": float(progress.state[:, 2].sum() / max(samples, 1))}
     if true_p.size:
         rec["oracle_auc"] = auc(labels, true_p)
@@ -124,7 +132,7 @@ def summary(rec: dict) -> str:
     text = (f"[mpips] done: AUC {rec['auc']:.4f}  logloss {rec['logloss']:.4f} on "
             f"{rec['test_rows']:,} test rows; {rec['samples']:,} samples in "
             f"{rec['seconds']:.2f}s ({rec['samples_per_s']:,.0f} samples/s)")
-    if rec.get("server_pushes"):
+    if rec.get("shard_updates"):
         text += (f"\n[mpips] staleness (updates missed by a push's rows): mean "
                  f"{rec['staleness_mean']:.2f}, max {rec['staleness_max']}")
         if rec["ssp_violations"]:
@@ -137,9 +145,9 @@ def summary(rec: dict) -> str:
 
 
 def run_scheduler(cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
-                  tables: list[str], verbose: bool = True) -> dict:
+                  tables: list[str], sync: dict, verbose: bool = True) -> dict:
     """Follow training, then gather the evaluation and the servers' staleness; returns
-    the final metrics record."""
+    the final metrics record (``sync`` describes the consistency the tables got)."""
     log = MetricsLog(cfg.metrics_out)
     try:
         progress = follow_progress(cfg, roles, log, verbose)
@@ -148,7 +156,8 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
             board.close()
         rec = final_record(cfg, progress, seconds,
                            receive_evaluation(roles.ctl, roles.n_workers))
-        rec.update(reduce_server_stats(roles.world, tables, None) or {})
+        rec.update(sync)
+        rec.update(reduce_server_stats(roles.world, tables) or {})
         log.write(rec)
     finally:
         log.close()

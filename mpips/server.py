@@ -18,7 +18,7 @@ from .waiting import idle_poll
 class ServerReport:
     """What a server saw: pushes applied, SSP-bound violations, staleness per table."""
 
-    pushes: int
+    applied: int
     violations: int
     staleness: StalenessLog
 

@@ -146,8 +146,10 @@ class Tables:
         allocate = MPI.Win.Allocate_shared if shared else MPI.Win.Allocate
         self.version_win = allocate(n * 8, 8, comm=roles.ps)
         self.versions = np.frombuffer(self.version_win.tomemory(), dtype=np.int64, count=n)
-        self.versions[:] = 0
         self.version_win.Lock_all(MPI.MODE_NOCHECK)
+        if roles.role == SERVER:
+            for i in range(T):
+                self._set_version(i, 0)
         self._version_views = [np.frombuffer(self.version_win.Shared_query(s)[0], np.int64,
                                              count=T)
                                for s in range(roles.n_servers)] \
@@ -165,21 +167,30 @@ class Tables:
         if self.roles.role == SERVER:
             for t in self.tables.values():
                 t.win.Sync()
-            self.version_win.Sync()
         wait_all([self.roles.ps.Ibarrier()])
+
+    def _set_version(self, table: int, value: int) -> None:
+        """A server publishes a table's version with an atomic write to its own window."""
+        me = self.roles.index
+        self.version_win.Accumulate([np.array([value], np.int64), MPI.INT64_T], me,
+                                    [table, 1, MPI.INT64_T], MPI.REPLACE)
+        self.version_win.Flush(me)
 
     # ---- worker side -------------------------------------------------------------------
     def read_versions(self) -> np.ndarray:
         """(servers, tables) versions, read one-sidedly just before a pull, so the rows
-        pulled are at least this new (aligned 8-byte words: read whole)."""
-        out = np.empty((self.roles.n_servers, len(self.names)), dtype=np.int64)
+        pulled are at least this new: direct loads of shared memory, else atomic reads."""
+        T = len(self.names)
+        out = np.empty((self.roles.n_servers, T), dtype=np.int64)
         if self._version_views:
             self.version_win.Sync()
             for s, view in enumerate(self._version_views):
                 out[s] = view
         else:
+            nothing = np.zeros(T, dtype=np.int64)
             for s in range(self.roles.n_servers):
-                self.version_win.Get(out[s], s)
+                self.version_win.Get_accumulate([nothing, MPI.INT64_T], [out[s], MPI.INT64_T],
+                                                s, [0, T, MPI.INT64_T], MPI.NO_OP)
             self.version_win.Flush_all()
         return out
 
@@ -264,7 +275,7 @@ class Tables:
         """Sum the pushes' rows in the given (worker) order, then one optimiser update per
         table (all, or the indices in ``tables``). Each push's staleness -- the updates
         applied since its rows were pulled -- goes to ``log``; then the version advances.
-        ``step`` (1-based, for Adam) is the BSP round; by default the table's version."""
+        ``step`` (1-based, for Adam) is the BSP round; by default the pushes' own step."""
         for i in range(len(self.names)) if tables is None else tables:
             t = self.tables[self.names[i]]
             total = sum(p.offsets[i].size for p in pushes)
@@ -281,10 +292,9 @@ class Tables:
                 n = accumulate_rows(t.slot, p.offsets[i], p.grads[i], touched, acc, n)
             release_slots(t.slot, touched[:n])
             self.optimizer.apply(t.shard, t.state, touched[:n], acc[:n],
-                                 step if step is not None else int(self.versions[i]) + 1)
+                                 step if step is not None else max(p.step for p in pushes) + 1)
             t.win.Sync()
-            self.versions[i] += 1
-        self.version_win.Sync()
+            self._set_version(i, int(self.versions[i]) + 1)
 
     def ack(self, pushes: Sequence[Push]) -> None:
         """Tell each pushing worker that its step is applied (after ``apply``)."""

@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 
 from .board import ClockBoard
-from .clocks import DONE, job_bound, may_start
+from .clocks import DONE, may_start
 from .config import TrainConfig
 from .data import Batch, n_batches, share
 from .data.plan import DataPlan
@@ -36,7 +36,7 @@ class Worker:
     """One worker's training and evaluation over its share of the data."""
 
     def __init__(self, cfg: TrainConfig, roles: Roles, tables: Tables,
-                 model: Model, data: DataPlan) -> None:
+                 model: Model, data: DataPlan, bound: int | None = None) -> None:
         self.cfg, self.roles, self.tables, self.model, self.data = cfg, roles, tables, model, data
         self.rows = share(*data.train_range, roles.index, roles.n_workers)
         self.steps_per_epoch = n_batches(self.rows[1] - self.rows[0], cfg.batch_size)
@@ -49,7 +49,7 @@ class Worker:
         if share_bytes <= CACHE_BYTES:
             self._cache = list(data.train.batches(*self.rows, cfg.batch_size))
         self._last_report = 0.0
-        self.rounds, self.bound = job_bound(cfg.sync_of(t.name) for t in model.tables)
+        self.bound = bound                     # SSP: steps ahead of the slowest allowed
         slow = cfg.slow()
         self.slow_factor = slow[1] if slow is not None and slow[0] == roles.index else 1.0
         self.jitter = np.random.default_rng([cfg.seed, roles.index, 7])
@@ -97,11 +97,12 @@ class Worker:
                                 {n: (prep.routes[n], grads[n]) for n in prep.lookups},
                                 versions)
 
-    def pace(self, compute_s: float) -> None:
-        """Test aids: the slow worker sleeps (FACTOR - 1) times its pull and gradient time,
-        and every worker up to ``--delay-jitter`` seconds at random."""
+    def pace(self, step_s: float) -> None:
+        """Test aids: the slow worker sleeps (FACTOR - 1) times its step's own time (pull,
+        gradients, push and acks, not waits for the SSP bound), and every worker up to
+        ``--delay-jitter`` seconds at random."""
         if self.slow_factor > 1:
-            time.sleep((self.slow_factor - 1) * compute_s)
+            time.sleep((self.slow_factor - 1) * step_s)
         if self.cfg.delay_jitter > 0:
             time.sleep(self.jitter.uniform(0, self.cfg.delay_jitter))
 
@@ -136,9 +137,13 @@ class Worker:
     def train(self, board: ClockBoard | None) -> int:
         """All epochs of steps; returns the number of samples trained on.
 
-        With a BSP table every step is a round: push, then wait for the servers' acks
-        (preparing the next batch meanwhile). Otherwise a step first waits for the SSP
-        bound on ``board`` (none for ASP), and at most one push is in flight.
+        A step pulls, computes and pushes, and prepares the next batch while the servers
+        apply the push. Under BSP and SSP it then waits for the servers' acks, so every
+        pull sees the worker's own previous update: in BSP the acks come when the whole
+        round is applied, in SSP as soon as this push is; SSP then publishes the worker's
+        completed steps on ``board`` and, before the next step, waits there until no other
+        worker is more than the bound behind. Under ASP the worker waits for nothing but
+        its previous push, just before sending the next one (one push in flight).
         """
         samples, loss = 0, 0.0
         self.report(0, 0, 0.0, False)
@@ -149,30 +154,27 @@ class Worker:
         in_flight: PushHandle | None = None
         for step in range(last_step + 1):
             epoch, batch = current
-            if board is not None and self.bound is not None:
+            if board is not None:
                 idle_wait(lambda: may_start(board.read(), self.roles.index, step, self.bound))
             started = time.perf_counter()
             grads, versions, batch_loss = self.compute(prep)
-            compute_s = time.perf_counter() - started
-            if in_flight is not None:        # free mode: the previous push is applied
+            if in_flight is not None:
                 in_flight.wait()
-                if board is not None:
-                    board.set(self.roles.index, step)
             in_flight = self.push(step, prep, grads, versions, last=step == last_step)
             if step < last_step:             # overlap the next batch with the servers' update
                 current = next(steps)
                 prep = self.prepare(current[1])
-            if self.rounds:
+            if self.bound is not None:       # BSP and SSP: read your own writes
                 in_flight.wait()
                 in_flight = None
-            self.pace(compute_s)
+                if board is not None:
+                    board.set(self.roles.index, DONE if step == last_step else step + 1)
+            self.pace(time.perf_counter() - started)
             loss += batch_loss
             samples += len(batch) if batch is not None else 0
             self.report(epoch, samples, loss, False)
         if in_flight is not None:
             in_flight.wait()
-        if board is not None:
-            board.set(self.roles.index, DONE)
         self.report(self.cfg.epochs, samples, loss, True)
         return samples
 

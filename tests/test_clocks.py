@@ -70,7 +70,7 @@ def test_staleness_log_summary():
     for missed in (0, 2, 2, 500):
         log.record(1, missed)
     s = StalenessLog.summary(log.hist[1])
-    assert s["pushes"] == 4 and s["max"] == StalenessLog.BINS - 1
+    assert s["updates"] == 4 and s["max"] == StalenessLog.BINS - 1
     assert abs(s["mean"] - (0 + 2 + 2 + 63) / 4) < 1e-12
-    assert StalenessLog.summary(log.hist[0]) == {"pushes": 0, "mean": 0.0, "max": 0,
+    assert StalenessLog.summary(log.hist[0]) == {"updates": 0, "mean": 0.0, "max": 0,
                                                  "hist": [0] * StalenessLog.BINS}
