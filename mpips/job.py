@@ -140,7 +140,7 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
         reduce_server_stats(comm, names)
     else:
         reduce_server_stats(comm, names, report.staleness.hist, report.applied,
-                            report.violations)
+                            report.violations, (report.peak_rss, report.table_bytes))
     return finish(comm, roles, result)
 
 

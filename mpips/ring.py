@@ -13,7 +13,7 @@ inside it. Each server lays its owned partitions out back to back, which gives t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -133,14 +133,27 @@ class TableLayout:
         return self.pmap.owner[p], self.base[p] + keys // self.pmap.partitions
 
     def keys_of(self, server: int) -> np.ndarray:
-        """All keys held by ``server``, in local row order (for init, checkpoints, tests)."""
+        """All keys held by ``server``, in local row order (for checkpoints and tests)."""
+        chunks = [keys for _, keys in self.iter_keys(server)]
+        return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
+
+    def iter_keys(self, server: int, chunk_rows: int = 1 << 20
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+        """(first local row, keys) for runs of whole partitions of about ``chunk_rows`` rows
+        held by ``server``, in local row order: bounded memory for very large shards."""
         P = self.pmap.partitions
         mine = np.flatnonzero(self.pmap.owner == server)
         residue = (mine - self.salt) % P
         size = self.rows // P + (residue < self.rows % P)
-        # Owned partitions lie back to back in partition order, so ``base[mine]`` counts up.
-        index = np.arange(int(size.sum()), dtype=np.int64) - np.repeat(self.base[mine], size)
-        return np.repeat(residue, size) + P * index
+        ends = np.cumsum(size)          # owned partitions lie back to back in this order
+        lo = 0
+        while lo < mine.size:
+            hi = max(lo + 1, int(np.searchsorted(ends, ends[lo] - size[lo] + chunk_rows)))
+            first = int(ends[lo] - size[lo])
+            index = np.arange(int(ends[hi - 1]) - first, dtype=np.int64) \
+                - np.repeat(ends[lo:hi] - size[lo:hi] - first, size[lo:hi])
+            yield first, np.repeat(residue[lo:hi], size[lo:hi]) + P * index
+            lo = hi
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,10 @@ def summary(rec: dict) -> str:
                  f"{rec['staleness_mean']:.2f}, max {rec['staleness_max']}")
         if rec["ssp_violations"]:
             text += f"; SSP bound exceeded {rec['ssp_violations']} times"
+    if rec.get("server_table_bytes"):
+        text += (f"\n[mpips] largest server: {rec['server_peak_rss_bytes'] / 2**20:,.0f} MiB "
+                 f"peak resident for {rec['server_table_bytes'] / 2**20:,.0f} MiB of rows "
+                 f"and optimiser state ({rec['server_memory_ratio']:.2f}x)")
     if "oracle_auc" in rec:
         text += (f"\n[mpips] best achievable (generator's own probabilities): AUC "
                  f"{rec['oracle_auc']:.4f}  logloss {rec['oracle_logloss']:.4f}; "

@@ -1,6 +1,7 @@
 """The server role: hold shards and apply pushes -- in BSP rounds, or as they arrive."""
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -16,11 +17,32 @@ from .waiting import idle_poll
 
 @dataclass
 class ServerReport:
-    """What a server saw: pushes applied, SSP-bound violations, staleness per table."""
+    """What a server saw: pushes applied, SSP-bound violations, staleness per table, and
+    its memory: peak resident bytes against the raw bytes of its rows and state."""
 
     applied: int
     violations: int
     staleness: StalenessLog
+    peak_rss: int = 0
+    table_bytes: int = 0
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (Linux ``VmHWM``, else getrusage)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def table_bytes(tables: Tables) -> int:
+    """Raw bytes of this server's rows and optimiser state."""
+    return sum(t.shard.nbytes + sum(a.nbytes for a in t.state.values())
+               for t in tables.tables.values())
 
 
 INIT_CHUNK = 1 << 20      # rows initialised at a time, to bound the temporary memory
@@ -32,11 +54,10 @@ def init_shards(tables: Tables, index: int, seed: int) -> None:
     for name, t in tables.tables.items():
         t.shard[:] = 0.0
         if t.spec.init_std > 0 and t.shard.shape[0]:
-            keys = t.layout.keys_of(index)
             salt = np.uint64(mix64(np.uint64(seed) ^ np.uint64(name_salt(name, 1 << 62))))
-            for lo in range(0, keys.size, INIT_CHUNK):
-                normal_rows(t.shard[lo:lo + INIT_CHUNK], keys[lo:lo + INIT_CHUNK],
-                            t.spec.init_from, t.spec.init_std, salt)
+            for first, keys in t.layout.iter_keys(index, INIT_CHUNK):
+                normal_rows(t.shard[first:first + keys.size], keys, t.spec.init_from,
+                            t.spec.init_std, salt)
 
 
 def serve_rounds(roles: Roles, tables: Tables, immediate: list[int], in_round: list[int],
@@ -90,5 +111,8 @@ def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy], see
     if rounds:
         immediate = [i for i, p in enumerate(policies) if p.mode != "bsp"]
         in_round = [i for i, p in enumerate(policies) if p.mode == "bsp"]
-        return ServerReport(serve_rounds(roles, tables, immediate, in_round, log), 0, log)
-    return ServerReport(*serve_free(roles, tables, bound, log), log)
+        applied = serve_rounds(roles, tables, immediate, in_round, log)
+        violations = 0
+    else:
+        applied, violations = serve_free(roles, tables, bound, log)
+    return ServerReport(applied, violations, log, peak_rss(), table_bytes(tables))

@@ -43,6 +43,9 @@ def test_layout_is_a_bijection_onto_shards():
             mine = np.sort(offset[server == s])
             assert (mine == np.arange(layout.shard_rows[s])).all()
             assert (layout.locate(layout.keys_of(s))[1] == np.arange(mine.size)).all()
+            chunks = list(layout.iter_keys(s, chunk_rows=97))
+            assert np.array_equal(np.concatenate([k for _, k in chunks]), layout.keys_of(s))
+            assert [f for f, _ in chunks] == list(np.cumsum([0] + [k.size for _, k in chunks])[:-1])
 
 
 def test_layout_rejects_keys_outside_the_table():
