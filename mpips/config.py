@@ -10,7 +10,7 @@ import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from .clocks import SYNC_MODES, SyncPolicy
 from .errors import ConfigError
@@ -142,18 +142,27 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return value
 
 
+def _sections(value: Any, where: str, kind: str, allowed: set[str]
+              ) -> Iterator[tuple[str, dict]]:
+    """The ``[KIND.NAME]`` sections of a config file, each checked for unknown keys."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {kind} must be a table of [{kind}.NAME] sections")
+    for name, section in value.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: {kind}.{name} must be a section")
+        unknown = set(section) - allowed
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting '{kind}.{name}.{sorted(unknown)[0]}'")
+        yield name, section
+
+
 def _field_buckets(value: Any, where: str) -> tuple:
     """``[fields.NAME]`` sections with ``buckets = N`` -> (name, N)."""
     if isinstance(value, tuple):                  # already parsed (a TrainConfig field)
         return value
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: fields must be a table of [fields.NAME] sections")
     out = []
-    for field_name, section in value.items():
-        if not isinstance(section, dict) or set(section) != {"buckets"}:
-            raise ConfigError(f"{where}: fields.{field_name} takes exactly one setting, "
-                              f"buckets")
-        buckets = section["buckets"]
+    for field_name, section in _sections(value, where, "fields", {"buckets"}):
+        buckets = section.get("buckets")
         if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
             raise ConfigError(f"{where}: fields.{field_name}.buckets must be an integer >= 1")
         out.append((field_name, buckets))
@@ -164,15 +173,8 @@ def _table_overrides(value: Any, where: str, base: TrainConfig) -> tuple:
     """``[tables.NAME]`` sections (``sync``, ``staleness``) -> (name, sync, staleness)."""
     if isinstance(value, tuple):                  # already parsed (a TrainConfig field)
         return value
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: tables must be a table of [tables.NAME] sections")
     out = []
-    for table, section in value.items():
-        if not isinstance(section, dict):
-            raise ConfigError(f"{where}: tables.{table} must be a section")
-        unknown = set(section) - {"sync", "staleness"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown setting 'tables.{table}.{sorted(unknown)[0]}'")
+    for table, section in _sections(value, where, "tables", {"sync", "staleness"}):
         staleness = section.get("staleness", base.staleness)
         sync = section.get("sync", base.sync)
         if not isinstance(sync, str) or isinstance(staleness, bool) \

@@ -47,56 +47,66 @@ def lookup(keys: np.ndarray, dim: int) -> Lookup:
     return Lookup(uniq, inverse.reshape(keys.shape), np.empty((uniq.size, dim), np.float32))
 
 
-class LogisticRegression:
-    """``p = sigmoid(b + sum_f w[key_f] * val_f)`` over hashed sparse features."""
+class OneSparseTable:
+    """A model with one sparse table (``sparse``) and a bias, whose numba kernels give the
+    logits (``logits``) and, in one pass, the gradient rows and loss (``grad``)."""
 
-    def __init__(self, table_rows: int) -> None:
-        self.tables = (TableSpec("weights", table_rows, 1), TableSpec("bias", 1, 1))
+    sparse: str
+    tables: tuple[TableSpec, ...]
+
+    @staticmethod
+    def logits(rows: np.ndarray, bias: float, inverse: np.ndarray,
+               vals: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @staticmethod
+    def grad(rows: np.ndarray, bias: float, inverse: np.ndarray, vals: np.ndarray,
+             labels: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+        raise NotImplementedError
 
     def lookups(self, batch: Batch) -> dict[str, Lookup]:
-        return {"weights": lookup(batch.keys, 1),
+        """The unique keys of each table that ``batch`` needs."""
+        return {self.sparse: lookup(batch.keys, self.tables[0].dim),
                 "bias": lookup(np.zeros(1, dtype=np.int64), 1)}
 
     def gradients(self, batch: Batch, pulled: dict[str, Lookup],
                   scale: float) -> tuple[dict[str, np.ndarray], float]:
         """Gradient rows per table (aligned with each ``Lookup.keys``) times ``scale``,
         and the batch's summed log-loss."""
-        w, b = pulled["weights"], pulled["bias"]
-        gw, gb, loss = lr_grad(w.rows, float(b.rows[0, 0]), w.inverse, batch.vals,
-                               batch.labels, scale)
-        return {"weights": gw, "bias": np.array([[gb]], dtype=np.float32)}, loss
+        v, b = pulled[self.sparse], pulled["bias"]
+        gv, gb, loss = self.grad(v.rows, float(b.rows[0, 0]), v.inverse, batch.vals,
+                                 batch.labels, scale)
+        return {self.sparse: gv, "bias": np.array([[gb]], dtype=np.float32)}, loss
 
     def predict(self, batch: Batch, pulled: dict[str, Lookup]) -> np.ndarray:
         """Click probabilities for the batch."""
-        w, b = pulled["weights"], pulled["bias"]
-        z = lr_logits(w.rows, float(b.rows[0, 0]), w.inverse, batch.vals)
+        v, b = pulled[self.sparse], pulled["bias"]
+        z = self.logits(v.rows, float(b.rows[0, 0]), v.inverse, batch.vals)
         return 1.0 / (1.0 + np.exp(-z))
 
 
-class FactorizationMachine:
+class LogisticRegression(OneSparseTable):
+    """``p = sigmoid(b + sum_f w[key_f] * val_f)`` over hashed sparse features."""
+
+    sparse = "weights"
+    logits = staticmethod(lr_logits)
+    grad = staticmethod(lr_grad)
+
+    def __init__(self, table_rows: int) -> None:
+        self.tables = (TableSpec("weights", table_rows, 1), TableSpec("bias", 1, 1))
+
+
+class FactorizationMachine(OneSparseTable):
     """``p = sigmoid(b + sum_f w_f x_f + sum_{f<g} <v_f, v_g> x_f x_g)``: one table row
     ``[w, v_1..v_k]`` per hashed feature, so one pull serves both terms."""
+
+    sparse = "features"
+    logits = staticmethod(fm_logits)
+    grad = staticmethod(fm_grad)
 
     def __init__(self, table_rows: int, dim: int, init_std: float) -> None:
         self.tables = (TableSpec("features", table_rows, 1 + dim, init_std, init_from=1),
                        TableSpec("bias", 1, 1))
-
-    def lookups(self, batch: Batch) -> dict[str, Lookup]:
-        return {"features": lookup(batch.keys, self.tables[0].dim),
-                "bias": lookup(np.zeros(1, dtype=np.int64), 1)}
-
-    def gradients(self, batch: Batch, pulled: dict[str, Lookup],
-                  scale: float) -> tuple[dict[str, np.ndarray], float]:
-        """As ``LogisticRegression.gradients``."""
-        v, b = pulled["features"], pulled["bias"]
-        gv, gb, loss = fm_grad(v.rows, float(b.rows[0, 0]), v.inverse, batch.vals,
-                               batch.labels, scale)
-        return {"features": gv, "bias": np.array([[gb]], dtype=np.float32)}, loss
-
-    def predict(self, batch: Batch, pulled: dict[str, Lookup]) -> np.ndarray:
-        v, b = pulled["features"], pulled["bias"]
-        z = fm_logits(v.rows, float(b.rows[0, 0]), v.inverse, batch.vals)
-        return 1.0 / (1.0 + np.exp(-z))
 
 
 class DeepFM(FactorizationMachine):

@@ -6,6 +6,16 @@ import numpy as np
 from mpips.data import Source, share
 
 
+def sparse_batch(rng: np.random.Generator, n: int, fields: int, keys: int, dim: int,
+                 std: float = 0.3) -> tuple[np.ndarray, ...]:
+    """Random rows (keys x dim), a batch's row index per (sample, field), values, labels."""
+    inv = rng.integers(0, keys, (n, fields))
+    vals = rng.uniform(0.5, 1.5, (n, fields)).astype(np.float32)
+    labels = (rng.random(n) < 0.3).astype(np.float32)
+    rows = rng.normal(0, std, (keys, dim)).astype(np.float32)
+    return rows, inv, vals, labels
+
+
 def unique_first(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique keys in first-appearance order and the inverse index."""
     uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)

@@ -101,5 +101,8 @@ def test_field_buckets_sections(tmp_path):
     f.write_text("[fields.C3]\nbuckets = 0\n")
     with pytest.raises(ConfigError, match="fields.C3.buckets must be an integer >= 1"):
         load_toml(f)
+    f.write_text("[fields.C3]\nbucket = 5\n")
+    with pytest.raises(ConfigError, match="unknown setting 'fields.C3.bucket'"):
+        load_toml(f)
     with pytest.raises(ConfigError, match="fields.C99: no such field"):
         plan_data(TrainConfig(fields=(("C99", 5),)))

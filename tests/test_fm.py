@@ -11,11 +11,7 @@ rng = np.random.default_rng(7)
 
 
 def batch(n=40, fields=6, keys=25, k=4):
-    inv = rng.integers(0, keys, (n, fields))
-    vals = rng.uniform(0.5, 1.5, (n, fields)).astype(np.float32)
-    labels = (rng.random(n) < 0.3).astype(np.float32)
-    rows = rng.normal(0, 0.2, (keys, 1 + k)).astype(np.float32)
-    return rows, inv, vals, labels
+    return ref.sparse_batch(rng, n, fields, keys, 1 + k, std=0.2)
 
 
 def test_fm_matches_the_pairwise_definition():

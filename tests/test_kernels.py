@@ -63,11 +63,7 @@ def test_gather_and_scatter_rows():
 
 
 def _batch(n=64, fields=5, keys=30):
-    inv = rng.integers(0, keys, (n, fields))
-    vals = rng.uniform(0.5, 1.5, (n, fields)).astype(np.float32)
-    labels = (rng.random(n) < 0.3).astype(np.float32)
-    w = rng.normal(0, 0.3, (keys, 1)).astype(np.float32)
-    return w, inv, vals, labels
+    return ref.sparse_batch(rng, n, fields, keys, 1)
 
 
 def test_lr_grad_matches_numpy():
