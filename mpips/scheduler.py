@@ -15,6 +15,9 @@ from .reports import PROGRESS_FIELDS, Evaluation, finite_or_none, receive_evalua
 from .topology import Roles
 
 
+LARGE_TABLES = 1 << 30     # from this many bytes a server's memory line is printed
+
+
 class MetricsLog:
     """JSON-lines metrics file (one record per progress interval, then a final one)."""
 
@@ -132,12 +135,12 @@ def summary(rec: dict) -> str:
     text = (f"[mpips] done: AUC {rec['auc']:.4f}  logloss {rec['logloss']:.4f} on "
             f"{rec['test_rows']:,} test rows; {rec['samples']:,} samples in "
             f"{rec['seconds']:.2f}s ({rec['samples_per_s']:,.0f} samples/s)")
-    if rec.get("shard_updates"):
+    if rec.get("shard_updates") and rec.get("pacing") != "bsp":
         text += (f"\n[mpips] staleness (updates missed by a push's rows): mean "
                  f"{rec['staleness_mean']:.2f}, max {rec['staleness_max']}")
         if rec["ssp_violations"]:
             text += f"; SSP bound exceeded {rec['ssp_violations']} times"
-    if rec.get("server_table_bytes"):
+    if rec.get("server_table_bytes", 0) >= LARGE_TABLES:
         text += (f"\n[mpips] largest server: {rec['server_peak_rss_bytes'] / 2**20:,.0f} MiB "
                  f"peak resident for {rec['server_table_bytes'] / 2**20:,.0f} MiB of rows "
                  f"and optimiser state ({rec['server_memory_ratio']:.2f}x)")
