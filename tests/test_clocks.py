@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mpips.clocks import (DONE, BspRound, ProtocolError, StalenessLog, SyncPolicy,
+from mpips.clocks import (DONE, BspRound, ProtocolError, StalenessLog, SyncPolicy, effective_sync,
                           bound_violated, job_bound, may_start)
 
 
@@ -74,3 +74,11 @@ def test_staleness_log_summary():
     assert abs(s["mean"] - (0 + 2 + 2 + 63) / 4) < 1e-12
     assert StalenessLog.summary(log.hist[0]) == {"updates": 0, "mean": 0.0, "max": 0,
                                                  "hist": [0] * StalenessLog.BINS}
+
+
+def test_effective_sync_reports_the_pacing():
+    """The strictest table paces the workers; each table keeps its own label."""
+    got = effective_sync({"weights": SyncPolicy("async"), "bias": SyncPolicy("ssp", 2)})
+    assert got == {"pacing": "ssp(2)", "tables": {"weights": "async", "bias": "ssp(2)"}}
+    assert effective_sync({"w": SyncPolicy("async")})["pacing"] == "async"
+    assert effective_sync({"w": SyncPolicy("async"), "b": SyncPolicy()})["pacing"] == "bsp"
