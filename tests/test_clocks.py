@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from mpips.clocks import (DONE, BspRound, ProtocolError, StalenessLog, SyncPolicy, effective_sync,
-                          bound_violated, job_bound, may_start)
+from mpips.clocks import (DONE, BspRound, ProtocolError, StalenessLog, SyncPolicy,
+                          bound_violated, effective_sync, job_bound, may_start)
 
 
 def test_round_completes_with_one_push_per_worker_in_any_order():
