@@ -41,7 +41,8 @@ def main() -> None:
         med = {k: statistics.median(r[k] for r in rs) for k in KEYS}
         r0 = rs[0]
         print(f"| {r0['ranks']} | {r0['servers']} | {r0['workers']} | {r0['pull_mode']} "
-              f"| {med['pull_rows_per_s'] / 1e6:.1f} M | {med['local_gather_rows_per_s'] / 1e6:.1f} M "
+              f"| {med['pull_rows_per_s'] / 1e6:.1f} M "
+              f"| {med['local_gather_rows_per_s'] / 1e6:.1f} M "
               f"| {med['pull_ratio']:.2f} | {med['push_rows_per_s'] / 1e6:.2f} M "
               f"| {med['local_update_rows_per_s'] / 1e6:.1f} M | {med['push_ratio']:.2f} |")
 

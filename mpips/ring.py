@@ -1,8 +1,8 @@
 """Consistent hashing of partitions onto servers, and key -> (server, row offset) layouts.
 
 Pure NumPy, no MPI. A fixed number of partitions (``PARTITIONS``) sits evenly spaced on a
-hash ring on which every server owns ``vnodes`` hashed virtual points; a partition belongs to the first server
-point clockwise of it. Adding a server only inserts its points, so the partitions that move
+hash ring on which every server owns ``vnodes`` hashed virtual points; a partition belongs
+to the first server point clockwise of it. Adding a server only inserts its points, so the partitions that move
 all move onto the new server; removing one moves only its partitions. The owner array is
 state (``PartitionMap``), so later work can move single partitions while a job runs.
 

@@ -109,7 +109,8 @@ def deepfm_grad(pulled: dict[str, np.ndarray], inv: np.ndarray, vals: np.ndarray
         acts.append(np.maximum(pre[-1], 0))
     deep = (acts[-1] @ ws[-1][0] + ws[-1][1])[:, 0]
     s = xv.sum(axis=1)
-    fm = (rows[inv, 0] * vals).sum(axis=1) + 0.5 * ((s ** 2).sum(axis=1) - (xv ** 2).sum(axis=(1, 2)))
+    pairs = 0.5 * ((s ** 2).sum(axis=1) - (xv ** 2).sum(axis=(1, 2)))
+    fm = (rows[inv, 0] * vals).sum(axis=1) + pairs
     z = float(pulled["bias"][0, 0]) + fm + deep
     loss = float(np.sum(np.logaddexp(0.0, z) - labels * z))
     g = (1.0 / (1.0 + np.exp(-z)) - labels) * scale

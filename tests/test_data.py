@@ -29,7 +29,8 @@ def test_synthetic_rows_do_not_depend_on_who_generates_them():
 def test_synthetic_shape_and_oracle():
     ds = SyntheticCTR(rows=20000, seed=1)
     b = ds.batch(0, 20000)
-    assert b.keys.shape == (20000, 39) and b.keys.min() >= 0 and b.keys.max() < ds.hashing.total_rows
+    assert b.keys.shape == (20000, 39) and b.keys.min() >= 0
+    assert b.keys.max() < ds.hashing.total_rows
     assert 0.15 < b.labels.mean() < 0.45
     assert 0.70 < auc(b.labels, b.true_p) < 0.80      # the printed best achievable AUC
     top = np.bincount(b.keys[:, -1]).max() / 20000     # Zipf: the top category is common
