@@ -2,9 +2,10 @@
 
 Pure NumPy, no MPI. A fixed number of partitions (``PARTITIONS``) sits evenly spaced on a
 hash ring on which every server owns ``vnodes`` hashed virtual points; a partition belongs
-to the first server point clockwise of it. Adding a server only inserts its points, so the partitions that move
-all move onto the new server; removing one moves only its partitions. The owner array is
-state (``PartitionMap``), so later work can move single partitions while a job runs.
+to the first server point clockwise of it. Adding a server only inserts its points, so the
+partitions that move all move onto the new server; removing one moves only its partitions.
+The owner array is state (``PartitionMap``), so later work can move single partitions
+while a job runs.
 
 A table with ``rows`` keys puts key ``k`` in partition ``(k + salt) % P`` at index ``k // P``
 inside it. Each server lays its owned partitions out back to back, which gives the vectorised
