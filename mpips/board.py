@@ -1,9 +1,11 @@
-"""Worker clocks in an RMA window on the scheduler (``ctl`` rank 0), for SSP.
+"""The scheduler's board, an RMA window on ``ctl`` rank 0: worker clocks (for SSP) and one
+control word (checkpoint requests).
 
 Each worker publishes how many steps it has completed with an atomic ``Accumulate``
-(``REPLACE``) and reads everyone's with ``Get_accumulate`` (``NO_OP``), both one-sided inside
-one long ``Lock_all`` epoch. Inside a node MPI does these through shared memory; elsewhere
-they may wait for the scheduler's next poll of MPI (it polls every few milliseconds).
+(``REPLACE``) and reads everyone's with ``Get_accumulate`` (``NO_OP``); the control word
+changes only by ``Compare_and_swap``. All are one-sided inside one long ``Lock_all`` epoch.
+Inside a node MPI does these through shared memory; elsewhere they may wait for the
+scheduler's next poll of MPI (it polls every few milliseconds).
 """
 from __future__ import annotations
 
@@ -16,19 +18,20 @@ _I8 = np.dtype(np.int64).itemsize
 
 
 class ClockBoard:
-    """Collective over ``ctl``: the scheduler holds the clocks, workers read and write."""
+    """Collective over ``ctl``: the scheduler holds the words, everyone reads and writes."""
 
     def __init__(self, ctl: MPI.Intracomm, n_workers: int) -> None:
         self.ctl, self.n = ctl, n_workers
-        here = n_workers if ctl.Get_rank() == 0 else 0
+        here = n_workers + 1 if ctl.Get_rank() == 0 else 0
         self.win = MPI.Win.Allocate(here * _I8, _I8, comm=ctl)
         self.win.Lock_all(MPI.MODE_NOCHECK)
         np.frombuffer(self.win.tomemory(), dtype=np.int64, count=here)[:] = 0
         self.win.Sync()
         wait_all([ctl.Ibarrier()])                 # zeroed before anyone reads
         self._one = np.zeros(1, dtype=np.int64)
-        self._nothing = np.zeros(n_workers, dtype=np.int64)
-        self._all = np.zeros(n_workers, dtype=np.int64)
+        self._old = np.zeros(1, dtype=np.int64)
+        self._nothing = np.zeros(n_workers + 1, dtype=np.int64)
+        self._all = np.zeros(n_workers + 1, dtype=np.int64)
 
     def set(self, worker: int, clock: int) -> None:
         """Publish that ``worker`` has completed ``clock`` steps."""
@@ -38,10 +41,26 @@ class ClockBoard:
 
     def read(self) -> np.ndarray:
         """Every worker's completed steps (a copy)."""
-        self.win.Get_accumulate([self._nothing, MPI.INT64_T], [self._all, MPI.INT64_T], 0,
-                                [0, self.n, MPI.INT64_T], MPI.NO_OP)
+        return self._read(self.n)[:self.n].copy()
+
+    def control(self) -> int:
+        """The control word."""
+        return int(self._read(1, self.n)[0])
+
+    def swap(self, expected: int, new: int) -> int:
+        """Set the control word to ``new`` if it is ``expected``; returns its old value."""
+        self._one[0], cmp = new, np.array([expected], dtype=np.int64)
+        self.win.Compare_and_swap([self._one, MPI.INT64_T], [cmp, MPI.INT64_T],
+                                  [self._old, MPI.INT64_T], 0, self.n)
         self.win.Flush(0)
-        return self._all.copy()
+        return int(self._old[0])
+
+    def _read(self, count: int, first: int = 0) -> np.ndarray:
+        self.win.Get_accumulate([self._nothing[:count], MPI.INT64_T],
+                                [self._all[:count], MPI.INT64_T], 0,
+                                [first, count, MPI.INT64_T], MPI.NO_OP)
+        self.win.Flush(0)
+        return self._all[:count]
 
     def close(self) -> None:
         """Collective over ``ctl``: no worker reads any more; free the window."""

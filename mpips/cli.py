@@ -14,15 +14,21 @@ for _var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MK
 from . import __version__  # noqa: E402
 from .clocks import SYNC_MODES  # noqa: E402
 from .config import FORMATS, MODELS, PULL_MODES, TrainConfig, from_mapping, load_toml  # noqa: E402
+from .data.parse import BAD_LINE_MODES  # noqa: E402
 from .optim import OPTIMIZERS  # noqa: E402
 
 D = TrainConfig()
 TRAIN_OPTIONS: list[tuple[str, dict]] = [
-    ("--data", dict(metavar="PATH", help="training data file (default: the built-in "
-                    "synthetic Criteo-shaped data)")),
-    ("--test", dict(metavar="PATH", help="test data file (default: hold out the last "
+    ("--data", dict(metavar="PATH", help="training data: a text file in --format, or a "
+                    "folder written by 'mpips prep' (default: the built-in synthetic "
+                    "Criteo-shaped data)")),
+    ("--test", dict(metavar="PATH", help="test data, as --data (default: hold out the last "
                     "--test-fraction of the training rows)")),
-    ("--format", dict(choices=FORMATS, help=f"format of --data/--test (default {D.format})")),
+    ("--format", dict(choices=FORMATS, help=f"format of text --data/--test (default "
+                      f"{D.format}); libfm is libsvm; csv needs [csv] in --config")),
+    ("--on-bad-line", dict(choices=BAD_LINE_MODES, help="a malformed line stops the job "
+                           "naming file and line (error, the default), or is left out and "
+                           "counted (skip)")),
     ("--model", dict(choices=MODELS, help=f"model to train (default {D.model})")),
     ("--servers", dict(type=int, metavar="S", help=f"parameter servers (default {D.servers}); "
                        "rank 0 schedules, ranks 1..S serve, the rest are workers")),
@@ -35,7 +41,9 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
     ("--l2", dict(type=float, help=f"L2 penalty on touched rows; FTRL's lambda2 (default "
                   f"{D.l2})")),
     ("--l1", dict(type=float, help=f"FTRL's L1 penalty lambda1 (default {D.l1})")),
-    ("--seed", dict(type=int, help=f"seed for data generation and hashing (default {D.seed})")),
+    ("--seed", dict(type=int, help=f"seed for initial values, the built-in data and the "
+                    f"hashing of text data; prepared data keep the hashing seed of 'mpips "
+                    f"prep' (default {D.seed})")),
     ("--metrics-out", dict(metavar="FILE", help="write JSON lines: progress records and a "
                            "final record (auc, logloss, samples, seconds, samples_per_s)")),
     ("--table-rows", dict(type=int, metavar="N", help=f"hash buckets of the sparse table "
@@ -62,6 +70,19 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                            "FACTOR times slower by sleeping, to study stragglers")),
     ("--delay-jitter", dict(type=float, metavar="T", help="test aid: every worker sleeps a "
                             "random 0..T seconds each step (seeded)")),
+    ("--checkpoint-dir", dict(metavar="DIR", help=f"where checkpoints go, one folder per run "
+                              f"(default {D.checkpoint_dir}/)")),
+    ("--run-name", dict(metavar="NAME", help=f"this run's folder under --checkpoint-dir "
+                        f"(default {D.run_name})")),
+    ("--checkpoint-every", dict(type=int, metavar="N", help="write a checkpoint every N "
+                                "steps, and one when training ends")),
+    ("--checkpoint-seconds", dict(type=float, metavar="T", help="write a checkpoint every T "
+                                  "seconds, and one when training ends")),
+    ("--checkpoint-keep", dict(type=int, metavar="K", help=f"checkpoints kept per run "
+                               f"(default {D.checkpoint_keep})")),
+    ("--resume", dict(nargs="?", const="latest", metavar="PATH", help="continue from the "
+                      "latest valid checkpoint of this run, or from PATH (a run or "
+                      "checkpoint folder); a damaged one is skipped for an older one")),
     ("--pull", dict(choices=PULL_MODES, help="how workers read server shards: direct loads "
                     "from shared memory (one node), one-sided MPI Get, or auto (default)")),
 ]
@@ -81,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "as the options (e.g. batch-size = 4096); flags override it")
     for flag, kw in TRAIN_OPTIONS:
         tr.add_argument(flag, **kw)
+    add_prep_parser(sub)
+    ins = sub.add_parser("inspect", help="print a checkpoint's manifest and verify its "
+                         "checksums (no mpiexec needed)")
+    ins.add_argument("path", metavar="PATH", help="a checkpoint folder, or a run folder "
+                     "(its latest checkpoint)")
     bench = sub.add_parser("bench", help="benchmarks (run under mpiexec)")
     bsub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     pp = bsub.add_parser("pull-push", help="sparse pull and push+Adagrad rows/s against the "
@@ -108,6 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_prep_parser(sub: argparse._SubParsersAction) -> None:
+    """``mpips prep IN... --format F --out DIR``: text into binary shards."""
+    pr = sub.add_parser("prep", help="convert text data into binary shards (HDF5) for "
+                        "--data DIR", description="Convert text inputs into HDF5 shards "
+                        "plus manifest.json. Under mpiexec each rank converts its byte "
+                        "range of the inputs.")
+    pr.add_argument("inputs", nargs="+", metavar="IN", help="text files, taken in order")
+    pr.add_argument("--format", choices=FORMATS, help=f"input format (default {D.format})")
+    pr.add_argument("--out", required=True, metavar="DIR", help="output folder (its old "
+                    "shards and manifest are replaced)")
+    pr.add_argument("--shards", type=int, metavar="K", help="output shards (default: one "
+                    "per rank)")
+    pr.add_argument("--config", metavar="FILE.toml", help="settings file: format, seed, "
+                    "on-bad-line and the [csv] schema are used")
+    pr.add_argument("--seed", type=int, help=f"hashing seed, recorded in the manifest "
+                    f"(default {D.seed})")
+    pr.add_argument("--on-bad-line", choices=BAD_LINE_MODES, help="error (default) or skip "
+                    "and count malformed lines")
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the --config file, then the flags given on the command line."""
     values = vars(args).copy()
@@ -119,6 +165,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "inspect":
+        from .checkpoint.inspect import inspect
+
+        return inspect(args.path)
     from mpi4py import MPI
 
     from .failures import abort_on_error, agree_on_setup
@@ -142,6 +192,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
 
         return abort_on_error(run, comm)
+    if args.command == "prep":
+        from .prep import check_prep, run_prep
+
+        job: dict = {}
+        status = agree_on_setup(lambda: job.update(job=check_prep(args, comm.Get_size())),
+                                comm)
+        if status is not None:
+            return status
+
+        def convert() -> int:
+            run_prep(job["job"], comm)
+            return 0
+
+        return abort_on_error(convert, comm)
     if args.bench == "straggler":
         from .bench_sync import check_straggler, run_straggler
 

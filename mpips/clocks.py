@@ -50,6 +50,31 @@ class BspRound:
                         frozenset(w for w in self.active if not self.arrived.get(w, False)))
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where the workers (re)start: each one's completed steps, and whether it finished."""
+
+    steps: tuple[int, ...]
+    finished: tuple[bool, ...]
+
+    @classmethod
+    def fresh(cls, n_workers: int) -> "Start":
+        return cls((0,) * n_workers, (False,) * n_workers)
+
+    def round(self) -> BspRound:
+        """The first BSP round: the workers still training all stand at the same step."""
+        active = frozenset(w for w, done in enumerate(self.finished) if not done)
+        steps = {self.steps[w] for w in active}
+        if len(steps) > 1:
+            raise ProtocolError(f"BSP workers resume at different steps: {sorted(steps)}")
+        return BspRound(steps.pop() if steps else 0, active)
+
+    def last_steps(self) -> dict[int, int]:
+        """SSP and ASP: the last step applied of every worker still training."""
+        return {w: s - 1 for w, (s, done) in enumerate(zip(self.steps, self.finished))
+                if not done}
+
+
 SYNC_MODES = ("bsp", "ssp", "async")
 DONE = 1 << 62        # the clock of a worker that has finished: it never holds others back
 
@@ -86,6 +111,25 @@ def may_start(clocks: np.ndarray, me: int, step: int, bound: Optional[int]) -> b
         return True
     others = np.delete(clocks, me)
     return bool(others.size == 0 or others.min() >= step - bound)
+
+
+REQUESTED = -1       # control word: a checkpoint is wanted, no step named yet
+
+
+def checkpoint_lead(bound: Optional[int]) -> int:
+    """How far past its own step the first worker that sees a checkpoint request may name
+    the stop, so that no worker has passed it: BSP 1 and SSP(S) S + 1 steps (no worker is
+    further ahead than that), ASP 0 (every worker stops at its next step)."""
+    return 0 if bound is None else bound + 1
+
+
+def stops_at(step: int, start: int, every: int, word: int) -> bool:
+    """Does a worker stop for a checkpoint before ``step``? At multiples of ``every``, and
+    at or after the step named in the control word ``word``; never at ``start``, where
+    the job began or resumed."""
+    if step <= start:
+        return False
+    return (every > 0 and step % every == 0) or (word > 0 and step >= word)
 
 
 def bound_violated(last_step: dict[int, int], worker: int, step: int, bound: int) -> bool:

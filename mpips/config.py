@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from .clocks import SYNC_MODES, SyncPolicy
+from .data.csvdata import CsvSchema
+from .data.parse import BAD_LINE_MODES
 from .errors import ConfigError
 from .optim import OPTIMIZERS
 
-FORMATS = ("criteo",)
+FORMATS = ("criteo", "libsvm", "libfm", "libffm", "csv")
 MODELS = ("lr", "fm", "deepfm")
 PULL_MODES = ("auto", "get", "direct")
 
@@ -28,6 +30,8 @@ class TrainConfig:
     data: Optional[str] = None
     test: Optional[str] = None
     format: str = "criteo"
+    on_bad_line: str = "error"             # or "skip": leave malformed lines out, count them
+    csv: Optional[CsvSchema] = None        # from [csv] in the config file
     model: str = "lr"
     servers: int = 1
     epochs: int = 2
@@ -54,9 +58,16 @@ class TrainConfig:
     fields: tuple[tuple[str, int], ...] = ()
     slow_worker: Optional[str] = None      # test aid: "I:FACTOR"
     delay_jitter: float = 0.0              # test aid: up to this many seconds of sleep a step
+    run_name: str = "run"
+    checkpoint_dir: str = "checkpoints"
+    checkpoint_every: int = 0              # steps between checkpoints (0: none)
+    checkpoint_seconds: float = 0.0        # seconds between checkpoints (0: none)
+    checkpoint_keep: int = 3
+    resume: Optional[str] = None           # "latest", or a run or checkpoint folder
 
     def __post_init__(self) -> None:
         _choice("format", self.format, FORMATS)
+        _choice("on_bad_line", self.on_bad_line, BAD_LINE_MODES)
         _choice("model", self.model, MODELS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("pull", self.pull, PULL_MODES)
@@ -87,9 +98,26 @@ class TrainConfig:
             if staleness < 0:
                 raise ConfigError(f"{where}staleness must be >= 0, got {staleness}")
         self.slow()
+        if self.checkpoint_every < 0 or not self.checkpoint_seconds >= 0:
+            raise ConfigError("--checkpoint-every and --checkpoint-seconds must be >= 0")
+        if self.checkpoint_keep < 1:
+            raise ConfigError(f"--checkpoint-keep must be >= 1, got {self.checkpoint_keep}")
+        if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
+            raise ConfigError(f"--run-name must be a plain folder name, not "
+                              f"{self.run_name!r}")
         if not (0 <= self.delay_jitter < 60):
             raise ConfigError(f"--delay-jitter must lie in [0, 60) seconds, got "
                               f"{self.delay_jitter}")
+
+    @property
+    def checkpointing(self) -> bool:
+        """Checkpoints are written (periodically, and once training ends)."""
+        return self.checkpoint_every > 0 or self.checkpoint_seconds > 0
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this run's checkpoints go: ``checkpoint-dir/run-name``."""
+        return Path(self.checkpoint_dir) / self.run_name
 
     def slow(self) -> Optional[tuple[int, float]]:
         """``--slow-worker I:FACTOR`` as (worker, factor), or None."""
@@ -169,6 +197,28 @@ def _field_buckets(value: Any, where: str) -> tuple:
     return tuple(out)
 
 
+def _csv_schema(value: Any, where: str) -> CsvSchema:
+    """The ``[csv]`` section: ``label``, ``numeric`` and ``categorical`` column names,
+    optional ``delimiter``."""
+    if isinstance(value, CsvSchema):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: csv must be a section: [csv] label = \"...\"")
+    unknown = set(value) - {"label", "numeric", "categorical", "delimiter"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting 'csv.{sorted(unknown)[0]}'")
+    label, delimiter = value.get("label"), value.get("delimiter", ",")
+    lists = [value.get(k, []) for k in ("numeric", "categorical")]
+    if not isinstance(label, str) or not isinstance(delimiter, str) or not all(
+            isinstance(x, list) and all(isinstance(c, str) for c in x) for x in lists):
+        raise ConfigError(f"{where}: csv needs label = \"COLUMN\", and numeric and "
+                          f"categorical as lists of column names")
+    try:
+        return CsvSchema(label, tuple(lists[0]), tuple(lists[1]), delimiter)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def _table_overrides(value: Any, where: str, base: TrainConfig) -> tuple:
     """``[tables.NAME]`` sections (``sync``, ``staleness``) -> (name, sync, staleness)."""
     if isinstance(value, tuple):                  # already parsed (a TrainConfig field)
@@ -212,6 +262,8 @@ def from_mapping(values: Mapping[str, Any], where: str = "settings",
             overrides = value
         elif name == "fields":
             changes[name] = _field_buckets(value, where)
+        elif name == "csv":
+            changes[name] = _csv_schema(value, where)
         else:
             changes[name] = _coerce(name, value, where)
     try:

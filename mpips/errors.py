@@ -16,3 +16,7 @@ class TopologyError(MpipsError):
 
 class DataError(MpipsError):
     """Bad or missing input data."""
+
+
+class CheckpointError(MpipsError):
+    """A checkpoint that is missing, incomplete, damaged or does not fit this job."""

@@ -18,7 +18,12 @@ from .scheduler import run_scheduler
 from .server import run_server
 from .tables import Tables, shard_bytes
 from .board import ClockBoard
-from .clocks import effective_sync, job_bound
+from .checkpoint.layout import resume_candidates
+from .checkpoint.manifest import check_setup, positions
+from .checkpoint.moves import moved_fraction
+from .checkpoint.protocol import Coordinator, agree_restore, restore_server
+from .clocks import StalenessLog, Start, effective_sync, job_bound
+from .ring import PartitionMap, name_salt
 from .reports import reduce_server_stats, send_evaluation
 from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
 from .waiting import wait_all
@@ -91,6 +96,13 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
     if slow is not None and slow[0] >= n_workers:
         raise ConfigError(f"--slow-worker {cfg.slow_worker}: there are only {n_workers} "
                           f"workers (0..{n_workers - 1})")
+    check_setup(cfg, n_workers)
+    if cfg.checkpointing and rank == 0:
+        try:
+            cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--checkpoint-dir: cannot create {cfg.run_dir} ({exc})") \
+                from None
     if cfg.metrics_out is not None and rank == 0:
         folder = Path(cfg.metrics_out).resolve().parent
         if not folder.is_dir():
@@ -110,30 +122,56 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     names = [t.name for t in model.tables]
     policies = [cfg.sync_of(n) for n in names]
     rounds, bound = job_bound(policies)
+    ssp = not rounds and bound is not None
     board = ClockBoard(roles.ctl, roles.n_workers) \
-        if roles.ctl is not None and not rounds and bound is not None else None
-    report = None
+        if roles.ctl is not None and (ssp or cfg.checkpointing) else None
+    optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1)
+    candidates = resume_candidates(cfg.resume, cfg.run_dir) if cfg.resume else []
     if roles.role == SCHEDULER:
+        resumed = None
+        if candidates:
+            resumed, path, moved = agree_restore(comm, candidates, cfg, roles.n_workers)
+            if verbose:
+                print(resume_line(resumed, path, moved, model, roles.n_servers), flush=True)
+            resumed = dict(resumed, moved_rows=moved,
+                           moved_rows_minimum=moved_rows(resumed, model, roles.n_servers))
         if verbose:
             print(describe(cfg, roles, data.train_range[1] - data.train_range[0],
                            data.test_range[1] - data.test_range[0]), flush=True)
+        coord = Coordinator(cfg, roles, board, model.tables, optimizer.state_slots,
+                            resumed["seconds"] if resumed else 0.0, verbose) \
+            if cfg.checkpointing else None
         result.metrics = run_scheduler(cfg, roles, board, names,
-                                       effective_sync(dict(zip(names, policies))), verbose)
+                                       effective_sync(dict(zip(names, policies))), verbose,
+                                       coord, resumed)
+        report_bad_lines(comm, data, verbose)
         return finish(comm, roles, result)
-    optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1)
+    report = None
     with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:
+        resumed, start, log = None, None, None
+        if candidates:
+            load = None
+            if roles.role == SERVER:
+                log = StalenessLog(names)
+                load = lambda doc, path: restore_server(tables, log, doc, path)  # noqa: E731
+            resumed, _, _ = agree_restore(comm, candidates, cfg, roles.n_workers, load)
+            start = Start(tuple(positions(resumed)),
+                          tuple(w["finished"] for w in resumed["workers"]))
         if roles.role == SERVER:
-            report = run_server(roles, tables, policies, cfg.seed)
+            report = run_server(roles, tables, policies, cfg.seed, start, log,
+                                cfg.run_dir if cfg.checkpointing else None)
             result.pushes = report.applied
         else:
-            worker = Worker(cfg, roles, tables, model, data, bound)
+            worker = Worker(cfg, roles, tables, model, data, bound, board, ssp,
+                            resumed["workers"][roles.index] if resumed else None)
             worker.warm_up()
             tables.ready()                     # the servers' shards are initialised
-            worker.train(board)
+            stopped = worker.train()
             if board is not None:
                 board.close()
             wait_all([roles.group.Ibarrier()])  # every worker's last step is applied
-            send_evaluation(roles.ctl, worker.evaluate())
+            if not stopped:
+                send_evaluation(roles.ctl, worker.evaluate())
             if return_params:
                 result.params = worker.pull_all()
     if report is None:
@@ -141,7 +179,39 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     else:
         reduce_server_stats(comm, names, report.staleness.hist, report.applied,
                             report.violations, (report.peak_rss, report.table_bytes))
+    report_bad_lines(comm, data, verbose)
     return finish(comm, roles, result)
+
+
+def moved_rows(doc: dict, model: Model, n_servers: int) -> int:
+    """Rows whose server differs between the checkpoint's ring and this job's: the fewest
+    that must move."""
+    old, new = PartitionMap.ring(doc["ring"]["servers"]), PartitionMap.ring(n_servers)
+    return int(round(sum(moved_fraction(t.rows, name_salt(t.name), old, new) * t.rows
+                         for t in model.tables)))
+
+
+def resume_line(doc: dict, path: Path, moved: int, model: Model, n_servers: int) -> str:
+    """What a resumed job says first: where it starts and, when the number of servers
+    changed, how many rows changed server against the ring's minimum."""
+    line = f"[mpips] resuming from {path} (step {doc['step']})"
+    old_n = doc["ring"]["servers"]
+    if old_n != n_servers:
+        total = sum(t.rows for t in model.tables)
+        line += (f"; {old_n} -> {n_servers} servers: {moved:,} of {total:,} rows "
+                 f"({moved / total:.1%}) changed server, the ring's minimum is "
+                 f"{moved_rows(doc, model, n_servers) / total:.1%}")
+    return line
+
+
+def report_bad_lines(comm: MPI.Intracomm, data: DataPlan, verbose: bool) -> int:
+    """Collective: the bad lines all ranks skipped (``--on-bad-line skip``); rank 0
+    prints the total when there were any."""
+    total = comm.reduce(data.bad_lines, root=0)
+    if comm.Get_rank() == 0 and total and verbose:
+        print(f"[mpips] skipped {total:,} bad line(s) of the text data "
+              f"(--on-bad-line skip)", flush=True)
+    return total or 0
 
 
 def finish(comm: MPI.Intracomm, roles: Roles, result: JobResult) -> JobResult:

@@ -8,11 +8,12 @@ import numpy as np
 from mpi4py import MPI
 
 from .clocks import StalenessLog
-from .waiting import idle_poll, wait_all
+from .waiting import wait_all
 
 TAG_PROGRESS = 21
-# A progress record: epoch, samples done, summed loss so far, samples planned, finished.
-PROGRESS_FIELDS = 5
+# A progress record: epoch, samples done, summed loss so far, samples planned, finished,
+# steps done.
+PROGRESS_FIELDS = 6
 
 
 @dataclass
@@ -25,17 +26,17 @@ class Evaluation:
 
 
 def send_progress(ctl: MPI.Intracomm, epoch: int, samples: int, loss: float, planned: int,
-                  finished: bool) -> None:
+                  finished: bool, steps: int) -> None:
     """One progress record to the scheduler (small: sent eagerly, returns at once)."""
-    msg = np.array([epoch, samples, loss, planned, finished], dtype=np.float64)
+    msg = np.array([epoch, samples, loss, planned, finished, steps], dtype=np.float64)
     ctl.Send(msg, 0, TAG_PROGRESS)
 
 
-def wait_progress(ctl: MPI.Intracomm, max_sleep: float = 5e-3) -> tuple[int, np.ndarray]:
-    """The next progress record from any worker: (worker index, record)."""
+def poll_progress(ctl: MPI.Intracomm) -> Optional[tuple[int, np.ndarray]]:
+    """The next progress record from any worker, if one has arrived: (worker, record)."""
     status = MPI.Status()
-    idle_poll(lambda: True if ctl.Iprobe(MPI.ANY_SOURCE, TAG_PROGRESS, status) else None,
-              max_sleep)
+    if not ctl.Iprobe(MPI.ANY_SOURCE, TAG_PROGRESS, status):
+        return None
     msg = np.empty(PROGRESS_FIELDS, dtype=np.float64)
     ctl.Recv(msg, status.Get_source(), TAG_PROGRESS)
     return status.Get_source() - 1, msg

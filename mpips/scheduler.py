@@ -10,8 +10,10 @@ import numpy as np
 from .config import TrainConfig
 from .metrics import auc, logloss
 from .board import ClockBoard
-from .reports import PROGRESS_FIELDS, Evaluation, finite_or_none, receive_evaluation, \
-    reduce_server_stats, wait_progress
+from .checkpoint.protocol import Coordinator
+from .reports import PROGRESS_FIELDS, Evaluation, finite_or_none, poll_progress, \
+    receive_evaluation, reduce_server_stats
+from .waiting import idle_poll
 from .topology import Roles
 
 
@@ -21,8 +23,9 @@ LARGE_TABLES = 1 << 30     # from this many bytes a server's memory line is prin
 class MetricsLog:
     """JSON-lines metrics file (one record per progress interval, then a final one)."""
 
-    def __init__(self, path: Optional[str]) -> None:
-        self.fh: Optional[IO[str]] = open(path, "w", encoding="utf-8") if path else None
+    def __init__(self, path: Optional[str], append: bool = False) -> None:
+        self.fh: Optional[IO[str]] = open(path, "a" if append else "w", encoding="utf-8") \
+            if path else None
 
     def write(self, record: dict) -> None:
         """Append one record; NaN and infinite values become null (valid JSON)."""
@@ -47,7 +50,8 @@ def _fmt_eta(seconds: float) -> str:
 class Progress:
     """The workers' latest progress records, and the line printed from them."""
 
-    def __init__(self, n_workers: int, epochs: int) -> None:
+    def __init__(self, n_workers: int, epochs: int, base: int = 0) -> None:
+        self.base = base               # samples trained before a resume: not in the rates
         self.state = np.zeros((n_workers, PROGRESS_FIELDS))
         self.seen = np.zeros(n_workers, dtype=bool)
         self.epochs = epochs
@@ -65,11 +69,27 @@ class Progress:
         self.seen[worker] = True
         if record[4] and self.active_rate is None:
             elapsed = time.perf_counter() - self.start
-            self.active_rate = self.state[:, 1].sum() / elapsed if elapsed > 0 else 0.0
+            self.active_rate = self.new_samples / elapsed if elapsed > 0 else 0.0
 
     @property
     def finished(self) -> bool:
         return bool(self.seen.all() and self.state[:, 4].all())
+
+    @property
+    def new_samples(self) -> float:
+        return float(self.state[:, 1].sum() - self.base)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start if self.start is not None else 0.0
+
+    def entry(self, worker: int) -> Optional[dict]:
+        """A finished worker's entry in a checkpoint's manifest (None: still training)."""
+        if not (self.seen[worker] and self.state[worker, 4]):
+            return None
+        epoch, samples, loss, _, _, steps = self.state[worker]
+        return {"index": worker, "step": int(steps), "finished": True, "epoch": int(epoch),
+                "samples": int(samples), "loss": float(loss), "rng": None}
 
     def record(self) -> dict:
         """A progress record; the loss is the mean since the previous record."""
@@ -79,7 +99,7 @@ class Progress:
         planned = self.state[:, 3].sum()
         t0, s0, l0 = self._last
         self._last = (elapsed, samples, loss)
-        rate = samples / elapsed if elapsed > 0 else 0.0
+        rate = (samples - self.base) / elapsed if elapsed > 0 else 0.0
         return {"event": "progress", "epoch": int(self.state[:, 0].min()) + 1,
                 "samples": int(samples), "planned": int(planned), "seconds": elapsed,
                 "samples_per_s": rate,
@@ -94,20 +114,40 @@ class Progress:
                 f"  loss {r['loss']:.4f}  ETA {_fmt_eta(r['eta_s'])}")
 
 
-def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, verbose: bool = True
-                    ) -> Progress:
-    """Receive progress until every worker has finished, printing every interval."""
-    progress = Progress(roles.n_workers, cfg.epochs)
+def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, verbose: bool = True,
+                    coord: Optional[Coordinator] = None, base: int = 0,
+                    expect_final: bool = False) -> Progress:
+    """Receive progress until every worker has finished, printing every interval, and
+    coordinate checkpoints: until the final one is written, or the job stopped at one."""
+    progress = Progress(roles.n_workers, cfg.epochs, base)
     last_print = time.perf_counter()
-    while not progress.finished:
-        progress.update(*wait_progress(roles.ctl))
-        due = time.perf_counter() - last_print >= cfg.progress_seconds
-        if due and not progress.finished and progress.state[:, 1].sum() > 0:
-            last_print = time.perf_counter()
-            r = progress.record()
-            log.write(r)
-            if verbose:
-                print(progress.line(r), flush=True)
+
+    def poll() -> Optional[bool]:
+        nonlocal last_print
+        got = poll_progress(roles.ctl)
+        if got is not None:
+            progress.update(*got)
+            due = time.perf_counter() - last_print >= cfg.progress_seconds
+            if due and not progress.finished and progress.new_samples > 0:
+                last_print = time.perf_counter()
+                r = progress.record()
+                log.write(r)
+                if verbose:
+                    print(progress.line(r), flush=True)
+        handled = False
+        if coord is not None:
+            coord.tick(progress.start)
+            handled = coord.poll(progress.entry, progress.elapsed)
+        return True if got is not None or handled else None
+
+    def done() -> bool:
+        if coord is None:
+            return progress.finished
+        final = not expect_final or coord.final_written
+        return coord.stopped or (progress.finished and final)
+
+    while not done():
+        idle_poll(poll, 5e-3)
     return progress
 
 
@@ -120,7 +160,8 @@ def final_record(cfg: TrainConfig, progress: Progress, seconds: float,
            "servers": cfg.servers, "workers": int(progress.state.shape[0]),
            "epochs": cfg.epochs, "auc": auc(labels, probs), "logloss": logloss(labels, probs),
            "test_rows": int(labels.size), "samples": samples, "seconds": seconds,
-           "samples_per_s": samples / seconds if seconds > 0 else float("nan"),
+           "samples_per_s": (samples - progress.base) / seconds if seconds > 0
+           else float("nan"),
            "active_samples_per_s": progress.active_rate if progress.active_rate is not None
            else float("nan"),
            "train_loss": float(progress.state[:, 2].sum() / max(samples, 1))}
@@ -152,22 +193,39 @@ def summary(rec: dict) -> str:
 
 
 def run_scheduler(cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
-                  tables: list[str], sync: dict, verbose: bool = True) -> dict:
+                  tables: list[str], sync: dict, verbose: bool = True,
+                  coord: Optional[Coordinator] = None, resumed: Optional[dict] = None) -> dict:
     """Follow training, then gather the evaluation and the servers' staleness; returns
-    the final metrics record (``sync`` describes the consistency the tables got)."""
-    log = MetricsLog(cfg.metrics_out)
+    the final metrics record (``sync`` describes the consistency the tables got).
+    ``coord`` coordinates checkpoints; ``resumed`` is the manifest a resumed job started
+    from. A job stopped at a checkpoint skips the evaluation: its record says where."""
+    log = MetricsLog(cfg.metrics_out, append=resumed is not None)
+    workers = resumed["workers"] if resumed else []
+    expect_final = coord is not None and not (workers and all(w["finished"] for w in workers))
     try:
-        progress = follow_progress(cfg, roles, log, verbose)
+        progress = follow_progress(cfg, roles, log, verbose, coord,
+                                   sum(w["samples"] for w in workers), expect_final)
         seconds = time.perf_counter() - (progress.start or time.perf_counter())
         if board is not None:
             board.close()
-        rec = final_record(cfg, progress, seconds,
-                           receive_evaluation(roles.ctl, roles.n_workers))
+        if coord is not None and coord.stopped:
+            rec = {"event": "stopped", "checkpoint": str(coord.written[-1]),
+                   "samples": int(progress.state[:, 1].sum()), "seconds": seconds}
+        else:
+            rec = final_record(cfg, progress, seconds,
+                               receive_evaluation(roles.ctl, roles.n_workers))
+        if resumed is not None:
+            rec.update(resumed_from_step=resumed["step"], resume_moved_rows=resumed["moved_rows"],
+                       resume_moved_rows_minimum=resumed["moved_rows_minimum"])
+        if coord is not None and coord.written:
+            rec["checkpoint"] = str(coord.written[-1])
         rec.update(sync)
         rec.update(reduce_server_stats(roles.world, tables) or {})
         log.write(rec)
     finally:
         log.close()
     if verbose:
-        print(summary(rec), flush=True)
+        print(summary(rec) if rec["event"] == "final" else
+              f"[mpips] stopped after checkpoint {rec['checkpoint']}; run the same command "
+              f"with --resume to continue", flush=True)
     return rec

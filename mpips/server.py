@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import resource
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
-from .clocks import BspRound, StalenessLog, SyncPolicy, bound_violated, job_bound
+from .checkpoint.protocol import Saver
+from .clocks import BspRound, StalenessLog, SyncPolicy, Start, bound_violated, job_bound
 from .kernels.init import normal_rows
 from .ring import mix64, name_salt
 from .tables import Push, Tables
@@ -25,6 +27,7 @@ class ServerReport:
     staleness: StalenessLog
     peak_rss: int = 0
     table_bytes: int = 0
+    stopped: bool = False
 
 
 def peak_rss() -> int:
@@ -60,15 +63,33 @@ def init_shards(tables: Tables, index: int, seed: int) -> None:
                             t.spec.init_std, salt)
 
 
-def serve_rounds(roles: Roles, tables: Tables, immediate: list[int], in_round: list[int],
-                 log: StalenessLog) -> int:
+@dataclass
+class Served:
+    """How serving ended: pushes applied, SSP violations, the steps done (the label of a
+    final checkpoint), and whether the job was stopped at a checkpoint."""
+
+    applied: int = 0
+    violations: int = 0
+    steps: int = 0
+    stopped: bool = False
+
+
+def serve_rounds(tables: Tables, immediate: list[int], in_round: list[int],
+                 log: StalenessLog, round_: BspRound, saver: Optional[Saver]) -> Served:
     """BSP: each round applies one push per active worker in worker order; tables that are
-    not BSP are applied as each push arrives. Returns the pushes applied."""
-    round_, applied = BspRound(0, frozenset(range(roles.n_workers))), 0
+    not BSP are applied as each push arrives. Between rounds workers may stop for a
+    checkpoint (their markers arrive instead of pushes)."""
+    out = Served()
     while round_.active:
         pushes: dict[int, Push] = {}
         while not round_.complete:
             push = idle_poll(tables.poll_push)
+            if push.mark:
+                if saver is not None and (stop := saver.mark(push.worker, push.step,
+                                                             round_.active)) is not None:
+                    if stop:
+                        return Served(out.applied, 0, round_.step, True)
+                continue
             round_.add(push.worker, push.step, push.last)
             pushes[push.worker] = push
             if immediate:
@@ -76,43 +97,59 @@ def serve_rounds(roles: Roles, tables: Tables, immediate: list[int], in_round: l
         in_order = [pushes[w] for w in round_.order()]
         tables.apply(in_order, in_round, log, step=round_.step + 1)
         tables.ack(in_order)
-        applied += len(in_order)
+        out.applied += len(in_order)
         round_ = round_.next()
-    return applied
+    out.steps = round_.step
+    return out
 
 
-def serve_free(roles: Roles, tables: Tables, bound: int | None, log: StalenessLog
-               ) -> tuple[int, int]:
+def serve_free(tables: Tables, bound: int | None, log: StalenessLog,
+               last_step: dict[int, int], saver: Optional[Saver]) -> Served:
     """SSP and ASP: apply and acknowledge each push as it arrives; count pushes that break
-    the SSP bound (an independent check of the workers' clocks). Returns (pushes,
-    violations)."""
-    last_step = {w: -1 for w in range(roles.n_workers)}
-    applied = violations = 0
+    the SSP bound (an independent check of the workers' clocks). ``last_step`` holds the
+    last step applied of every worker still training."""
+    out = Served(steps=max(last_step.values(), default=-1) + 1)
     while last_step:
         push = idle_poll(tables.poll_push)
+        if push.mark:
+            if saver is not None and saver.mark(push.worker, push.step, list(last_step)):
+                out.stopped = True
+                return out
+            continue
         if bound is not None and bound_violated(last_step, push.worker, push.step, bound):
-            violations += 1
+            out.violations += 1
         tables.apply([push], None, log)
         tables.ack([push])
-        applied += 1
+        out.applied += 1
+        out.steps = max(out.steps, push.step + 1)
         last_step[push.worker] = push.step
         if push.last:
             del last_step[push.worker]
-    return applied, violations
+            if saver is not None and saver.check(list(last_step)):
+                out.stopped = True
+                return out
+    return out
 
 
-def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy], seed: int = 0
-               ) -> ServerReport:
-    """Serve until every worker has sent its last push."""
-    init_shards(tables, roles.index, seed)
+def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy], seed: int = 0,
+               start: Optional[Start] = None, log: Optional[StalenessLog] = None,
+               run_dir: Optional[Path] = None) -> ServerReport:
+    """Serve until every worker has sent its last push (or the job stops at a
+    checkpoint). A resumed job passes ``start`` (where its workers stand) and ``log``,
+    with its shards already loaded; ``run_dir``: where checkpoints go (None: none)."""
+    if start is None or log is None:
+        init_shards(tables, roles.index, seed)
+        start, log = Start.fresh(roles.n_workers), StalenessLog(tables.names)
     tables.ready()
-    log = StalenessLog(tables.names)
+    saver = Saver(roles, tables, log, run_dir) if run_dir is not None else None
     rounds, bound = job_bound(policies)
     if rounds:
         immediate = [i for i, p in enumerate(policies) if p.mode != "bsp"]
         in_round = [i for i, p in enumerate(policies) if p.mode == "bsp"]
-        applied = serve_rounds(roles, tables, immediate, in_round, log)
-        violations = 0
+        served = serve_rounds(tables, immediate, in_round, log, start.round(), saver)
     else:
-        applied, violations = serve_free(roles, tables, bound, log)
-    return ServerReport(applied, violations, log, peak_rss(), table_bytes(tables))
+        served = serve_free(tables, bound, log, start.last_steps(), saver)
+    if saver is not None and not served.stopped and served.applied:
+        saver.final(served.steps)
+    return ServerReport(served.applied, served.violations, log, peak_rss(),
+                        table_bytes(tables), served.stopped)

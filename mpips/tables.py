@@ -28,6 +28,7 @@ from .waiting import wait_all
 
 TAG_PUSH, TAG_PUSH_ROWS, TAG_ACK = 11, 12, 13
 FLAG_LAST = 1        # the worker's final push: it sends nothing more
+FLAG_MARK = 2        # no rows: the worker stopped for the checkpoint after ``step`` steps
 _F4 = np.dtype(np.float32).itemsize
 
 
@@ -45,6 +46,10 @@ class Push:
     @property
     def last(self) -> bool:
         return bool(self.flags & FLAG_LAST)
+
+    @property
+    def mark(self) -> bool:
+        return bool(self.flags & FLAG_MARK)
 
 
 @dataclass
@@ -246,6 +251,14 @@ class Tables:
         self._retire([(reqs, handle.buffers)])
         return handle
 
+    def mark(self, step: int) -> None:
+        """Tell every server that this worker stopped for the checkpoint named ``step``
+        (after its pushes: a server sees them first)."""
+        head = np.zeros(2 + 2 * len(self.names), dtype=np.int64)
+        head[:2] = step, FLAG_MARK
+        reqs = [self.roles.ps.Isend(head, s, TAG_PUSH) for s in range(self.roles.n_servers)]
+        self._retire([(reqs, [head])])
+
     def _retire(self, new: list[tuple[list[MPI.Request], list[np.ndarray]]]) -> None:
         """Keep send buffers alive until their sends complete."""
         self._sending = [(r, b) for r, b in self._sending + new if not MPI.Request.Testall(r)]
@@ -263,6 +276,8 @@ class Tables:
         ps.Recv(head, source, TAG_PUSH)
         offsets, grads = [], []
         for name, n in zip(self.names, head[2:2 + T]):
+            if head[1] & FLAG_MARK:
+                break
             offsets.append(np.empty(n, dtype=np.int64))
             grads.append(np.empty((n, self.tables[name].spec.dim), dtype=np.float32))
             ps.Recv(offsets[-1], source, TAG_PUSH_ROWS)
@@ -295,6 +310,11 @@ class Tables:
                                  step if step is not None else max(p.step for p in pushes) + 1)
             t.win.Sync()
             self._set_version(i, int(self.versions[i]) + 1)
+
+    def set_versions(self, versions: np.ndarray) -> None:
+        """Publish restored table versions (after loading a checkpoint)."""
+        for i, v in enumerate(versions):
+            self._set_version(i, int(v))
 
     def ack(self, pushes: Sequence[Push]) -> None:
         """Tell each pushing worker that its step is applied (after ``apply``)."""

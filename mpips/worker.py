@@ -8,7 +8,8 @@ from typing import Iterator
 import numpy as np
 
 from .board import ClockBoard
-from .clocks import DONE, may_start
+from .checkpoint.protocol import worker_checkpoint
+from .clocks import DONE, REQUESTED, checkpoint_lead, may_start, stops_at
 from .config import TrainConfig
 from .data import Batch, n_batches, share
 from .data.plan import DataPlan
@@ -36,7 +37,11 @@ class Worker:
     """One worker's training and evaluation over its share of the data."""
 
     def __init__(self, cfg: TrainConfig, roles: Roles, tables: Tables,
-                 model: Model, data: DataPlan, bound: int | None = None) -> None:
+                 model: Model, data: DataPlan, bound: int | None = None,
+                 board: ClockBoard | None = None, ssp: bool = False,
+                 resumed: dict | None = None) -> None:
+        """``board`` carries checkpoint requests (and, with ``ssp``, the clocks);
+        ``resumed`` is this worker's entry in the manifest of the checkpoint resumed."""
         self.cfg, self.roles, self.tables, self.model, self.data = cfg, roles, tables, model, data
         self.rows = share(*data.train_range, roles.index, roles.n_workers)
         self.steps_per_epoch = n_batches(self.rows[1] - self.rows[0], cfg.batch_size)
@@ -53,12 +58,21 @@ class Worker:
         slow = cfg.slow()
         self.slow_factor = slow[1] if slow is not None and slow[0] == roles.index else 1.0
         self.jitter = np.random.default_rng([cfg.seed, roles.index, 7])
+        self.board, self.ssp = board, ssp
+        self.lead = checkpoint_lead(bound)
+        self.start, self.samples, self.loss, self.finished = 0, 0, 0.0, False
+        if resumed is not None:
+            self.start, self.finished = int(resumed["step"]), bool(resumed["finished"])
+            self.samples, self.loss = int(resumed["samples"]), float(resumed["loss"])
+            if resumed.get("rng"):
+                self.jitter.bit_generator.state = resumed["rng"]
 
-    def epoch_batches(self) -> Iterator[Batch]:
-        """This worker's training batches for one epoch, in row order."""
+    def epoch_batches(self, skip: int = 0) -> Iterator[Batch]:
+        """This worker's training batches for one epoch, in row order, from batch ``skip``."""
         if self._cache is not None:
-            return iter(self._cache)
-        return self.data.train.batches(*self.rows, self.cfg.batch_size)
+            return iter(self._cache[skip:])
+        first = self.rows[0] + skip * self.cfg.batch_size
+        return self.data.train.batches(first, self.rows[1], self.cfg.batch_size)
 
     def pull(self, lookups: dict[str, Lookup]) -> dict[str, Route]:
         """Fill each lookup's rows from the servers; returns the routes for the push."""
@@ -106,18 +120,36 @@ class Worker:
         if self.cfg.delay_jitter > 0:
             time.sleep(self.jitter.uniform(0, self.cfg.delay_jitter))
 
-    def report(self, epoch: int, samples: int, loss: float, finished: bool) -> None:
-        """Tell the scheduler how far this worker is (at most every half progress interval)."""
-        now = time.perf_counter()
-        if not finished and now - self._last_report < self.cfg.progress_seconds / 2:
+    def report(self, epoch: int, steps: int, finished: bool, now: bool = False) -> None:
+        """Tell the scheduler how far this worker is (at most every half progress interval,
+        unless ``now``)."""
+        t = time.perf_counter()
+        if not (finished or now) and t - self._last_report < self.cfg.progress_seconds / 2:
             return
-        self._last_report = now
+        self._last_report = t
         planned = (self.rows[1] - self.rows[0]) * self.cfg.epochs
-        send_progress(self.roles.ctl, epoch, samples, loss, planned, finished)
+        send_progress(self.roles.ctl, epoch, self.samples, self.loss, planned, finished, steps)
+
+    def stop_label(self, step: int) -> int | None:
+        """The checkpoint to stop for before ``step``, if any (see ``clocks.stops_at``).
+        The first worker to see a request names the step where every worker can stop."""
+        word = self.board.control() if self.board is not None else 0
+        if word == REQUESTED:
+            old = self.board.swap(REQUESTED, step + self.lead)
+            word = step + self.lead if old == REQUESTED else old
+        if not stops_at(step, self.start, self.cfg.checkpoint_every, word):
+            return None
+        return word if 0 < word <= step else step
+
+    def record(self, step: int, epoch: int) -> dict:
+        """This worker's entry in a checkpoint's manifest: where to resume."""
+        return {"index": self.roles.index, "step": step, "finished": False, "epoch": epoch,
+                "samples": self.samples, "loss": self.loss,
+                "rng": self.jitter.bit_generator.state}
 
     def warm_up(self) -> None:
         """Compile or load the numba kernels before the clock starts (no communication)."""
-        batch = next(self.epoch_batches(), None)
+        batch = next(self.epoch_batches(), None) if not self.finished else None
         if batch is not None:
             lookups = self.model.lookups(batch)
             for lk in lookups.values():
@@ -126,16 +158,19 @@ class Worker:
             self.model.predict(batch, lookups)
 
     def schedule(self) -> Iterator[tuple[int, Batch | None]]:
-        """(epoch, batch) for every step; a worker with no rows still takes one empty step
-        so that the servers hear its last push."""
+        """(epoch, batch) for every step from ``start``; a worker with no rows still takes
+        one empty step so that the servers hear its last push."""
         if self.total_steps == 0:
             yield 0, None
-        for epoch in range(self.cfg.epochs):
-            for batch in self.epoch_batches():
+            return
+        first, skip = divmod(self.start, self.steps_per_epoch)
+        for epoch in range(first, self.cfg.epochs):
+            for batch in self.epoch_batches(skip if epoch == first else 0):
                 yield epoch, batch
 
-    def train(self, board: ClockBoard | None) -> int:
-        """All epochs of steps; returns the number of samples trained on.
+    def train(self) -> bool:
+        """All epochs of steps from ``start``; returns True if the job stopped at a
+        checkpoint before the end.
 
         A step pulls, computes and pushes, and prepares the next batch while the servers
         apply the push. Under BSP and SSP it then waits for the servers' acks, so every
@@ -144,18 +179,34 @@ class Worker:
         completed steps on ``board`` and, before the next step, waits there until no other
         worker is more than the bound behind. Under ASP the worker waits for nothing but
         its previous push, just before sending the next one (one push in flight).
+        Before a step the worker may stop for a checkpoint (``stop_label``).
         """
-        samples, loss = 0, 0.0
-        self.report(0, 0, 0.0, False)
+        clocks = self.board if self.ssp else None
+        last_step = max(self.total_steps, 1) - 1
+        if self.finished:
+            if clocks is not None:
+                clocks.set(self.roles.index, DONE)
+            self.report(self.cfg.epochs, last_step + 1, True)
+            return False
+        if clocks is not None:
+            clocks.set(self.roles.index, self.start)
+        self.report(self.start // max(self.steps_per_epoch, 1), self.start, False, now=True)
         steps = self.schedule()
         current = next(steps)
         prep = self.prepare(current[1])
-        last_step = max(self.total_steps, 1) - 1
         in_flight: PushHandle | None = None
-        for step in range(last_step + 1):
+        for step in range(self.start, last_step + 1):
             epoch, batch = current
-            if board is not None:
-                idle_wait(lambda: may_start(board.read(), self.roles.index, step, self.bound))
+            if clocks is not None:
+                idle_wait(lambda: may_start(clocks.read(), self.roles.index, step, self.bound))
+            label = self.stop_label(step)
+            if label is not None:
+                if in_flight is not None:
+                    in_flight.wait()
+                    in_flight = None
+                if worker_checkpoint(self.roles, self.tables, label, self.record(step, epoch)):
+                    self.report(epoch, step, False, now=True)
+                    return True
             started = time.perf_counter()
             grads, versions, batch_loss = self.compute(prep)
             if in_flight is not None:
@@ -167,16 +218,16 @@ class Worker:
             if self.bound is not None:       # BSP and SSP: read your own writes
                 in_flight.wait()
                 in_flight = None
-                if board is not None:
-                    board.set(self.roles.index, DONE if step == last_step else step + 1)
+                if clocks is not None:
+                    clocks.set(self.roles.index, DONE if step == last_step else step + 1)
             self.pace(time.perf_counter() - started)
-            loss += batch_loss
-            samples += len(batch) if batch is not None else 0
-            self.report(epoch, samples, loss, False)
+            self.loss += batch_loss
+            self.samples += len(batch) if batch is not None else 0
+            self.report(epoch, step + 1, False)
         if in_flight is not None:
             in_flight.wait()
-        self.report(self.cfg.epochs, samples, loss, True)
-        return samples
+        self.report(self.cfg.epochs, last_step + 1, True)
+        return False
 
     def evaluate(self) -> Evaluation:
         """Predict this worker's share of the test rows with the final parameters."""

@@ -8,8 +8,8 @@ from mpips.scheduler import MetricsLog, Progress
 
 def test_progress_records_rate_loss_and_eta():
     p = Progress(n_workers=2, epochs=2)
-    p.update(0, np.array([0, 100, 50.0, 1000, 0]))
-    p.update(1, np.array([1, 300, 90.0, 1000, 0]))
+    p.update(0, np.array([0, 100, 50.0, 1000, 0, 1]))
+    p.update(1, np.array([1, 300, 90.0, 1000, 0, 3]))
     p.start -= 2.0                                  # as if two seconds had passed
     r = p.record()
     assert r["samples"] == 400 and r["planned"] == 2000 and r["epoch"] == 1
@@ -22,9 +22,9 @@ def test_progress_records_rate_loss_and_eta():
 
 def test_loss_is_the_mean_since_the_previous_record():
     p = Progress(n_workers=1, epochs=1)
-    p.update(0, np.array([0, 100, 70.0, 200, 0]))
+    p.update(0, np.array([0, 100, 70.0, 200, 0, 1]))
     p.record()
-    p.update(0, np.array([0, 200, 90.0, 200, 1]))
+    p.update(0, np.array([0, 200, 90.0, 200, 1, 2]))
     assert abs(p.record()["loss"] - 0.2) < 1e-12
     assert p.finished
 

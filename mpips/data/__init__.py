@@ -1,12 +1,14 @@
 """Training data: sources of CTR rows, hashed into table keys, cut into batches. No MPI.
 
 A source yields ``Batch`` objects for any row range, so each worker reads or generates only
-its own share (``share``). Keys are already hashed into the table by ``FieldHashing``.
+its own share (``share``), and any batch of it without reading the ones before, so an
+epoch may visit them in a shuffled order (``epoch_order``). Keys are already hashed into
+the table by ``FieldHashing``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 
@@ -36,7 +38,14 @@ class Source(Protocol):
     @property
     def rows(self) -> int: ...
 
-    def batches(self, start: int, stop: int, batch_size: int) -> Iterator[Batch]: ...
+    @property
+    def bad_lines(self) -> int:
+        """Malformed lines skipped so far (text read with ``--on-bad-line skip``)."""
+
+    def batches(self, start: int, stop: int, batch_size: int,
+                order: Optional[Iterable[int]] = None) -> Iterator[Batch]:
+        """Batches of rows [start, stop): those numbered ``order`` (default all, in turn);
+        batch b is rows ``start + b*batch_size`` on, whatever the order."""
 
 
 def share(start: int, stop: int, index: int, parts: int) -> tuple[int, int]:
@@ -47,3 +56,12 @@ def share(start: int, stop: int, index: int, parts: int) -> tuple[int, int]:
 
 def n_batches(rows: int, batch_size: int) -> int:
     return -(-rows // batch_size)
+
+
+def epoch_order(n_batches: int, epoch: int, seed: int, worker: int) -> np.ndarray:
+    """A worker's batch indices for one epoch: a permutation seeded by (seed, worker,
+    epoch), never the identity when there are two batches or more."""
+    order = np.random.default_rng([seed, worker, epoch, 0x5EED]).permutation(n_batches)
+    if n_batches > 1 and (order == np.arange(n_batches)).all():
+        order = np.roll(order, 1)
+    return order

@@ -1,62 +1,69 @@
-"""Streaming reader for Criteo TSV: ``label, I1..I13, C1..C26``, TAB separated, empty = missing.
+"""Criteo TSV: ``label, I1..I13, C1..C26``, TAB separated, empty = missing.
 
 Counts are bucketised by half-octaves and hex categories parsed as integers; both are then
-hashed per field into table keys. Only the requested row range is parsed, a batch at a time.
+hashed per field (column) into ids.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from ..errors import DataError
-from . import Batch
-from .hashing import MISSING, FieldHashing, encode_counts
+from .hashing import FIELD_NAMES, MISSING, FieldHashing, encode_counts
+from .lines import count_lines as count_rows
+from .parse import BadLine, Parsed
+from .textsource import TextSource
 
 NUMERIC, CATEGORICAL = 13, 26
 COLUMNS = 1 + NUMERIC + CATEGORICAL
+_MISSING = int(MISSING)
+
+__all__ = ["CriteoFormat", "CriteoTSV", "count_rows"]
 
 
-def count_rows(path: Path) -> int:
-    """Number of lines, counting a last line without a newline; no parsing."""
-    n, last = 0, b"\n"
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            n += chunk.count(b"\n")
-            last = chunk[-1:]
-    return n + (last != b"\n")
+@dataclass
+class _Block:
+    labels: np.ndarray
+    counts: np.ndarray
+    present: np.ndarray
+    cats: np.ndarray
 
 
-def parse_lines(lines: list[str], path: Path, first_line: int) -> tuple[np.ndarray, np.ndarray]:
-    """Text lines -> (raw uint64 values (n, 39), labels (n,)); errors name file:line."""
-    raw = np.empty((len(lines), NUMERIC + CATEGORICAL), dtype=np.uint64)
-    labels = np.empty(len(lines), dtype=np.float32)
-    counts = np.zeros((len(lines), NUMERIC), dtype=np.int64)
-    present = np.zeros((len(lines), NUMERIC), dtype=bool)
-    for i, line in enumerate(lines):
-        cols = line.rstrip("\r\n").split("\t")
-        where = f"{path}:{first_line + i}"
+class CriteoFormat:
+    """The Criteo TSV format (see the module's docstring)."""
+
+    name = "criteo"
+    fields = NUMERIC + CATEGORICAL
+    names = FIELD_NAMES
+    padded = False
+    header = False
+
+    def start(self, n: int) -> _Block:
+        return _Block(np.empty(n, np.float32), np.zeros((n, NUMERIC), np.int64),
+                      np.zeros((n, NUMERIC), bool), np.empty((n, CATEGORICAL), np.uint64))
+
+    def line(self, block: _Block, i: int, text: str) -> None:
+        cols = text.split("\t")
         if len(cols) != COLUMNS:
-            raise DataError(f"{where}: expected {COLUMNS} TAB-separated columns, found {len(cols)}")
+            raise BadLine(f"expected {COLUMNS} TAB-separated columns, found {len(cols)}")
         if cols[0] not in ("0", "1"):
-            raise DataError(f"{where}: label {cols[0]!r} is not 0 or 1")
-        labels[i] = cols[0] == "1"
+            raise BadLine(f"label {cols[0]!r} is not 0 or 1")
+        block.labels[i] = cols[0] == "1"
         try:
-            for f in range(NUMERIC):
-                c = cols[1 + f]
-                if c:
-                    counts[i, f] = int(c)
-                    present[i, f] = True
-            for f in range(CATEGORICAL):
-                c = cols[1 + NUMERIC + f]
-                raw[i, NUMERIC + f] = int(c, 16) if c else MISSING
+            nums = cols[1:1 + NUMERIC]
+            block.counts[i] = [int(c) if c else 0 for c in nums]
+            block.present[i] = [c != "" for c in nums]
+            block.cats[i] = [int(c, 16) if c else _MISSING for c in cols[1 + NUMERIC:]]
         except (ValueError, OverflowError):
             column, what = _first_bad(cols)
-            raise DataError(f"{where}: column {column + 1} {cols[column]!r} is not "
-                            f"{what}") from None
-    raw[:, :NUMERIC] = encode_counts(counts, present)
-    return raw, labels
+            raise BadLine(f"column {column + 1} {cols[column]!r} is not {what}") from None
+
+    def finish(self, block: _Block, seed: int) -> Parsed:
+        raw = np.concatenate([encode_counts(block.counts, block.present), block.cats], axis=1)
+        ids = FieldHashing(1, seed).ids(raw)
+        present = np.concatenate([block.present, block.cats != MISSING], axis=1)
+        return Parsed(ids, np.ones(ids.shape, np.float32), block.labels, present)
 
 
 def _first_bad(cols: list[str]) -> tuple[int, str]:
@@ -76,36 +83,8 @@ def _first_bad(cols: list[str]) -> tuple[int, str]:
     raise AssertionError("no bad column in a line that failed to parse")
 
 
-class CriteoTSV:
+class CriteoTSV(TextSource):
     """Rows of one Criteo TSV file, hashed into table keys by ``hashing``."""
 
-    fields = NUMERIC + CATEGORICAL
-
-    def __init__(self, path: str | Path, hashing: FieldHashing) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(f"{self.path}: no such file")
-        self.hashing = hashing
-        self._rows = count_rows(self.path)
-        if self._rows == 0:
-            raise DataError(f"{self.path}: the file is empty")
-        with open(self.path, "r", encoding="utf-8", errors="replace", newline="") as fh:
-            parse_lines([fh.readline()], self.path, 1)    # a wrong format fails here, early
-
-    @property
-    def rows(self) -> int:
-        return self._rows
-
-    def batches(self, start: int, stop: int, batch_size: int) -> Iterator[Batch]:
-        """Parse rows [start, stop) a batch at a time; earlier lines are skipped unparsed."""
-        with open(self.path, "r", encoding="utf-8", errors="replace", newline="") as fh:
-            for _ in range(start):
-                fh.readline()
-            row = start
-            while row < stop:
-                n = min(batch_size, stop - row)
-                lines = [fh.readline() for _ in range(n)]
-                raw, labels = parse_lines(lines, self.path, row + 1)
-                keys = self.hashing.keys(raw)
-                yield Batch(keys, np.ones(keys.shape, dtype=np.float32), labels)
-                row += n
+    def __init__(self, path: str | Path, hashing: FieldHashing, on_bad: str = "error") -> None:
+        super().__init__(path, CriteoFormat(), hashing, on_bad)

@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError
 from . import Source
-from .criteo import CriteoTSV
+from .criteo import CriteoFormat
+from .csvdata import CsvFormat, read_header
 from .hashing import FIELD_NAMES, FieldHashing
+from .libsvm import LibSVMFormat
+from .lines import max_colons
+from .parse import Format
+from .shards import read_manifest
+from .shardsource import ShardSource
 from .synthetic import SyntheticCTR
+from .textsource import TextSource, check_file
 
 
 @dataclass
@@ -24,17 +34,40 @@ class DataPlan:
         """Rows of the sparse table: the shared hash range plus fields' own ranges."""
         return self.train.hashing.total_rows
 
+    @property
+    def bad_lines(self) -> int:
+        """Bad lines skipped so far (``--on-bad-line skip``, text data)."""
+        return self.train.bad_lines + (self.test.bad_lines if self.test is not self.train
+                                       else 0)
 
-def field_hashing(cfg: TrainConfig) -> FieldHashing:
+
+def field_hashing(cfg: TrainConfig, names: tuple[str, ...], seed: int,
+                  padded: bool = False) -> FieldHashing:
     """The settings' hashing: ``--table-rows`` shared buckets, plus ``[fields.NAME]
-    buckets = N`` ranges of a field's own."""
-    own = [0] * len(FIELD_NAMES)
+    buckets = N`` ranges of a field's own (for formats whose fields have names)."""
+    own = [0] * len(names)
     for name, buckets in cfg.fields:
-        if name not in FIELD_NAMES:
-            raise ConfigError(f"fields.{name}: no such field (fields: {FIELD_NAMES[0]}.."
-                              f"{FIELD_NAMES[12]}, {FIELD_NAMES[13]}..{FIELD_NAMES[-1]})")
-        own[FIELD_NAMES.index(name)] = buckets
-    return FieldHashing(cfg.table_rows, cfg.seed, tuple(own))
+        if name not in names:
+            known = ", ".join(names) if names else "none: its features have no fixed fields"
+            raise ConfigError(f"fields.{name}: no such field (fields: {known})")
+        own[names.index(name)] = buckets
+    return FieldHashing(cfg.table_rows, seed, tuple(own), padded)
+
+
+def text_format(path: Path, cfg: TrainConfig, width: Optional[int] = None) -> Format:
+    """The format of a text input: CSV by its header; libSVM rows ``width`` slots wide,
+    or (None) as wide as the file's longest line, found by a scan."""
+    check_file(path)
+    if cfg.format == "criteo":
+        return CriteoFormat()
+    if cfg.format in ("libsvm", "libfm", "libffm"):
+        ffm = cfg.format == "libffm"
+        return LibSVMFormat(max_colons(path) // (2 if ffm else 1) if width is None
+                            else width, ffm)
+    if cfg.csv is None:
+        raise ConfigError("--format csv needs a [csv] section in --config: label = \"...\", "
+                          "numeric = [...], categorical = [...]")
+    return CsvFormat(cfg.csv, read_header(path, cfg.csv))
 
 
 def plan_data(cfg: TrainConfig) -> DataPlan:
@@ -49,14 +82,46 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
 
 
 def _plan(cfg: TrainConfig) -> DataPlan:
-    hashing = field_hashing(cfg)
     if cfg.data is None:
-        src = SyntheticCTR(rows=cfg.synthetic_rows, hashing=hashing, seed=cfg.seed)
+        src = SyntheticCTR(rows=cfg.synthetic_rows,
+                           hashing=field_hashing(cfg, FIELD_NAMES, cfg.seed),
+                           seed=cfg.seed)
         cut = src.rows - int(src.rows * cfg.test_fraction)
         return DataPlan(src, (0, cut), src, (cut, src.rows))
-    train = CriteoTSV(cfg.data, hashing)
-    if cfg.test is not None:
-        test = CriteoTSV(cfg.test, hashing)
+    prepared = [Path(p).is_dir() for p in (cfg.data, cfg.test) if p is not None]
+    if len(set(prepared)) > 1:
+        raise ConfigError("--data and --test must both be prepared directories or both "
+                          "text files")
+    train, test = _shards(cfg) if prepared[0] else _text(cfg)
+    if test is not None:
         return DataPlan(train, (0, train.rows), test, (0, test.rows))
     cut = train.rows - int(train.rows * cfg.test_fraction)
     return DataPlan(train, (0, cut), train, (cut, train.rows))
+
+
+def _text(cfg: TrainConfig) -> tuple[Source, Optional[Source]]:
+    """Text sources, sharing one slot width (libSVM) and one hashing."""
+    paths = [Path(p) for p in (cfg.data, cfg.test) if p is not None]
+    formats = [text_format(p, cfg) for p in paths]
+    if formats[0].padded and len(formats) == 2 and formats[0].fields != formats[1].fields:
+        width = max(f.fields for f in formats)
+        formats = [text_format(p, cfg, width) for p in paths]
+    hashing = field_hashing(cfg, formats[0].names, cfg.seed, formats[0].padded)
+    sources = [TextSource(p, f, hashing, cfg.on_bad_line) for p, f in zip(paths, formats)]
+    return sources[0], (sources[1] if len(sources) == 2 else None)
+
+
+def _shards(cfg: TrainConfig) -> tuple[Source, Optional[Source]]:
+    """Prepared directories; a test set must be prepared alike (format, hashing seed)."""
+    folders = [Path(p) for p in (cfg.data, cfg.test) if p is not None]
+    manifests = [read_manifest(f) for f in folders]
+    first = manifests[0]
+    for folder, m in zip(folders[1:], manifests[1:]):
+        if (m.format, m.names, m.seed, m.schema) != (first.format, first.names, first.seed,
+                                                     first.schema):
+            raise DataError(f"{folder}: prepared with another format, schema or hashing "
+                            f"seed than {folders[0]}")
+    hashing = field_hashing(cfg, tuple(first.names), first.seed, first.padded)
+    width = max(m.fields for m in manifests)
+    sources = [ShardSource(f, hashing, width) for f in folders]
+    return sources[0], (sources[1] if len(sources) == 2 else None)

@@ -8,12 +8,12 @@ row range is generated alone, identically, whoever generates it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
 from ..ring import mix64
-from . import Batch
+from . import Batch, n_batches
 from .hashing import FieldHashing, encode_counts
 
 NUMERIC, CATEGORICAL = 13, 26
@@ -46,6 +46,7 @@ class SyntheticCTR:
     bias: float = -1.3
 
     fields = NUMERIC + CATEGORICAL
+    bad_lines = 0
 
     def cardinalities(self) -> np.ndarray:
         """Distinct categories per categorical field: 4 to 20,000, spread geometrically."""
@@ -88,6 +89,9 @@ class SyntheticCTR:
         vals = np.ones(keys.shape, dtype=np.float32)
         return Batch(keys, vals, labels, p)
 
-    def batches(self, start: int, stop: int, batch_size: int) -> Iterator[Batch]:
-        for b in range(start, stop, batch_size):
-            yield self.batch(b, min(b + batch_size, stop))
+    def batches(self, start: int, stop: int, batch_size: int,
+                order: Optional[Iterable[int]] = None) -> Iterator[Batch]:
+        """Batches ``order`` (default: all, in turn) of rows [start, stop)."""
+        for b in range(n_batches(stop - start, batch_size)) if order is None else order:
+            first = start + b * batch_size
+            yield self.batch(first, min(first + batch_size, stop))

@@ -1,0 +1,104 @@
+"""Where checkpoints live and how files are written so that a crash never leaves one
+that looks complete. No MPI.
+
+``DIR/RUN/step-N/`` holds ``server-I.h5`` per server and ``manifest.json``; a checkpoint
+is written into ``step-N.partial/`` and renamed when its manifest is in place, then
+``DIR/RUN/LATEST`` is pointed at it. Folders without a manifest are never trusted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+LATEST = "LATEST"
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def partial_dir(run_dir: Path, step: int) -> Path:
+    """Where the servers write a checkpoint before it is complete."""
+    return run_dir / (step_name(step) + ".partial")
+
+
+def server_file(index: int) -> str:
+    return f"server-{index:04d}.h5"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name, fsync, rename over ``path``, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, doc: Any) -> None:
+    atomic_write(path, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
+
+
+def complete_steps(run_dir: Path) -> list[Path]:
+    """Folders ``step-N`` that hold a manifest, newest first."""
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir()
+             if (m := _STEP.match(p.name)) and (p / MANIFEST).is_file()]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def candidates(run_dir: Path) -> list[Path]:
+    """Checkpoints to try on resume, best first: the one ``LATEST`` names, then every
+    other complete one, newest first."""
+    steps = complete_steps(run_dir)
+    try:
+        named = run_dir / (run_dir / LATEST).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return steps
+    return [named] + [p for p in steps if p != named] if named in steps else steps
+
+
+def publish(run_dir: Path, partial: Path, step: int, keep: int) -> Path:
+    """Make a written checkpoint (manifest already inside ``partial``) the latest: rename
+    its folder, point ``LATEST`` at it, then delete all but the newest ``keep``, and any
+    leftover ``.partial`` folders of crashed attempts."""
+    final = run_dir / step_name(step)
+    if final.exists():                # a stale one from before a resume: replaced
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    fsync_dir(run_dir)
+    atomic_write(run_dir / LATEST, (final.name + "\n").encode())
+    for old in complete_steps(run_dir)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for p in run_dir.glob("step-*.partial"):
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def resume_candidates(resume: str, run_dir: Path) -> list[Path]:
+    """Checkpoints ``--resume`` may use, best first: ``latest`` means those of this run;
+    a path names a run folder (its checkpoints) or one checkpoint folder (only it)."""
+    if resume == "latest":
+        return candidates(run_dir)
+    path = Path(resume)
+    if (path / MANIFEST).is_file() or path.name.startswith("step-"):
+        return [path]
+    return candidates(path)

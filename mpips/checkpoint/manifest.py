@@ -1,0 +1,146 @@
+"""The manifest of a checkpoint: what was saved, by whom, where every worker stood. Pure.
+
+It is JSON (never pickle) and written last, so a folder with a valid manifest is complete.
+It holds the step, the settings, the tables and the partition map's shape, one entry per
+server file (size and per-dataset checksums), and one per worker (its completed steps,
+samples, summed loss and random state): enough to continue exactly where the job stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..config import TrainConfig
+from ..errors import CheckpointError, ConfigError
+from ..models import TableSpec
+from .layout import MANIFEST, complete_steps, resume_candidates, server_file
+
+FORMAT = "mpips-checkpoint"
+VERSION = 1
+# Settings a resumed job may change; any other difference is refused.
+MAY_CHANGE = frozenset({"servers", "pull", "progress_seconds", "metrics_out", "checkpoint_dir",
+                        "checkpoint_every", "checkpoint_seconds", "checkpoint_keep", "resume",
+                        "run_name", "slow_worker", "delay_jitter"})
+
+
+def settings(cfg: TrainConfig) -> dict:
+    """The settings as JSON values (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def build(step: int, final: bool, cfg: TrainConfig, specs: Sequence[TableSpec],
+          slots: Sequence[str], ring: dict, servers: Sequence[dict], workers: Sequence[dict],
+          seconds: float) -> dict:
+    """The manifest of a checkpoint after ``step`` steps (``final``: training had ended)."""
+    return {"format": FORMAT, "version": VERSION, "step": step, "final": final,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": seconds,
+            "settings": settings(cfg),
+            "tables": [{"name": s.name, "rows": s.rows, "dim": s.dim, "state": list(slots)}
+                       for s in specs],
+            "ring": ring, "servers": sorted(servers, key=lambda s: s["index"]),
+            "workers": sorted(workers, key=lambda w: w["index"])}
+
+
+_REQUIRED = {"format": str, "version": int, "step": int, "final": bool, "settings": dict,
+             "tables": list, "ring": dict, "servers": list, "workers": list}
+
+
+def load(step_dir: Path) -> dict:
+    """Read and check a manifest; anything unexpected is a ``CheckpointError`` naming it."""
+    path = step_dir / MANIFEST
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (the checkpoint is incomplete)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a readable manifest ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an mpips checkpoint manifest")
+    for key, kind in _REQUIRED.items():
+        if not isinstance(doc.get(key), kind):
+            raise CheckpointError(f"{path}: '{key}' is missing or not a {kind.__name__}")
+    if doc["version"] != VERSION:
+        raise CheckpointError(f"{path}: format version {doc['version']}, this mpips reads "
+                              f"{VERSION}")
+    n = doc["ring"].get("servers")
+    if not isinstance(n, int) or [s.get("index") for s in doc["servers"]] != list(range(n)) \
+            or any(s.get("file") != server_file(s["index"]) for s in doc["servers"]):
+        raise CheckpointError(f"{path}: the server entries do not match the ring")
+    return doc
+
+
+def check_settings(doc: dict, cfg: TrainConfig, where: str) -> None:
+    """Refuse to resume with settings that change what the saved state means."""
+    now = settings(cfg)
+    then = doc["settings"]
+    for key in sorted(set(now) | set(then)):
+        if key in MAY_CHANGE or now.get(key) == then.get(key):
+            continue
+        flag = "--" + key.replace("_", "-")
+        raise ConfigError(f"{where}: the checkpoint was written with {flag} "
+                          f"{then.get(key)!r}, this job has {now.get(key)!r}; resume with the "
+                          f"same value (only the number of servers and run-time options may "
+                          f"change)")
+
+
+def check_workers(doc: dict, n_workers: int, where: str) -> None:
+    """A checkpoint's data positions are per worker: the count must match."""
+    saved = len(doc["workers"])
+    if saved != n_workers:
+        raise ConfigError(f"{where}: the checkpoint was written by {saved} workers, this job "
+                          f"has {n_workers}; resume with {saved} workers (any number of "
+                          f"servers)")
+
+
+def describe(doc: dict, step_dir: Path) -> str:
+    """A human-readable summary for ``mpips inspect``."""
+    cfg = doc["settings"]
+    lines = [f"checkpoint {step_dir}",
+             f"  step {doc['step']}{' (final)' if doc['final'] else ''}, written "
+             f"{doc.get('created', '?')}, after {doc.get('seconds', 0.0):.1f}s of training",
+             f"  model {cfg.get('model')} + {cfg.get('optimizer')} (lr {cfg.get('lr')}), "
+             f"batch {cfg.get('batch_size')}, {cfg.get('epochs')} epoch(s), sync "
+             f"{cfg.get('sync')}, data {cfg.get('data') or 'built-in'}",
+             f"  ring: {doc['ring']['servers']} server(s), {doc['ring'].get('partitions')} "
+             f"partitions"]
+    for t in doc["tables"]:
+        state = ", ".join(t["state"]) or "none"
+        lines.append(f"  table {t['name']}: {t['rows']:,} rows x {t['dim']}, state: {state}")
+    for s in doc["servers"]:
+        lines.append(f"  {s['file']}: {s['bytes']:,} bytes, {len(s['datasets'])} datasets")
+    for w in doc["workers"]:
+        state = "finished" if w["finished"] else f"at step {w['step']}"
+        lines.append(f"  worker {w['index']}: {state}, {w['samples']:,} samples")
+    return "\n".join(lines)
+
+
+def positions(doc: dict) -> list[int]:
+    """Each worker's completed steps."""
+    return [int(w["step"]) for w in doc["workers"]]
+
+
+def check_setup(cfg: TrainConfig, n_workers: int) -> None:
+    """Before any rank starts: a resume must find a checkpoint that fits this job; a new
+    run with checkpoints must not mix its own with an earlier run's."""
+    if cfg.resume is not None:
+        found = resume_candidates(cfg.resume, cfg.run_dir)
+        where = cfg.run_dir if cfg.resume == "latest" else cfg.resume
+        if not found:
+            raise CheckpointError(f"--resume: no complete checkpoint in {where}")
+        errors = []
+        for path in found:
+            try:
+                doc = load(path)
+            except CheckpointError as exc:
+                errors.append(str(exc))
+                continue
+            check_settings(doc, cfg, str(path))
+            check_workers(doc, n_workers, str(path))
+            return
+        raise CheckpointError(f"--resume: no readable checkpoint in {where}: {errors[0]}")
+    if cfg.checkpointing and complete_steps(cfg.run_dir):
+        raise ConfigError(f"{cfg.run_dir} holds checkpoints of an earlier run: add --resume "
+                          f"to continue it, or choose another --run-name or --checkpoint-dir")

@@ -1,0 +1,286 @@
+"""Checkpoints over MPI: who stops when, who writes what, and restoring shards.
+
+A checkpoint is taken at a step boundary. Every worker that is still training stops there
+(``clocks.stops_at``), waits until its pushes are applied, sends each server a marker and
+the scheduler its position. A server that has the markers of every worker it still
+serves writes its file and reports to the scheduler, which writes the manifest, publishes
+the checkpoint and tells everyone to go on (or to stop: the job was asked to end).
+When training ends, the servers write a final checkpoint the same way without markers.
+Messages here are small JSON documents; nothing is pickled.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from ..board import ClockBoard
+from ..clocks import REQUESTED, StalenessLog
+from ..config import TrainConfig
+from ..errors import CheckpointError, MpipsError
+from ..models import TableSpec
+from ..ring import PARTITIONS, VNODES, PartitionMap
+from ..tables import Tables
+from ..topology import Roles
+from ..waiting import wait_all
+from . import manifest
+from .layout import MANIFEST, partial_dir, publish, server_file, write_json
+from .moves import plan_reads
+from .shardfile import ServerFile, write_server_file
+
+TAG_RECORD, TAG_REPLY = 31, 32
+
+
+def send_json(comm: MPI.Comm, doc: dict, dest: int, tag: int) -> None:
+    data = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
+    comm.Send([data, MPI.BYTE], dest, tag)
+
+
+def poll_json(comm: MPI.Comm, tag: int) -> Optional[tuple[int, dict]]:
+    """A JSON message with ``tag`` from any rank, if one has arrived: (source, doc)."""
+    status = MPI.Status()
+    if not comm.Iprobe(MPI.ANY_SOURCE, tag, status):
+        return None
+    buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+    comm.Recv([buf, MPI.BYTE], status.Get_source(), tag)
+    return status.Get_source(), json.loads(buf.tobytes())
+
+
+def wait_reply(comm: MPI.Comm) -> bool:
+    """The scheduler's answer to a checkpoint record: True if the job is to stop."""
+    buf = np.zeros(1, dtype=np.int64)
+    wait_all([comm.Irecv(buf, 0, TAG_REPLY)])
+    return bool(buf[0])
+
+
+# ---- worker side -------------------------------------------------------------------------
+def worker_checkpoint(roles: Roles, tables: Tables, step: int, record: dict) -> bool:
+    """Stop for the checkpoint named ``step`` (this worker's pushes are all applied):
+    mark it on every server, report ``record`` to the scheduler, wait for the verdict.
+    Returns True if the job is to stop."""
+    tables.mark(step)
+    send_json(roles.ctl, record, 0, TAG_RECORD)
+    return wait_reply(roles.ctl)
+
+
+# ---- server side -------------------------------------------------------------------------
+def server_arrays(tables: Tables, log: StalenessLog) -> dict[str, np.ndarray]:
+    """Everything a server saves: per table its rows, optimiser state and partition index;
+    the partition map, the tables' versions and the staleness histograms."""
+    out = {"owner": tables.pmap.owner, "versions": tables.versions.copy(),
+           "staleness": log.hist}
+    for name, t in tables.tables.items():
+        out[f"tables/{name}/rows"] = t.shard
+        for slot, arr in t.state.items():
+            out[f"tables/{name}/{slot}"] = arr
+        mine = np.flatnonzero(tables.pmap.owner == tables.roles.index)
+        out[f"tables/{name}/partitions"] = mine.astype(np.int32)
+        out[f"tables/{name}/partition_start"] = t.layout.base[mine]
+    return out
+
+
+def server_checkpoint(roles: Roles, tables: Tables, log: StalenessLog, run_dir: Path,
+                      step: int, final: bool, marked: Sequence[int]) -> bool:
+    """Write this server's file of the checkpoint after ``step`` steps and report it to
+    the scheduler (``marked``: the workers that stopped for it). Returns True to stop."""
+    folder = partial_dir(run_dir, step)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        entry = write_server_file(folder / server_file(roles.index), server_arrays(tables, log),
+                                  {"server": roles.index, "step": step})
+    except OSError as exc:
+        raise CheckpointError(f"{folder}: cannot write the checkpoint ({exc})") from None
+    record = {"index": roles.index, "file": server_file(roles.index), **entry, "step": step,
+              "final": final, "workers": sorted(marked),
+              "write_seconds": time.perf_counter() - started}
+    send_json(roles.world, record, 0, TAG_RECORD)
+    return wait_reply(roles.world)
+
+
+# ---- scheduler side ----------------------------------------------------------------------
+class Coordinator:
+    """The scheduler's part: ask for checkpoints (on a timer or a signal), collect the
+    records, write the manifest last, publish, and answer everyone."""
+
+    def __init__(self, cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
+                 specs: Sequence[TableSpec], slots: Sequence[str], seconds_before: float = 0.0, verbose: bool = True) -> None:
+        self.cfg, self.roles, self.board, self.verbose = cfg, roles, board, verbose
+        self.specs, self.slots = list(specs), list(slots)
+        self.run_dir = Path(cfg.checkpoint_dir) / cfg.run_name
+        self.seconds_before = seconds_before
+        self.servers: dict[int, dict] = {}
+        self.workers: dict[int, dict] = {}
+        self.last_request = time.perf_counter()
+        self.stop = False          # the job was asked to end after the next checkpoint
+        self.stopped = False       # ... and has: the workers will not finish
+        self.written: list[Path] = []
+        self.final_written = False
+
+    def request(self, stop: bool = False) -> None:
+        """Ask the workers for a checkpoint at their next possible step."""
+        self.stop = self.stop or stop
+        if self.board is not None:
+            self.board.swap(0, REQUESTED)
+        self.last_request = time.perf_counter()
+
+    def tick(self, progress_start: Optional[float]) -> None:
+        """The timer: ``--checkpoint-seconds`` after the last checkpoint, request one."""
+        every = self.cfg.checkpoint_seconds
+        if every > 0 and progress_start is not None \
+                and time.perf_counter() - self.last_request >= every:
+            self.request()
+
+    @property
+    def waiting(self) -> bool:
+        """A checkpoint is being written: its records are not all in."""
+        return bool(self.servers)
+
+    def poll(self, finished: Callable[[int], Optional[dict]], elapsed: float) -> bool:
+        """Take one record if any has arrived; complete the checkpoint when all are in.
+        ``finished(w)`` is worker ``w``'s final entry if it has finished, else None."""
+        got = poll_json(self.roles.world, TAG_RECORD)
+        if got is not None:
+            self.servers[got[0] - 1] = got[1]
+        elif (got := poll_json(self.roles.ctl, TAG_RECORD)) is not None:
+            self.workers[got[0] - 1] = got[1]
+        if len(self.servers) == self.roles.n_servers:
+            marked = self.servers[0]["workers"]
+            ended = {w: finished(w) for w in range(self.roles.n_workers) if w not in marked}
+            if all(w in self.workers for w in marked) and None not in ended.values():
+                self._complete(list(self.workers.values()) + list(ended.values()), elapsed)
+        return got is not None
+
+    def _complete(self, workers: list[dict], elapsed: float) -> None:
+        first = self.servers[0]
+        step, final = int(first["step"]), bool(first["final"])
+        ring = {"servers": self.roles.n_servers, "partitions": PARTITIONS, "vnodes": VNODES}
+        servers = [{k: v for k, v in s.items() if k not in ("step", "final", "workers")}
+                   for s in self.servers.values()]
+        seconds = self.seconds_before + elapsed
+        doc = manifest.build(step, final, self.cfg, self.specs, self.slots, ring, servers,
+                             workers, seconds)
+        partial = partial_dir(self.run_dir, step)
+        write_json(partial / MANIFEST, doc)
+        path = publish(self.run_dir, partial, step, self.cfg.checkpoint_keep)
+        self.written.append(path)
+        self.final_written = final
+        if self.board is not None:
+            self.board.swap(self.board.control(), 0)
+        stop = self.stop and not final
+        self.stopped = stop
+        replies = [np.array([stop], dtype=np.int64)]
+        reqs = [self.roles.world.Isend(replies[0], s + 1, TAG_REPLY)
+                for s in range(self.roles.n_servers)]
+        reqs += [self.roles.ctl.Isend(replies[0], w + 1, TAG_REPLY) for w in self.workers]
+        wait_all(reqs)
+        if self.verbose:
+            size = sum(s["bytes"] for s in servers)
+            slowest = max(s["write_seconds"] for s in self.servers.values())
+            print(f"[mpips] checkpoint {path}: step {step}, {size / 2**20:,.1f} MiB "
+                  f"({size / 2**20 / max(slowest, 1e-9):,.0f} MiB/s)"
+                  + (", stopping" if stop else ""), flush=True)
+        self.servers, self.workers = {}, {}
+        self.last_request = time.perf_counter()
+
+
+# ---- restore -----------------------------------------------------------------------------
+def restore_server(tables: Tables, log: StalenessLog, doc: dict, step_dir: Path) -> int:
+    """Fill this server's shards, optimiser state, versions and staleness from a checkpoint,
+    reading only the partitions it owns now. Returns the rows that came from a file of
+    another server (they changed server)."""
+    me = tables.roles.index
+    entries = doc["servers"]
+    files: dict[int, ServerFile] = {}
+
+    def file(s: int) -> ServerFile:
+        if s not in files:
+            files[s] = ServerFile(step_dir / server_file(s), entries[s])
+        return files[s]
+
+    try:
+        old = PartitionMap(file(0).read("owner"), len(entries))
+        if old.partitions != tables.pmap.partitions:
+            raise CheckpointError(f"{step_dir}: {old.partitions} partitions, this mpips "
+                                  f"uses {tables.pmap.partitions}")
+        moved = 0
+        for name, t in tables.tables.items():
+            for s, runs in plan_reads(t.spec.rows, t.layout.salt, old, tables.pmap,
+                                      me).items():
+                for what, out in (("rows", t.shard), *t.state.items()):
+                    file(s).read_runs(f"tables/{name}/{what}", runs.src, runs.dst,
+                                      runs.length, out)
+                moved += runs.rows if s != me else 0
+        versions = np.max([file(s).read("versions") for s in range(len(entries))], axis=0)
+        tables.set_versions(versions)
+        if me == 0:
+            log.hist[:] = np.sum([file(s).read("staleness") for s in range(len(entries))],
+                                 axis=0)
+    finally:
+        for f in files.values():
+            f.close()
+    for t in tables.tables.values():
+        t.win.Sync()
+    return moved
+
+
+def agree_restore(world: MPI.Intracomm, candidates: Sequence[Path], cfg: TrainConfig,
+                  n_workers: int, load: Optional[Callable[[dict, Path], int]] = None
+                  ) -> tuple[dict, Path, int]:
+    """Collective over ``world``: try the checkpoints in order until every rank could use
+    one; a damaged one is skipped with a warning naming the bad file. ``load`` (servers)
+    restores a candidate and returns the rows it moved. Returns (manifest, folder, rows
+    moved summed over the servers)."""
+    for path in candidates:
+        error, moved = None, 0
+        try:
+            doc = manifest.load(path)
+            manifest.check_settings(doc, cfg, str(path))
+            manifest.check_workers(doc, n_workers, str(path))
+            if load is not None:
+                moved = load(doc, path)
+        except MpipsError as exc:
+            error = str(exc)
+        errors = world.allgather(error)
+        bad = [e for e in errors if e is not None]
+        if not bad:
+            return doc, path, int(world.allreduce(moved))
+        if world.Get_rank() == 0:
+            print(f"mpips: warning: checkpoint {path} is unusable: {bad[0]}; trying an "
+                  f"older one", file=sys.stderr, flush=True)
+    raise CheckpointError(f"no usable checkpoint among {', '.join(map(str, candidates))}")
+
+
+class Saver:
+    """A server's side of checkpoints: collect the workers' markers, write when every
+    worker it still serves has stopped, and write the final checkpoint."""
+
+    def __init__(self, roles: Roles, tables: Tables, log: StalenessLog, run_dir: Path) -> None:
+        self.roles, self.tables, self.log, self.run_dir = roles, tables, log, run_dir
+        self.marks: dict[int, int] = {}       # worker -> the checkpoint step it named
+
+    def mark(self, worker: int, step: int, active: Sequence[int]) -> Optional[bool]:
+        """A worker's marker. When every worker in ``active`` has stopped, write and wait
+        for the verdict: True to stop, False to go on; None while others are still due."""
+        self.marks[worker] = step
+        return self.check(active)
+
+    def check(self, active: Sequence[int]) -> Optional[bool]:
+        """Write if every worker in ``active`` has stopped (called again when a worker's
+        last push shrinks ``active``)."""
+        if not self.marks or not set(active) <= set(self.marks):
+            return None
+        step = max(self.marks.values())
+        marked = sorted(self.marks)
+        self.marks = {}
+        return server_checkpoint(self.roles, self.tables, self.log, self.run_dir, step,
+                                 False, marked)
+
+    def final(self, step: int) -> None:
+        """The checkpoint after training: every worker has finished."""
+        server_checkpoint(self.roles, self.tables, self.log, self.run_dir, step, True, [])

@@ -1,0 +1,173 @@
+"""One server's checkpoint file: HDF5 arrays, each with per-block CRC32 checksums. No MPI.
+
+Datasets are stored contiguously (as fast to write as a plain file) and cut into blocks of
+about ``BLOCK_BYTES``; the file holds every block's CRC32 under ``crc/<name>``, and the
+manifest holds the CRC32 of that list. A reader verifies every block it reads, so a partial
+read (a server taking over some partitions) is as safe as a full one, and a truncated or
+bit-flipped file fails with an error naming it.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import Mapping
+
+import h5py
+import numpy as np
+
+from ..errors import CheckpointError
+from .layout import fsync_dir
+
+BLOCK_BYTES = 1 << 20
+READ_BYTES = 64 << 20          # largest read at a time, to bound the temporary memory
+FORMAT = "mpips-server-shard"
+
+
+def block_rows(arr_shape: tuple[int, ...], itemsize: int) -> int:
+    """Rows (first-axis entries) per checksummed block."""
+    row = itemsize * int(np.prod(arr_shape[1:], dtype=np.int64))
+    return max(1, BLOCK_BYTES // max(row, 1))
+
+
+def block_crcs(arr: np.ndarray, rows_per_block: int) -> np.ndarray:
+    """CRC32 of each block of ``rows_per_block`` rows."""
+    n = arr.shape[0]
+    return np.array([zlib.crc32(np.ascontiguousarray(arr[lo:lo + rows_per_block]).data)
+                     for lo in range(0, n, rows_per_block)], dtype=np.uint32)
+
+
+def write_server_file(path: Path, arrays: Mapping[str, np.ndarray],
+                      attrs: Mapping[str, int | str]) -> dict:
+    """Write ``arrays`` (name -> array) to ``path`` atomically: a temporary name, fsync,
+    rename. Returns the manifest's entry for the file: its size and, per dataset, shape,
+    dtype, block size and the CRC32 of its block checksums."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    entries = {}
+    with h5py.File(tmp, "w", libver="latest") as f:
+        f.attrs["format"] = FORMAT
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        for name, arr in arrays.items():
+            rows = block_rows(arr.shape, arr.dtype.itemsize)
+            crcs = block_crcs(arr, rows)
+            f.create_dataset(name, data=arr)
+            f.create_dataset(f"crc/{name}", data=crcs)
+            entries[name] = {"shape": list(arr.shape), "dtype": arr.dtype.str,
+                             "block_rows": rows, "blocks_crc32": zlib.crc32(crcs.data)}
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return {"bytes": path.stat().st_size, "datasets": entries}
+
+
+class ServerFile:
+    """A server file opened for checked reads against its manifest ``entry``."""
+
+    def __init__(self, path: Path, entry: Mapping) -> None:
+        self.path, self.entry = path, entry
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise CheckpointError(f"{path}: missing") from None
+        if size != entry["bytes"]:
+            raise CheckpointError(f"{path}: {size:,} bytes, the manifest says "
+                                  f"{entry['bytes']:,} (truncated or replaced)")
+        try:
+            self.h5 = h5py.File(path, "r")
+        except OSError as exc:
+            raise CheckpointError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+    def close(self) -> None:
+        self.h5.close()
+
+    def __enter__(self) -> "ServerFile":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _dataset(self, name: str) -> tuple[h5py.Dataset, np.ndarray, int]:
+        """The dataset, its verified block checksums and rows per block."""
+        meta = self.entry["datasets"].get(name)
+        if meta is None:
+            raise CheckpointError(f"{self.path}: the manifest lists no dataset {name!r}")
+        try:
+            ds, crcs = self.h5[name], self.h5[f"crc/{name}"][()]
+        except (KeyError, OSError) as exc:
+            raise CheckpointError(f"{self.path}: dataset {name!r} unreadable ({exc})") from None
+        if list(ds.shape) != meta["shape"] or ds.dtype.str != meta["dtype"] \
+                or zlib.crc32(np.ascontiguousarray(crcs, np.uint32).data) != meta["blocks_crc32"]:
+            raise CheckpointError(f"{self.path}: dataset {name!r} does not match the "
+                                  f"manifest (damaged file)")
+        return ds, crcs, int(meta["block_rows"])
+
+    def read(self, name: str) -> np.ndarray:
+        """A whole (small) dataset, verified."""
+        meta = self.entry["datasets"].get(name)
+        if meta is None:
+            raise CheckpointError(f"{self.path}: the manifest lists no dataset {name!r}")
+        out = np.empty(meta["shape"], np.dtype(meta["dtype"]))
+        self.read_runs(name, np.array([0]), np.array([0]), np.array([out.shape[0]]), out)
+        return out
+
+    def read_runs(self, name: str, src: np.ndarray, dst: np.ndarray, length: np.ndarray,
+                  out: np.ndarray) -> int:
+        """Copy rows ``src[i]:src[i]+length[i]`` of dataset ``name`` to
+        ``out[dst[i]:dst[i]+length[i]]``, reading (and verifying) only the blocks these
+        runs touch. Returns the bytes read from the file."""
+        ds, crcs, per_block = self._dataset(name)
+        keep = length > 0
+        src, dst, length = src[keep], dst[keep], length[keep]
+        if src.size == 0:
+            return 0
+        needed = np.zeros(crcs.size + 1, dtype=np.int64)
+        np.add.at(needed, src // per_block, 1)
+        np.add.at(needed, (src + length - 1) // per_block + 1, -1)
+        blocks = np.flatnonzero(np.cumsum(needed)[:-1] > 0)
+        row_bytes = max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64)))
+        step = max(1, READ_BYTES // (per_block * row_bytes))
+        # Read runs of consecutive needed blocks, at most ``step`` blocks at a time.
+        breaks = np.flatnonzero(np.diff(blocks) != 1) + 1
+        read = 0
+        for group in np.split(blocks, breaks):
+            for i in range(0, group.size, step):
+                b0, b1 = int(group[i]), int(group[min(i + step, group.size) - 1]) + 1
+                lo, hi = b0 * per_block, min(b1 * per_block, ds.shape[0])
+                buf = np.empty((hi - lo, *ds.shape[1:]), ds.dtype)
+                try:
+                    ds.read_direct(buf, np.s_[lo:hi])
+                except OSError as exc:
+                    raise CheckpointError(f"{self.path}: cannot read {name!r} rows "
+                                          f"{lo}..{hi} ({exc})") from None
+                got = block_crcs(buf, per_block)
+                bad = np.flatnonzero(got != crcs[b0:b1])
+                if bad.size:
+                    raise CheckpointError(f"{self.path}: checksum mismatch in {name!r} "
+                                          f"rows {lo + int(bad[0]) * per_block}.. (damaged "
+                                          f"file)")
+                read += buf.nbytes
+                _copy_runs(buf, lo, hi, src, dst, length, out)
+        return read
+
+
+def _copy_runs(buf: np.ndarray, lo: int, hi: int, src: np.ndarray, dst: np.ndarray,
+               length: np.ndarray, out: np.ndarray) -> None:
+    """The parts of the runs that fall in rows [lo, hi) of the dataset, from ``buf``."""
+    a = np.maximum(src, lo)
+    b = np.minimum(src + length, hi)
+    hit = b > a
+    if not hit.any():
+        return
+    a, b, shift = a[hit], b[hit], (dst - src)[hit]
+    if a.size == 1:
+        out[a[0] + shift[0]:b[0] + shift[0]] = buf[a[0] - lo:b[0] - lo]
+        return
+    n = b - a
+    starts = np.repeat(a - np.cumsum(n) + n, n)
+    rows = np.arange(int(n.sum()), dtype=np.int64) + starts
+    out[rows + np.repeat(shift, n)] = buf[rows - lo]

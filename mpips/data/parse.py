@@ -1,0 +1,83 @@
+"""Parsing blocks of text lines in any format, with one policy for bad lines: an error
+naming the file and line (``--on-bad-line error``), or skipped and counted (``skip``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import DataError
+
+BAD_LINE_MODES = ("error", "skip")
+
+
+class BadLine(ValueError):
+    """What is wrong with one line; the caller adds the file and line number."""
+
+
+@dataclass
+class Parsed:
+    """Rows of a block: 64-bit ids and values (n, fields), 0/1 labels, and which fields
+    were present (for the manifest's statistics)."""
+
+    ids: np.ndarray        # uint64
+    vals: np.ndarray       # float32
+    labels: np.ndarray     # float32
+    present: np.ndarray    # bool
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def take(self, rows: np.ndarray) -> "Parsed":
+        return Parsed(self.ids[rows], self.vals[rows], self.labels[rows], self.present[rows])
+
+
+class Format(Protocol):
+    """A text format: how many fields a row has, their names (empty: positional slots
+    without names), whether unused slots are padded, and how lines become rows."""
+
+    name: str
+    fields: int
+    names: tuple[str, ...]
+    padded: bool
+    header: bool                 # the first line of each file is a header
+
+    def start(self, n: int) -> Any:
+        """Room for ``n`` lines."""
+
+    def line(self, block: Any, i: int, text: str) -> None:
+        """Parse line ``i`` (no newline, maybe a CR) into ``block``; raise ``BadLine``."""
+
+    def finish(self, block: Any, seed: int) -> Parsed:
+        """The block's rows, hashed with ``seed``."""
+
+
+def parse_block(fmt: Format, lines: list[str], seed: int, path: object, first_line: int,
+                on_bad: str = "error") -> tuple[Parsed, int]:
+    """Lines numbered from ``first_line`` -> (their good rows, number of bad lines)."""
+    block = fmt.start(len(lines))
+    good = np.ones(len(lines), dtype=bool)
+    for i, text in enumerate(lines):
+        try:
+            fmt.line(block, i, text.rstrip("\r"))
+        except BadLine as exc:
+            if on_bad != "skip":
+                raise DataError(f"{path}:{first_line + i}: {exc}") from None
+            good[i] = False
+    parsed = fmt.finish(block, seed)
+    bad = len(lines) - int(good.sum())
+    return (parsed.take(good) if bad else parsed), bad
+
+
+def parse_label(text: str) -> float:
+    """A label 0/1 or -1/+1 (also as 1.0, -1.0): 1.0 for a click, else 0.0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value == 1.0:
+        return 1.0
+    if value in (0.0, -1.0):
+        return 0.0
+    raise BadLine(f"label {text!r} is not 0/1 or -1/+1")

@@ -1,0 +1,158 @@
+"""``mpips prep IN... --format F --out DIR [--shards K]``: text into binary shards.
+
+The inputs, taken as one byte sequence, are cut at line starts into K near-equal parts;
+part j becomes ``shard-j.h5`` and rank r converts the contiguous parts ``share(0, K, r,
+R)`` (so with K = R each rank converts about 1/R of the bytes; with K < R some ranks have
+nothing to do, with K > R a rank writes several shards). Shards hold their lines in input
+order, so row i of the data set is the same row whatever R and K. Rank 0 writes the
+manifest once every shard is in place (see ``mpips.data.shards``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+from .config import TrainConfig, from_mapping, load_toml
+from .data import share
+from .data.lines import Piece, blocks, max_colons, newlines_before, read_lines, split_inputs
+from .data.parse import Format, parse_block
+from .data.plan import text_format
+from .data.shards import Manifest, ShardWriter, clear, shard_name, write_manifest
+from .data.textsource import check_first_line
+from .errors import ConfigError
+from .waiting import wait_all
+
+
+@dataclass
+class PrepJob:
+    """What to convert, checked on every rank before any work."""
+
+    cfg: TrainConfig
+    inputs: list[Path]
+    out: Path
+    shards: int
+
+
+@dataclass
+class ShardStats:
+    """A converted shard: its manifest record, bad lines and field statistics."""
+
+    index: int
+    record: dict
+    bad: int
+    positives: float
+    present: np.ndarray
+
+
+def check_prep(args: argparse.Namespace, size: int) -> PrepJob:
+    """Settings, inputs and output folder, all before any rank starts work."""
+    base = load_toml(args.config) if args.config else TrainConfig()
+    given = {k: getattr(args, k) for k in ("format", "seed", "on_bad_line")
+             if getattr(args, k) is not None}
+    cfg = from_mapping(given, "command line", base)
+    inputs = [Path(p) for p in args.inputs]
+    shards = size if args.shards is None else args.shards
+    if shards < 1:
+        raise ConfigError(f"--shards must be >= 1, got {shards}")
+    for path in inputs:
+        fmt = text_format(path, cfg, width=1)        # missing, empty, header vs schema
+        if cfg.on_bad_line == "error" and not fmt.padded:
+            check_first_line(path, fmt)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    if not out.resolve().parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.resolve().parent} does not exist")
+    return PrepJob(cfg, inputs, out, shards)
+
+
+def run_prep(job: PrepJob, comm: MPI.Intracomm, verbose: bool = True) -> Manifest:
+    """Collective: convert this rank's parts, then rank 0 writes the manifest."""
+    t0 = time.perf_counter()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if rank == 0:
+        job.out.mkdir(exist_ok=True)
+        clear(job.out)
+    run = comm.bcast(uuid.uuid4().hex if rank == 0 else None, root=0)
+    parts = split_inputs(job.inputs, job.shards)
+    mine = range(*share(0, job.shards, rank, size))
+    formats = _formats(job, [p for j in mine for p in parts[j]], comm)
+    stats = [_convert(job, formats, parts[j], j, run) for j in mine]
+    wait_all([comm.Ibarrier()])               # the slowest rank's wait is polite
+    gathered = comm.gather(stats, root=0)
+    manifest = None
+    if rank == 0:
+        manifest = _manifest(job, formats[0], run, [s for ss in gathered for s in ss])
+        write_manifest(job.out, manifest)
+        if verbose:
+            _report(job, manifest, time.perf_counter() - t0, size)
+    return comm.bcast(manifest, root=0)
+
+
+def _formats(job: PrepJob, pieces: list[Piece], comm: MPI.Intracomm) -> list[Format]:
+    """Each input's format; libSVM widths agree over all ranks (the most features)."""
+    cfg = job.cfg
+    if cfg.format not in ("libsvm", "libfm", "libffm"):
+        return [text_format(p, cfg) for p in job.inputs]
+    per = 2 if cfg.format == "libffm" else 1
+    local = max([max_colons(job.inputs[p.file], p.begin, p.end) // per for p in pieces],
+                default=0)
+    width = comm.allreduce(local, op=MPI.MAX)
+    return [text_format(p, cfg, width) for p in job.inputs]
+
+
+def _convert(job: PrepJob, formats: list[Format], pieces: list[Piece], index: int,
+             run: str) -> ShardStats:
+    """Parse the pieces of part ``index`` into its shard, a bounded block at a time."""
+    fields = formats[0].fields
+    writer = ShardWriter(job.out / shard_name(index), fields, run)
+    bad, positives, present = 0, 0.0, np.zeros(fields, dtype=np.int64)
+    for piece in pieces:
+        path, fmt = job.inputs[piece.file], formats[piece.file]
+        line = newlines_before(path, piece.begin) + 1
+        with open(path, "rb") as fh:
+            for a, b in blocks(path, piece.begin, piece.end):
+                lines = read_lines(fh, a, b)
+                first, n = line, len(lines)
+                if fmt.header and line == 1:           # each file's own header
+                    lines, first = lines[1:], 2
+                parsed, nbad = parse_block(fmt, lines, job.cfg.seed, path, first,
+                                           job.cfg.on_bad_line)
+                writer.append(parsed)
+                bad += nbad
+                positives += float(parsed.labels.sum())
+                present += parsed.present.sum(axis=0)
+                line += n
+    return ShardStats(index, writer.commit(), bad, positives, present)
+
+
+def _manifest(job: PrepJob, fmt: Format, run: str, stats: list[ShardStats]) -> Manifest:
+    stats = sorted(stats, key=lambda s: s.index)
+    rows = sum(s.record["rows"] for s in stats)
+    present = np.sum([s.present for s in stats], axis=0)
+    names = list(fmt.names) or [f"slot{i + 1}" for i in range(fmt.fields)]
+    schema = asdict(job.cfg.csv) if fmt.name == "csv" and job.cfg.csv else None
+    return Manifest(run=run, format=fmt.name, fields=fmt.fields, names=list(fmt.names),
+                    padded=fmt.padded, seed=job.cfg.seed,
+                    inputs=[str(p) for p in job.inputs], shards=[s.record for s in stats],
+                    bad_lines=sum(s.bad for s in stats), schema=schema,
+                    stats={"positives": sum(s.positives for s in stats),
+                           "present": dict(zip(names, (int(c) for c in present))),
+                           "present_fraction": float(present.sum()) / max(1, rows * len(names))})
+
+
+def _report(job: PrepJob, manifest: Manifest, seconds: float, ranks: int) -> None:
+    rows = manifest.rows
+    print(f"[mpips] prep: {rows:,} rows of {len(job.inputs)} input(s) into "
+          f"{len(manifest.shards)} shard(s) in {job.out} with {ranks} rank(s), "
+          f"{seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} rows/s)", flush=True)
+    if manifest.bad_lines:
+        print(f"[mpips] prep: skipped {manifest.bad_lines:,} bad line(s) "
+              f"(--on-bad-line skip)", file=sys.stderr, flush=True)

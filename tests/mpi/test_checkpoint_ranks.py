@@ -1,0 +1,118 @@
+"""Checkpoints across ranks: resuming onto more or fewer servers (pytest-mpi)."""
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from mpips.checkpoint import manifest
+from mpips.checkpoint.layout import complete_steps, server_file
+from mpips.checkpoint.protocol import agree_restore, restore_server
+from mpips.checkpoint.shardfile import ServerFile
+from mpips.clocks import StalenessLog
+from mpips.config import TrainConfig
+from mpips.data.plan import plan_data
+from mpips.job import model_of, train
+from mpips.optim import Optimizer
+from mpips.ring import PartitionMap, TableLayout
+from mpips.tables import Tables
+from mpips.topology import SERVER, split_roles
+
+comm = MPI.COMM_WORLD
+
+
+def everywhere(ok: bool) -> bool:
+    return all(comm.allgather(bool(ok)))
+
+
+def sub(n: int):
+    """The first ``n`` ranks as a communicator (None elsewhere)."""
+    part = comm.Split(0 if comm.Get_rank() < n else MPI.UNDEFINED, comm.Get_rank())
+    return None if part == MPI.COMM_NULL else part
+
+
+@pytest.fixture
+def shared_dir():
+    path = comm.bcast(tempfile.mkdtemp(prefix="mpips-ck-") if comm.Get_rank() == 0 else None)
+    yield Path(path)
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def stored_table(step_dir: Path, doc: dict, name: str, what: str, rows: int, dim: int):
+    """A whole table (or its state ``what``) rebuilt from every server file, by key."""
+    old = None
+    out = np.full((rows, dim), np.nan, np.float32)
+    for entry in doc["servers"]:
+        with ServerFile(step_dir / server_file(entry["index"]), entry) as f:
+            if old is None:
+                old = PartitionMap(f.read("owner"), len(doc["servers"]))
+            layout = TableLayout.build(rows, _salt(name), old)
+            out[layout.keys_of(entry["index"])] = f.read(f"tables/{name}/{what}")
+    return out
+
+
+def _salt(name):
+    from mpips.ring import name_salt
+    return name_salt(name)
+
+
+@pytest.mark.mpi(min_size=5)
+@pytest.mark.timeout(300)
+def test_resume_a_two_server_checkpoint_on_three_and_on_one(shared_dir):
+    """A 2-server BSP checkpoint restored on 3 and on 1 server: every row and optimiser
+    state value sits where the new ring puts it, and training goes on to parameters
+    bit-identical to the run that never stopped."""
+    cfg = TrainConfig(model="fm", optimizer="adagrad", synthetic_rows=12_000, batch_size=256,
+                      table_rows=1 << 13, embedding_dim=4, checkpoint_every=10,
+                      checkpoint_keep=10, checkpoint_dir=str(shared_dir), seed=3)
+    full = None
+    four = sub(4)
+    if four is not None:                        # 1 scheduler, 2 servers, 1 worker
+        full = train(cfg.replace(servers=2, run_name="a"), four, return_params=True,
+                     verbose=False).params
+        four.Free()
+    full = comm.bcast(full, root=3)                     # the worker's parameters
+    step_dir = [p for p in complete_steps(shared_dir / "a")][-1]       # the first (step 10)
+    doc = manifest.load(step_dir)
+    assert doc["step"] == 10 and doc["ring"]["servers"] == 2
+    model = model_of(cfg, plan_data(cfg))
+    ok = True
+    for n_servers in (3, 1):
+        part = sub(n_servers + 2)
+        if part is None:
+            continue
+        # The restore alone: each server's shard and state against the files, by key.
+        roles = split_roles(part, n_servers)
+        if roles.ps is not None:
+            with Tables(model.tables, roles, Optimizer("adagrad")) as tables:
+                log = StalenessLog(tables.names)
+                load = (lambda d, p: restore_server(tables, log, d, p)) \
+                    if roles.role == SERVER else None
+                _, _, moved = agree_restore(part, [step_dir], cfg, 1, load)
+                if roles.role == SERVER:
+                    for spec in model.tables:
+                        t = tables.tables[spec.name]
+                        keys = t.layout.keys_of(roles.index)
+                        for what, arr in (("rows", t.shard), *t.state.items()):
+                            want = stored_table(step_dir, doc, spec.name, what, spec.rows,
+                                                spec.dim)[keys]
+                            ok &= bool(np.array_equal(arr, want))
+                tables.ready()
+        else:
+            agree_restore(part, [step_dir], cfg, 1)
+        roles.free()
+        # Training on from the checkpoint.
+        resumed = train(cfg.replace(servers=n_servers, run_name=f"r{n_servers}",
+                                    resume=str(step_dir)), part, return_params=True,
+                        verbose=False)
+        if resumed.role == "worker":
+            ok &= all(np.array_equal(full[k], resumed.params[k]) for k in full)
+        if resumed.role == "scheduler":
+            m = resumed.metrics
+            ok &= m["resume_moved_rows"] == m["resume_moved_rows_minimum"] > 0
+        part.Free()
+    assert everywhere(ok)

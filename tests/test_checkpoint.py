@@ -1,0 +1,152 @@
+"""Checkpoint files without MPI: layout, manifest, checked reads, elastic read plans."""
+import json
+
+import numpy as np
+import pytest
+
+from mpips.checkpoint import layout, manifest
+from mpips.checkpoint.moves import moved_fraction, plan_reads
+from mpips.checkpoint.shardfile import ServerFile, write_server_file
+from mpips.clocks import Start, checkpoint_lead, stops_at
+from mpips.config import TrainConfig
+from mpips.errors import CheckpointError, ConfigError
+from mpips.models import TableSpec
+from mpips.ring import PartitionMap, TableLayout, name_salt
+
+
+def make_checkpoint(run_dir, step, servers=1, keep=3):
+    partial = layout.partial_dir(run_dir, step)
+    partial.mkdir(parents=True)
+    entries = []
+    for s in range(servers):
+        arr = np.full((10, 2), step + s, np.float32)
+        entry = write_server_file(partial / layout.server_file(s), {"x": arr}, {"server": s})
+        entries.append({"index": s, "file": layout.server_file(s), **entry})
+    cfg = TrainConfig()
+    doc = manifest.build(step, False, cfg, [TableSpec("weights", 10, 2)], ["accum"],
+                         {"servers": servers}, entries, [], 1.0)
+    layout.write_json(partial / layout.MANIFEST, doc)
+    return layout.publish(run_dir, partial, step, keep)
+
+
+def test_publish_points_latest_and_keeps_the_newest(tmp_path):
+    for step in (10, 20, 30, 40):
+        make_checkpoint(tmp_path, step, keep=2)
+    assert (tmp_path / "LATEST").read_text().strip() == layout.step_name(40)
+    assert [p.name for p in layout.complete_steps(tmp_path)] == \
+        [layout.step_name(40), layout.step_name(30)]
+
+
+def test_half_written_checkpoints_are_never_candidates(tmp_path):
+    make_checkpoint(tmp_path, 10)
+    layout.partial_dir(tmp_path, 20).mkdir()                  # crashed while writing
+    (tmp_path / layout.step_name(30)).mkdir()                  # no manifest
+    assert [p.name for p in layout.candidates(tmp_path)] == [layout.step_name(10)]
+
+
+def test_latest_comes_first_then_newest(tmp_path):
+    for step in (10, 20):
+        make_checkpoint(tmp_path, step)
+    (tmp_path / "LATEST").write_text(layout.step_name(10))
+    assert [p.name for p in layout.candidates(tmp_path)] == \
+        [layout.step_name(10), layout.step_name(20)]
+
+
+def test_resume_candidates_from_a_path(tmp_path):
+    path = make_checkpoint(tmp_path / "run", 10)
+    assert layout.resume_candidates(str(path), tmp_path / "other") == [path]
+    assert layout.resume_candidates(str(tmp_path / "run"), tmp_path / "other") == [path]
+    assert layout.resume_candidates("latest", tmp_path / "run") == [path]
+
+
+def test_server_file_round_trip_and_partial_reads(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = rng.standard_normal((600_000, 4)).astype(np.float32)     # ten blocks
+    entry = write_server_file(tmp_path / "f.h5", {"a": arr}, {})
+    with ServerFile(tmp_path / "f.h5", entry) as f:
+        np.testing.assert_array_equal(f.read("a"), arr)
+        out = np.zeros((50, 4), np.float32)
+        src, dst, n = np.array([5, 70_000, 599_990]), np.array([0, 10, 40]), np.array([10, 30, 10])
+        read = f.read_runs("a", src, dst, n, out)
+        assert read <= 3 * (1 << 20)          # three blocks, not the file
+    for s, d, k in zip(src, dst, n):
+        np.testing.assert_array_equal(out[d:d + k], arr[s:s + k])
+
+
+def test_truncated_and_bit_flipped_files_are_detected(tmp_path):
+    arr = np.arange(400_000, dtype=np.float32).reshape(-1, 4)
+    path = tmp_path / "f.h5"
+    entry = write_server_file(path, {"a": arr}, {})
+    data = bytearray(path.read_bytes())
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        ServerFile(path, entry)
+    offset = bytes(data).find(arr[1000].tobytes())          # inside the rows, not metadata
+    data[offset] ^= 0x10
+    path.write_bytes(bytes(data))
+    with ServerFile(path, entry) as f, pytest.raises(CheckpointError, match="checksum"):
+        f.read("a")
+
+
+def test_manifest_errors_name_the_file(tmp_path):
+    step = make_checkpoint(tmp_path, 10)
+    (step / layout.MANIFEST).write_text("{not json")
+    with pytest.raises(CheckpointError, match="manifest.json"):
+        manifest.load(step)
+    (step / layout.MANIFEST).write_text(json.dumps({"format": "other"}))
+    with pytest.raises(CheckpointError, match="not an mpips checkpoint"):
+        manifest.load(step)
+
+
+def test_settings_that_change_the_state_are_refused():
+    cfg = TrainConfig()
+    doc = {"settings": manifest.settings(cfg), "workers": [{}] * 2}
+    manifest.check_settings(doc, cfg.replace(servers=3, checkpoint_every=5), "ck")
+    with pytest.raises(ConfigError, match="--batch-size"):
+        manifest.check_settings(doc, cfg.replace(batch_size=64), "ck")
+    with pytest.raises(ConfigError, match="2 workers"):
+        manifest.check_workers(doc, 3, "ck")
+
+
+def test_setup_refuses_to_mix_runs_and_to_resume_nothing(tmp_path):
+    cfg = TrainConfig(checkpoint_dir=str(tmp_path), checkpoint_every=5)
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        manifest.check_setup(cfg.replace(resume="latest"), 2)
+    make_checkpoint(cfg.run_dir, 10)
+    with pytest.raises(ConfigError, match="--resume"):
+        manifest.check_setup(cfg, 2)
+
+
+@pytest.mark.parametrize("old_n,new_n", [(2, 3), (2, 1), (3, 2), (1, 4)])
+def test_read_plans_put_every_row_where_the_ring_says(old_n, new_n):
+    """Rebuilding every new shard from the old ones by the plans gives each key's row."""
+    rows, salt = 100_003, name_salt("emb")
+    old, new = PartitionMap.ring(old_n), PartitionMap.ring(new_n)
+    before, after = TableLayout.build(rows, salt, old), TableLayout.build(rows, salt, new)
+    shards = [before.keys_of(s).astype(np.float64) for s in range(old_n)]   # value = key
+    moved = 0
+    for j in range(new_n):
+        out = np.full(int(after.shard_rows[j]), -1.0)
+        for s, runs in plan_reads(rows, salt, old, new, j).items():
+            for a, b, n in zip(runs.src, runs.dst, runs.length):
+                out[b:b + n] = shards[s][a:a + n]
+            moved += runs.rows if s != j else 0
+        np.testing.assert_array_equal(out, after.keys_of(j))
+    assert moved / rows == pytest.approx(moved_fraction(rows, salt, old, new), abs=1e-12)
+    if new_n == old_n + 1:     # consistent hashing: about 1/(S+1) moves, all onto the new one
+        assert moved / rows < 1.1 / new_n
+
+
+def test_checkpoint_stops():
+    assert [checkpoint_lead(b) for b in (0, 3, None)] == [1, 4, 0]
+    assert stops_at(10, 0, 5, 0) and not stops_at(11, 0, 5, 0)
+    assert not stops_at(10, 10, 5, 0)                     # never where the job (re)started
+    assert stops_at(12, 0, 0, 12) and stops_at(13, 0, 0, 12) and not stops_at(11, 0, 0, 12)
+
+
+def test_start_of_a_resumed_job():
+    start = Start((7, 7, 9), (False, False, True))
+    assert start.round().step == 7 and start.round().active == {0, 1}
+    assert start.last_steps() == {0: 6, 1: 6}
+    with pytest.raises(Exception, match="different steps"):
+        Start((7, 8), (False, False)).round()
