@@ -70,6 +70,8 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                            "FACTOR times slower by sleeping, to study stragglers")),
     ("--delay-jitter", dict(type=float, metavar="T", help="test aid: every worker sleeps a "
                             "random 0..T seconds each step (seeded)")),
+    ("--shuffle", dict(action=argparse.BooleanOptionalAction, help="visit each worker's "
+                       "batches in a new seeded order every epoch (default: on)")),
     ("--checkpoint-dir", dict(metavar="DIR", help=f"where checkpoints go, one folder per run "
                               f"(default {D.checkpoint_dir}/)")),
     ("--run-name", dict(metavar="NAME", help=f"this run's folder under --checkpoint-dir "

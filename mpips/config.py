@@ -58,6 +58,7 @@ class TrainConfig:
     fields: tuple[tuple[str, int], ...] = ()
     slow_worker: Optional[str] = None      # test aid: "I:FACTOR"
     delay_jitter: float = 0.0              # test aid: up to this many seconds of sleep a step
+    shuffle: bool = True                   # a seeded new order of each worker's batches each epoch
     run_name: str = "run"
     checkpoint_dir: str = "checkpoints"
     checkpoint_every: int = 0              # steps between checkpoints (0: none)
@@ -160,7 +161,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     kind = {f.name: f.type for f in fields(TrainConfig)}[name]
     if kind == "tuple[int, ...]":
         return _int_list(name, value, where)
-    want = {"int": int, "float": float, "str": str, "Optional[str]": str}[kind]
+    want = {"int": int, "float": float, "str": str, "Optional[str]": str, "bool": bool}[kind]
     ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True

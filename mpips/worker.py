@@ -11,7 +11,7 @@ from .board import ClockBoard
 from .checkpoint.protocol import worker_checkpoint
 from .clocks import DONE, REQUESTED, checkpoint_lead, may_start, stops_at
 from .config import TrainConfig
-from .data import Batch, n_batches, share
+from .data import Batch, epoch_order, n_batches, share
 from .data.plan import DataPlan
 from .models import Lookup, Model
 from .reports import Evaluation, send_progress
@@ -67,12 +67,15 @@ class Worker:
             if resumed.get("rng"):
                 self.jitter.bit_generator.state = resumed["rng"]
 
-    def epoch_batches(self, skip: int = 0) -> Iterator[Batch]:
-        """This worker's training batches for one epoch, in row order, from batch ``skip``."""
+    def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """This worker's training batches for ``epoch`` (seeded order with ``--shuffle``,
+        else row order), from the ``skip``-th on."""
+        n = self.steps_per_epoch
+        order = epoch_order(n, epoch, self.cfg.seed, self.roles.index) if self.cfg.shuffle \
+            else np.arange(n)
         if self._cache is not None:
-            return iter(self._cache[skip:])
-        first = self.rows[0] + skip * self.cfg.batch_size
-        return self.data.train.batches(first, self.rows[1], self.cfg.batch_size)
+            return (self._cache[b] for b in order[skip:])
+        return self.data.train.batches(*self.rows, self.cfg.batch_size, order=order[skip:])
 
     def pull(self, lookups: dict[str, Lookup]) -> dict[str, Route]:
         """Fill each lookup's rows from the servers; returns the routes for the push."""
@@ -149,7 +152,7 @@ class Worker:
 
     def warm_up(self) -> None:
         """Compile or load the numba kernels before the clock starts (no communication)."""
-        batch = next(self.epoch_batches(), None) if not self.finished else None
+        batch = next(self.epoch_batches(0), None) if not self.finished else None
         if batch is not None:
             lookups = self.model.lookups(batch)
             for lk in lookups.values():
@@ -165,7 +168,7 @@ class Worker:
             return
         first, skip = divmod(self.start, self.steps_per_epoch)
         for epoch in range(first, self.cfg.epochs):
-            for batch in self.epoch_batches(skip if epoch == first else 0):
+            for batch in self.epoch_batches(epoch, skip if epoch == first else 0):
                 yield epoch, batch
 
     def train(self) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpips.data import Source, share
+from mpips.data import Source, epoch_order, share
 
 
 def sparse_batch(rng: np.random.Generator, n: int, fields: int, keys: int, dim: int,
@@ -142,16 +142,22 @@ def sparse_grad(grad):
 
 
 def bsp(source: Source, train_range: tuple[int, int], workers: int, tables: dict,
-        grad, batch_size: int, epochs: int, update: "Updater") -> dict[str, np.ndarray]:
+        grad, batch_size: int, epochs: int, update: "Updater", seed: int | None = None
+        ) -> dict[str, np.ndarray]:
     """One-process BSP training: ``tables`` holds the initial values of one sparse table
     (``features`` or ``weights``) and of dense one-row tables. At step t every worker with a
     batch left contributes its batch's gradient, scaled by 1 / (batch_size * workers); the
     contributions are summed and one optimiser update is applied per table.
-    ``grad(pulled, inverse, vals, labels, scale) -> (grads, loss)``."""
+    ``grad(pulled, inverse, vals, labels, scale) -> (grads, loss)``. With ``seed`` each
+    worker visits its batches in the shuffled order of every epoch, as ``--shuffle``."""
     per_worker = []
     for w in range(workers):
         lo, hi = share(*train_range, w, workers)
-        per_worker.append(list(source.batches(lo, hi, batch_size)) * epochs)
+        batches = list(source.batches(lo, hi, batch_size))
+        n = len(batches)
+        orders = [epoch_order(n, e, seed, w) if seed is not None else range(n)
+                  for e in range(epochs)]
+        per_worker.append([batches[b] for order in orders for b in order])
     steps = max(len(b) for b in per_worker)
     sparse = "features" if "features" in tables else "weights"
     scale = 1.0 / (batch_size * workers)
@@ -180,12 +186,13 @@ def bsp(source: Source, train_range: tuple[int, int], workers: int, tables: dict
 
 def bsp_lr(source: Source, train_range: tuple[int, int], workers: int, table_rows: int,
            batch_size: int, epochs: int, lr: float, optimizer: str = "adagrad",
-           l2: float = 0.0, eps: float = 1e-10) -> dict[str, np.ndarray]:
+           l2: float = 0.0, eps: float = 1e-10, seed: int | None = None
+           ) -> dict[str, np.ndarray]:
     """``bsp`` of logistic regression from zeros."""
     tables = {"weights": np.zeros((table_rows, 1), np.float32),
               "bias": np.zeros((1, 1), np.float32)}
     return bsp(source, train_range, workers, tables, sparse_grad(lr_grad), batch_size, epochs,
-               Updater(optimizer, lr, l2, eps))
+               Updater(optimizer, lr, l2, eps), seed)
 
 
 class Updater:

@@ -152,7 +152,8 @@ def test_bsp_lr_matches_one_process_numpy(case, optimizer, pull):
             data = plan_data(cfg)
             workers = comm.Get_size() - 1 - n_servers
             expect = ref.bsp_lr(data.train, data.train_range, workers, cfg.table_rows,
-                                cfg.batch_size, cfg.epochs, cfg.lr, optimizer)
+                                cfg.batch_size, cfg.epochs, cfg.lr, optimizer,
+                                seed=cfg.seed)
             for name, arr in expect.items():
                 ok &= np.allclose(result.params[name], arr, rtol=0, atol=1e-6)
                 ok &= bool(np.abs(arr).max() > 0)           # training did move the weights
@@ -182,7 +183,8 @@ def test_bsp_fm_and_deepfm_match_one_process_numpy(model, optimizer):
             grad = ref.sparse_grad(ref.fm_grad) if model == "fm" else \
                 partial(ref.deepfm_grad, layers=spec.layers)
             expect = ref.bsp(data.train, data.train_range, workers, start, grad,
-                             cfg.batch_size, cfg.epochs, ref.Updater(optimizer, cfg.lr))
+                             cfg.batch_size, cfg.epochs, ref.Updater(optimizer, cfg.lr),
+                             seed=cfg.seed)
             for name, arr in expect.items():
                 ok &= np.allclose(result.params[name], arr, rtol=1e-5, atol=atol)
         assert everywhere(ok), f"BSP {model} ({optimizer}) differs with {n_servers} server(s)"
