@@ -116,3 +116,35 @@ def test_resume_a_two_server_checkpoint_on_three_and_on_one(shared_dir):
             ok &= m["resume_moved_rows"] == m["resume_moved_rows_minimum"] > 0
         part.Free()
     assert everywhere(ok)
+
+
+@pytest.mark.mpi(min_size=5)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sync", ["ssp", "async"])
+def test_timed_checkpoints_under_ssp_and_asp_resume_to_the_end(shared_dir, sync):
+    """Time-triggered checkpoints (the scheduler's request, a step named by the first
+    worker to see it) under SSP and ASP; resuming one on 2 servers trains every remaining
+    row: the samples add up to the planned total, and the model is as good."""
+    cfg = TrainConfig(synthetic_rows=20_000, batch_size=128, sync=sync, staleness=2,
+                      checkpoint_seconds=0.05, checkpoint_keep=50, delay_jitter=0.002,
+                      checkpoint_dir=str(shared_dir), seed=4, run_name=sync)
+    four = sub(4)
+    full = None
+    if four is not None:
+        full = train(cfg, four, verbose=False).metrics
+        four.Free()
+    full = comm.bcast(full, root=0)
+    steps = complete_steps(shared_dir / sync)
+    middle = [p for p in steps if not manifest.load(p)["final"]]
+    assert middle, "no checkpoint before the end"
+    doc = manifest.load(middle[len(middle) // 2])
+    five = sub(5)
+    res = train(cfg.replace(servers=2, run_name=sync + "-r", resume=str(middle[len(middle) // 2])),
+                five, verbose=False)
+    ok = True
+    if res.role == "scheduler":
+        m = res.metrics
+        ok = m["samples"] == full["samples"] == 2 * 16_000 and \
+            m["resumed_from_step"] == doc["step"] and abs(m["auc"] - full["auc"]) < 0.02
+    five.Free()
+    assert everywhere(ok)
