@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..durable import atomic_write, fsync_path
+
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
 _STEP = re.compile(r"^step-(\d+)$")
@@ -30,26 +32,6 @@ def partial_dir(run_dir: Path, step: int) -> Path:
 
 def server_file(index: int) -> str:
     return f"server-{index:04d}.h5"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name, fsync, rename over ``path``, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def write_json(path: Path, doc: Any) -> None:
@@ -84,7 +66,7 @@ def publish(run_dir: Path, partial: Path, step: int, keep: int) -> Path:
     if final.exists():                # a stale one from before a resume: replaced
         shutil.rmtree(final)
     os.replace(partial, final)
-    fsync_dir(run_dir)
+    fsync_path(run_dir)
     atomic_write(run_dir / LATEST, (final.name + "\n").encode())
     for old in complete_steps(run_dir)[keep:]:
         shutil.rmtree(old, ignore_errors=True)

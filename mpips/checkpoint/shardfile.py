@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from ..errors import CheckpointError
-from .layout import fsync_dir
+from ..durable import fsync_path
 
 BLOCK_BYTES = 1 << 20
 READ_BYTES = 64 << 20          # largest read at a time, to bound the temporary memory
@@ -55,13 +55,9 @@ def write_server_file(path: Path, arrays: Mapping[str, np.ndarray],
             f.create_dataset(f"crc/{name}", data=crcs)
             entries[name] = {"shape": list(arr.shape), "dtype": arr.dtype.str,
                              "block_rows": rows, "blocks_crc32": zlib.crc32(crcs.data)}
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(tmp)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     return {"bytes": path.stat().st_size, "datasets": entries}
 
 

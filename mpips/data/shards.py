@@ -16,6 +16,7 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 
+from ..durable import atomic_write, fsync_path
 from ..errors import DataError
 from .parse import Parsed
 
@@ -56,7 +57,7 @@ class Manifest:
 def write_manifest(folder: Path, manifest: Manifest) -> None:
     """Write the manifest atomically: after a crash there is the old one or none."""
     record = asdict(manifest) | {"rows": manifest.rows}
-    _atomic_write(folder / MANIFEST, (json.dumps(record, indent=1) + "\n").encode())
+    atomic_write(folder / MANIFEST, (json.dumps(record, indent=1) + "\n").encode())
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -108,27 +109,9 @@ class ShardWriter:
         """Flush, rename into place; the manifest's record of this shard."""
         self.file.attrs["rows"] = self.rows
         self.file.close()
-        _fsync(self.tmp)
+        fsync_path(self.tmp)
         os.replace(self.tmp, self.path)
         return {"file": self.path.name, "rows": self.rows, "bytes": self.path.stat().st_size}
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
 
 
 def clear(folder: Path) -> None:
