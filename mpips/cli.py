@@ -178,11 +178,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     comm = MPI.COMM_WORLD
     if args.command == "train":
         from .job import prepare, train
+        from .slurm import SlurmJob, catch_stop_signal, requeue, slurm_settings
 
         setup: dict = {}
+        slurm = SlurmJob.from_environ()
+        catch_stop_signal()
 
         def check() -> None:
-            setup["cfg"] = cfg = train_config(args)
+            cfg = train_config(args)
+            setup["cfg"] = cfg = slurm_settings(cfg, slurm, cfg.run_name != D.run_name)
             setup["data"] = prepare(cfg, comm.Get_size(), comm.Get_rank())
 
         status = agree_on_setup(check, comm)
@@ -190,7 +194,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return status
 
         def run() -> int:
-            train(setup["cfg"], comm, data=setup["data"])
+            result = train(setup["cfg"], comm, data=setup["data"])
+            stopped = result.metrics is not None and result.metrics["event"] == "stopped"
+            if stopped and slurm is not None:
+                print(f"[mpips] requeueing Slurm job {slurm.job_id}: it resumes from the "
+                      f"checkpoint", flush=True)
+                print(requeue(slurm), flush=True)
             return 0
 
         return abort_on_error(run, comm)

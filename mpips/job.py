@@ -123,8 +123,8 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     policies = [cfg.sync_of(n) for n in names]
     rounds, bound = job_bound(policies)
     ssp = not rounds and bound is not None
-    board = ClockBoard(roles.ctl, roles.n_workers) \
-        if roles.ctl is not None and (ssp or cfg.checkpointing) else None
+    # The board carries SSP clocks and checkpoint requests (a timer, or the stop signal).
+    board = ClockBoard(roles.ctl, roles.n_workers) if roles.ctl is not None else None
     optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1)
     candidates = resume_candidates(cfg.resume, cfg.run_dir) if cfg.resume else []
     if roles.role == SCHEDULER:
@@ -139,8 +139,7 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             print(describe(cfg, roles, data.train_range[1] - data.train_range[0],
                            data.test_range[1] - data.test_range[0]), flush=True)
         coord = Coordinator(cfg, roles, board, model.tables, optimizer.state_slots,
-                            resumed["seconds"] if resumed else 0.0, verbose) \
-            if cfg.checkpointing else None
+                            resumed["seconds"] if resumed else 0.0, verbose)
         result.metrics = run_scheduler(cfg, roles, board, names,
                                        effective_sync(dict(zip(names, policies))), verbose,
                                        coord, resumed)
@@ -158,8 +157,8 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             start = Start(tuple(positions(resumed)),
                           tuple(w["finished"] for w in resumed["workers"]))
         if roles.role == SERVER:
-            report = run_server(roles, tables, policies, cfg.seed, start, log,
-                                cfg.run_dir if cfg.checkpointing else None)
+            report = run_server(roles, tables, policies, cfg.seed, start, log, cfg.run_dir,
+                                final=cfg.checkpointing)
             result.pushes = report.applied
         else:
             worker = Worker(cfg, roles, tables, model, data, bound, board, ssp,

@@ -201,7 +201,7 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
     from. A job stopped at a checkpoint skips the evaluation: its record says where."""
     log = MetricsLog(cfg.metrics_out, append=resumed is not None)
     workers = resumed["workers"] if resumed else []
-    expect_final = coord is not None and not (workers and all(w["finished"] for w in workers))
+    expect_final = cfg.checkpointing and not (workers and all(w["finished"] for w in workers))
     try:
         progress = follow_progress(cfg, roles, log, verbose, coord,
                                    sum(w["samples"] for w in workers), expect_final)
@@ -226,6 +226,6 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
         log.close()
     if verbose:
         print(summary(rec) if rec["event"] == "final" else
-              f"[mpips] stopped after checkpoint {rec['checkpoint']}; run the same command "
-              f"with --resume to continue", flush=True)
+              f"[mpips] stopped after checkpoint {rec['checkpoint']}; the same command "
+              f"with --resume continues (a Slurm job requeues itself)", flush=True)
     return rec

@@ -133,10 +133,11 @@ def serve_free(tables: Tables, bound: int | None, log: StalenessLog,
 
 def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy], seed: int = 0,
                start: Optional[Start] = None, log: Optional[StalenessLog] = None,
-               run_dir: Optional[Path] = None) -> ServerReport:
+               run_dir: Optional[Path] = None, final: bool = False) -> ServerReport:
     """Serve until every worker has sent its last push (or the job stops at a
     checkpoint). A resumed job passes ``start`` (where its workers stand) and ``log``,
-    with its shards already loaded; ``run_dir``: where checkpoints go (None: none)."""
+    with its shards already loaded; ``run_dir``: where checkpoints go (None: none);
+    ``final``: write one when training ends."""
     if start is None or log is None:
         init_shards(tables, roles.index, seed)
         start, log = Start.fresh(roles.n_workers), StalenessLog(tables.names)
@@ -149,7 +150,7 @@ def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy], see
         served = serve_rounds(tables, immediate, in_round, log, start.round(), saver)
     else:
         served = serve_free(tables, bound, log, start.last_steps(), saver)
-    if saver is not None and not served.stopped and served.applied:
+    if saver is not None and final and not served.stopped and served.applied:
         saver.final(served.steps)
     return ServerReport(served.applied, served.violations, log, peak_rss(),
                         table_bytes(tables), served.stopped)

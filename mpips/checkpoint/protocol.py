@@ -24,6 +24,7 @@ from ..clocks import REQUESTED, StalenessLog
 from ..config import TrainConfig
 from ..errors import CheckpointError, MpipsError
 from ..models import TableSpec
+from ..slurm import stop_requested
 from ..ring import PARTITIONS, VNODES, PartitionMap
 from ..tables import Tables
 from ..topology import Roles
@@ -130,7 +131,11 @@ class Coordinator:
         self.last_request = time.perf_counter()
 
     def tick(self, progress_start: Optional[float]) -> None:
-        """The timer: ``--checkpoint-seconds`` after the last checkpoint, request one."""
+        """The stop signal asks for a checkpoint and a stop; the timer, every
+        ``--checkpoint-seconds``, for a checkpoint."""
+        if stop_requested() and not self.stop:
+            self.request(stop=True)
+            return
         every = self.cfg.checkpoint_seconds
         if every > 0 and progress_start is not None \
                 and time.perf_counter() - self.last_request >= every:
