@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 
 from mpips.config import TrainConfig
-from mpips.data import epoch_order, n_batches, share
+from mpips.data import epoch_order, n_batches, share, shuffle_block
 from mpips.data.plan import plan_data
 
 HERE = Path(__file__).resolve().parent
@@ -65,7 +65,8 @@ def read_rate(data: Path, batch: int, shuffled: bool, repeats: int = 3) -> float
     """One process reading worker 0's half of the training rows, a batch at a time."""
     plan = plan_data(TrainConfig(data=str(data)))
     lo, hi = share(*plan.train_range, 0, 2)
-    order = epoch_order(n_batches(hi - lo, batch), 0, 0, 0) if shuffled else None
+    order = epoch_order(n_batches(hi - lo, batch), 0, 0, 0, shuffle_block(batch)) \
+        if shuffled else None
     best = 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from .board import ClockBoard
 from .checkpoint.protocol import worker_checkpoint
 from .clocks import DONE, REQUESTED, checkpoint_lead, may_start, stops_at
 from .config import TrainConfig
-from .data import Batch, epoch_order, n_batches, share
+from .data import Batch, epoch_order, n_batches, share, shuffle_block
 from .data.plan import DataPlan
 from .models import Lookup, Model
 from .reports import Evaluation, send_progress
@@ -71,7 +71,8 @@ class Worker:
         """This worker's training batches for ``epoch`` (seeded order with ``--shuffle``,
         else row order), from the ``skip``-th on."""
         n = self.steps_per_epoch
-        order = epoch_order(n, epoch, self.cfg.seed, self.roles.index) if self.cfg.shuffle \
+        order = epoch_order(n, epoch, self.cfg.seed, self.roles.index,
+                            shuffle_block(self.cfg.batch_size)) if self.cfg.shuffle \
             else np.arange(n)
         if self._cache is not None:
             return (self._cache[b] for b in order[skip:])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpips.data import Source, epoch_order, share
+from mpips.data import Source, epoch_order, share, shuffle_block
 
 
 def sparse_batch(rng: np.random.Generator, n: int, fields: int, keys: int, dim: int,
@@ -155,7 +155,8 @@ def bsp(source: Source, train_range: tuple[int, int], workers: int, tables: dict
         lo, hi = share(*train_range, w, workers)
         batches = list(source.batches(lo, hi, batch_size))
         n = len(batches)
-        orders = [epoch_order(n, e, seed, w) if seed is not None else range(n)
+        orders = [epoch_order(n, e, seed, w, shuffle_block(batch_size)) if seed is not None
+                  else range(n)
                   for e in range(epochs)]
         per_worker.append([batches[b] for order in orders for b in order])
     steps = max(len(b) for b in per_worker)

@@ -204,3 +204,14 @@ def test_line_utilities(tmp_path):
         pieces = [piece for part in split_inputs(files, parts) for piece in part]
         text = b"".join(files[q.file].read_bytes()[q.begin:q.end] for q in pieces)
         assert text == files[0].read_bytes() + files[1].read_bytes()
+
+
+def test_epoch_order_in_blocks_keeps_each_block_together():
+    """With blocks, a block's batches come one after another (one read for a file
+    reader), blocks and batches inside them both shuffled."""
+    order = epoch_order(1000, 2, 7, 1, block=128)
+    assert sorted(order) == list(range(1000))
+    block = order // 128
+    assert np.count_nonzero(np.diff(block)) == 7          # 8 blocks, each in one piece
+    assert list(dict.fromkeys(block.tolist())) != list(range(8))   # blocks shuffled
+    assert not np.array_equal(order[block == block[0]], np.sort(order[block == block[0]]))

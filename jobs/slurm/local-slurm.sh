@@ -14,8 +14,12 @@ case $cmd in
 start)
   mkdir -p "$dir/state" "$dir/spool"
   host=$(hostname -s)
+  first_job=$(( $(date +%s) % 50000000 + 1000 ))
   cat > "$conf" <<CONF
 ClusterName=mpips-local
+# Job ids start where no earlier local cluster's did: MPICH under srun names its shared
+# memory after "jobid.stepid", and a segment left by a killed step must never be reused.
+FirstJobId=$first_job
 SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root

@@ -58,10 +58,24 @@ def n_batches(rows: int, batch_size: int) -> int:
     return -(-rows // batch_size)
 
 
-def epoch_order(n_batches: int, epoch: int, seed: int, worker: int) -> np.ndarray:
-    """A worker's batch indices for one epoch: a permutation seeded by (seed, worker,
-    epoch), never the identity when there are two batches or more."""
-    order = np.random.default_rng([seed, worker, epoch, 0x5EED]).permutation(n_batches)
+SHUFFLE_BLOCK_ROWS = 1 << 16    # rows of one block of batches shuffled together
+
+
+def shuffle_block(batch_size: int) -> int:
+    """Batches per shuffled block: one contiguous read of about ``SHUFFLE_BLOCK_ROWS``."""
+    return max(1, SHUFFLE_BLOCK_ROWS // batch_size)
+
+
+def epoch_order(n_batches: int, epoch: int, seed: int, worker: int, block: int = 1
+                ) -> np.ndarray:
+    """A worker's batch indices for one epoch, seeded by (seed, worker, epoch): blocks of
+    ``block`` consecutive batches in a random order, and the batches of each block in a
+    random order, so that a reader of files fetches a block at once; never the identity
+    when there are two batches or more."""
+    rng = np.random.default_rng([seed, worker, epoch, 0x5EED])
+    starts = rng.permutation(np.arange(0, n_batches, block))
+    order = np.concatenate([s + rng.permutation(min(block, n_batches - s)) for s in starts]) \
+        if n_batches else np.empty(0, dtype=np.int64)
     if n_batches > 1 and (order == np.arange(n_batches)).all():
         order = np.roll(order, 1)
     return order

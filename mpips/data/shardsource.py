@@ -44,26 +44,28 @@ class ShardSource:
 
     def batches(self, start: int, stop: int, batch_size: int,
                 order: Optional[Iterable[int]] = None) -> Iterator[Batch]:
-        """Batches ``order`` (default: all, in turn) of rows [start, stop). Runs of
-        consecutive batches are read together, up to ``BLOCK_ROWS`` rows at a time."""
+        """Batches ``order`` (default: all, in turn) of rows [start, stop). Consecutive
+        picks that lie within ``BLOCK_ROWS`` rows of each other (a block of a shuffled
+        epoch, or a run in order) are read together, then served in the order asked."""
         nb = n_batches(stop - start, batch_size)
-        picks = list(range(nb)) if order is None else list(order)
+        picks = list(range(nb)) if order is None else [int(b) for b in order]
         per_block = max(1, BLOCK_ROWS // batch_size)
         files: dict[int, h5py.File] = {}
         try:
             i = 0
             while i < len(picks):
-                run = 1
-                while (i + run < len(picks) and run < per_block
-                       and picks[i + run] == picks[i] + run):
-                    run += 1
-                lo = start + picks[i] * batch_size
-                hi = min(lo + run * batch_size, stop)
+                first = last = picks[i]
+                j = i + 1
+                while j < len(picks) and max(last, picks[j]) - min(first, picks[j]) < per_block:
+                    first, last = min(first, picks[j]), max(last, picks[j])
+                    j += 1
+                lo = start + first * batch_size
+                hi = min(start + (last + 1) * batch_size, stop)
                 ids, vals, labels = self._read(files, lo, hi)
-                for a in range(0, hi - lo, batch_size):
-                    b = slice(a, a + batch_size)
-                    yield Batch(self.hashing.rows(ids[b]), vals[b], labels[b])
-                i += run
+                for b in picks[i:j]:
+                    rows = slice((b - first) * batch_size, (b - first + 1) * batch_size)
+                    yield Batch(self.hashing.rows(ids[rows]), vals[rows], labels[rows])
+                i = j
         finally:
             for f in files.values():
                 f.close()
