@@ -12,26 +12,12 @@ import numpy as np
 import pytest
 
 from launch import launch, mpiexec
+from saved import final_state
 from mpips.checkpoint import manifest
 from mpips.checkpoint.layout import LATEST, complete_steps, server_file
-from mpips.checkpoint.shardfile import ServerFile
 
 ARGS = ["train", "--synthetic-rows", "30000", "--batch-size", "256", "--model", "fm",
         "--checkpoint-every", "5", "--checkpoint-keep", "100", "--delay-jitter", "0.02"]
-
-
-def final_state(run_dir: Path) -> dict:
-    """Every table dataset and the versions of a run's newest checkpoint."""
-    step = complete_steps(run_dir)[0]
-    doc = manifest.load(step)
-    assert doc["final"]
-    out = {}
-    for entry in doc["servers"]:
-        with ServerFile(step / server_file(entry["index"]), entry) as f:
-            for name in entry["datasets"]:
-                if name.startswith("tables/") or name == "versions":
-                    out[f"{entry['index']}/{name}"] = f.read(name)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpips.checkpoint import manifest
-from mpips.checkpoint.layout import complete_steps, server_file
-from mpips.checkpoint.shardfile import ServerFile
+from mpips.checkpoint.layout import complete_steps
+from saved import final_state
 
 SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "slurm" / "train.sbatch"
 VENV = str(Path(sys.executable).parent.parent)
@@ -67,19 +66,6 @@ def wait_for(done, timeout: float, what: str) -> None:
 def log(folder: Path, job: str) -> str:
     path = folder / f"slurm-mpips-{job}.out"
     return path.read_text() if path.exists() else ""
-
-
-def final_state(run_dir: Path) -> dict:
-    step = complete_steps(run_dir)[0]
-    doc = manifest.load(step)
-    assert doc["final"]
-    out = {}
-    for entry in doc["servers"]:
-        with ServerFile(step / server_file(entry["index"]), entry) as f:
-            for name in entry["datasets"]:
-                if name.startswith("tables/"):
-                    out[name] = f.read(name)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,8 @@ class Coordinator:
     records, write the manifest last, publish, and answer everyone."""
 
     def __init__(self, cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
-                 specs: Sequence[TableSpec], slots: Sequence[str], seconds_before: float = 0.0, verbose: bool = True) -> None:
+                 specs: Sequence[TableSpec], slots: Sequence[str], seconds_before: float = 0.0,
+                 verbose: bool = True) -> None:
         self.cfg, self.roles, self.board, self.verbose = cfg, roles, board, verbose
         self.specs, self.slots = list(specs), list(slots)
         self.run_dir = Path(cfg.checkpoint_dir) / cfg.run_name
