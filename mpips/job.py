@@ -143,7 +143,6 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
         result.metrics = run_scheduler(cfg, roles, board, names,
                                        effective_sync(dict(zip(names, policies))), verbose,
                                        coord, resumed)
-        report_bad_lines(comm, data, verbose)
         return finish(comm, roles, result)
     report = None
     with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:
@@ -174,11 +173,10 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             if return_params:
                 result.params = worker.pull_all()
     if report is None:
-        reduce_server_stats(comm, names)
+        reduce_server_stats(comm, names, bad_lines=data.bad_lines)
     else:
         reduce_server_stats(comm, names, report.staleness.hist, report.applied,
                             report.violations, (report.peak_rss, report.table_bytes))
-    report_bad_lines(comm, data, verbose)
     return finish(comm, roles, result)
 
 
@@ -201,16 +199,6 @@ def resume_line(doc: dict, path: Path, moved: int, model: Model, n_servers: int)
                  f"({moved / total:.1%}) changed server, the ring's minimum is "
                  f"{moved_rows(doc, model, n_servers) / total:.1%}")
     return line
-
-
-def report_bad_lines(comm: MPI.Intracomm, data: DataPlan, verbose: bool) -> int:
-    """Collective: the bad lines all ranks skipped (``--on-bad-line skip``); rank 0
-    prints the total when there were any."""
-    total = comm.reduce(data.bad_lines, root=0)
-    if comm.Get_rank() == 0 and total and verbose:
-        print(f"[mpips] skipped {total:,} bad line(s) of the text data "
-              f"(--on-bad-line skip)", flush=True)
-    return total or 0
 
 
 def finish(comm: MPI.Intracomm, roles: Roles, result: JobResult) -> JobResult:

@@ -185,6 +185,9 @@ def summary(rec: dict) -> str:
         text += (f"\n[mpips] largest server: {rec['server_peak_rss_bytes'] / 2**20:,.0f} MiB "
                  f"peak resident for {rec['server_table_bytes'] / 2**20:,.0f} MiB of rows "
                  f"and optimiser state ({rec['server_memory_ratio']:.2f}x)")
+    if rec.get("bad_lines_skipped"):
+        text += (f"\n[mpips] skipped {rec['bad_lines_skipped']:,} bad line(s) of the text "
+                 f"data (--on-bad-line skip)")
     if "oracle_auc" in rec:
         text += (f"\n[mpips] best achievable (generator's own probabilities): AUC "
                  f"{rec['oracle_auc']:.4f}  logloss {rec['oracle_logloss']:.4f}; "

@@ -116,7 +116,9 @@ def test_cli_prep_and_train_from_shards(tmp_path):
 
 def test_text_training_reports_skipped_lines(tmp_path):
     data = write(tmp_path, "d.txt", libsvm_text(300) + "1 a\n" + libsvm_text(90, 1))
+    metrics = tmp_path / "m.jsonl"
     r = launch(4, "train", "--data", str(data), "--format", "libsvm", "--on-bad-line",
-               "skip", "--epochs", "2", timeout=120)
+               "skip", "--epochs", "2", "--metrics-out", str(metrics), timeout=120)
     assert r.returncode == 0, r.stderr
     assert "skipped 1 bad line(s)" in r.stdout
+    assert json.loads(metrics.read_text().splitlines()[-1])["bad_lines_skipped"] == 1
