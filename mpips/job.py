@@ -11,6 +11,7 @@ from mpi4py import MPI
 
 from .config import TrainConfig
 from .data.plan import DataPlan, plan_data
+from .data.schedule import worker_entries
 from .errors import ConfigError
 from .models import Model, build_model
 from .optim import Optimizer
@@ -96,7 +97,7 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
     if slow is not None and slow[0] >= n_workers:
         raise ConfigError(f"--slow-worker {cfg.slow_worker}: there are only {n_workers} "
                           f"workers (0..{n_workers - 1})")
-    check_setup(cfg, n_workers)
+    check_setup(cfg, n_workers, data.train_range)
     if cfg.checkpointing and rank == 0:
         try:
             cfg.run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,9 +131,15 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     if roles.role == SCHEDULER:
         resumed = None
         if candidates:
-            resumed, path, moved = agree_restore(comm, candidates, cfg, roles.n_workers)
+            resumed, path, moved = agree_restore(comm, candidates, cfg)
+            saved_workers = len(resumed["workers"])
+            resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
+                                                roles.n_workers)
             if verbose:
-                print(resume_line(resumed, path, moved, model, roles.n_servers), flush=True)
+                print(resume_line(resumed, path, moved, model, roles.n_servers)
+                      + (f"; {saved_workers} -> {roles.n_workers} workers: the batches left "
+                         f"in the epoch are shared out" if saved_workers != roles.n_workers
+                         else ""), flush=True)
             resumed = dict(resumed, moved_rows=moved,
                            moved_rows_minimum=moved_rows(resumed, model, roles.n_servers))
         if verbose:
@@ -152,7 +159,9 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             if roles.role == SERVER:
                 log = StalenessLog(names)
                 load = lambda doc, path: restore_server(tables, log, doc, path)  # noqa: E731
-            resumed, _, _ = agree_restore(comm, candidates, cfg, roles.n_workers, load)
+            resumed, _, _ = agree_restore(comm, candidates, cfg, load)
+            resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
+                                                roles.n_workers)
             start = Start(tuple(positions(resumed)),
                           tuple(w["finished"] for w in resumed["workers"]))
         if roles.role == SERVER:

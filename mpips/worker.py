@@ -11,7 +11,8 @@ from .board import ClockBoard
 from .checkpoint.protocol import worker_checkpoint
 from .clocks import DONE, REQUESTED, checkpoint_lead, may_start, stops_at
 from .config import TrainConfig
-from .data import Batch, epoch_order, n_batches, share, shuffle_block
+from .data import Batch, share
+from .data.schedule import Schedule
 from .data.plan import DataPlan
 from .models import Lookup, Model
 from .reports import Evaluation, send_progress
@@ -44,8 +45,8 @@ class Worker:
         ``resumed`` is this worker's entry in the manifest of the checkpoint resumed."""
         self.cfg, self.roles, self.tables, self.model, self.data = cfg, roles, tables, model, data
         self.rows = share(*data.train_range, roles.index, roles.n_workers)
-        self.steps_per_epoch = n_batches(self.rows[1] - self.rows[0], cfg.batch_size)
-        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.plan = Schedule(self.rows, cfg.batch_size, cfg.epochs, cfg.seed, roles.index,
+                             cfg.shuffle).resumed(resumed)
         # The step's gradient is the mean over the global batch (all workers' batches).
         self.scale = 1.0 / (cfg.batch_size * roles.n_workers)
         # A share that fits in memory is read (or generated) once, before the clock starts.
@@ -66,14 +67,12 @@ class Worker:
             self.samples, self.loss = int(resumed["samples"]), float(resumed["loss"])
             if resumed.get("rng"):
                 self.jitter.bit_generator.state = resumed["rng"]
+        self.planned = self.samples + self.plan.rows_left(self.start)
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """This worker's training batches for ``epoch`` (seeded order with ``--shuffle``,
         else row order), from the ``skip``-th on."""
-        n = self.steps_per_epoch
-        order = epoch_order(n, epoch, self.cfg.seed, self.roles.index,
-                            shuffle_block(self.cfg.batch_size)) if self.cfg.shuffle \
-            else np.arange(n)
+        order = self.plan.order(epoch)
         if self._cache is not None:
             return (self._cache[b] for b in order[skip:])
         return self.data.train.batches(*self.rows, self.cfg.batch_size, order=order[skip:])
@@ -131,8 +130,8 @@ class Worker:
         if not (finished or now) and t - self._last_report < self.cfg.progress_seconds / 2:
             return
         self._last_report = t
-        planned = (self.rows[1] - self.rows[0]) * self.cfg.epochs
-        send_progress(self.roles.ctl, epoch, self.samples, self.loss, planned, finished, steps)
+        send_progress(self.roles.ctl, epoch, self.samples, self.loss, self.planned, finished,
+                      steps)
 
     def stop_label(self, step: int) -> int | None:
         """The checkpoint to stop for before ``step``, if any (see ``clocks.stops_at``).
@@ -149,7 +148,7 @@ class Worker:
         """This worker's entry in a checkpoint's manifest: where to resume."""
         return {"index": self.roles.index, "step": step, "finished": False, "epoch": epoch,
                 "samples": self.samples, "loss": self.loss,
-                "rng": self.jitter.bit_generator.state}
+                "rng": self.jitter.bit_generator.state, **self.plan.entry()}
 
     def warm_up(self) -> None:
         """Compile or load the numba kernels before the clock starts (no communication)."""
@@ -162,14 +161,19 @@ class Worker:
             self.model.predict(batch, lookups)
 
     def schedule(self) -> Iterator[tuple[int, Batch | None]]:
-        """(epoch, batch) for every step from ``start``; a worker with no rows still takes
-        one empty step so that the servers hear its last push."""
-        if self.total_steps == 0:
+        """(epoch, batch) for every step from ``start``: the carried batches, then the
+        worker's own epochs; a worker with no rows at all still takes one empty step so
+        that the servers hear its last push."""
+        plan, size = self.plan, self.cfg.batch_size
+        if plan.end == plan.base:
             yield 0, None
             return
-        first, skip = divmod(self.start, self.steps_per_epoch)
-        for epoch in range(first, self.cfg.epochs):
-            for batch in self.epoch_batches(epoch, skip if epoch == first else 0):
+        for lo, hi in plan.carry[self.start - plan.base:]:
+            yield plan.first_epoch - 1, next(self.data.train.batches(lo, hi, size))
+        first, skip = plan.position(max(self.start, plan.base + len(plan.carry)))
+        for epoch in range(plan.first_epoch + first, self.cfg.epochs):
+            for batch in self.epoch_batches(epoch, skip if epoch == plan.first_epoch + first
+                                            else 0):
                 yield epoch, batch
 
     def train(self) -> bool:
@@ -186,7 +190,7 @@ class Worker:
         Before a step the worker may stop for a checkpoint (``stop_label``).
         """
         clocks = self.board if self.ssp else None
-        last_step = max(self.total_steps, 1) - 1
+        last_step = max(self.plan.end, self.plan.base + 1) - 1
         if self.finished:
             if clocks is not None:
                 clocks.set(self.roles.index, DONE)
@@ -194,7 +198,7 @@ class Worker:
             return False
         if clocks is not None:
             clocks.set(self.roles.index, self.start)
-        self.report(self.start // max(self.steps_per_epoch, 1), self.start, False, now=True)
+        self.report(self.plan.remaining(self.start)[0], self.start, False, now=True)
         steps = self.schedule()
         current = next(steps)
         prep = self.prepare(current[1])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import TrainConfig
+from ..data.schedule import worker_entries
 from ..errors import CheckpointError, ConfigError
 from ..models import TableSpec
 from .layout import MANIFEST, complete_steps, resume_candidates, server_file
@@ -86,15 +87,6 @@ def check_settings(doc: dict, cfg: TrainConfig, where: str) -> None:
                           f"change)")
 
 
-def check_workers(doc: dict, n_workers: int, where: str) -> None:
-    """A checkpoint's data positions are per worker: the count must match."""
-    saved = len(doc["workers"])
-    if saved != n_workers:
-        raise ConfigError(f"{where}: the checkpoint was written by {saved} workers, this job "
-                          f"has {n_workers}; resume with {saved} workers (any number of "
-                          f"servers)")
-
-
 def describe(doc: dict, step_dir: Path) -> str:
     """A human-readable summary for ``mpips inspect``."""
     cfg = doc["settings"]
@@ -122,9 +114,10 @@ def positions(doc: dict) -> list[int]:
     return [int(w["step"]) for w in doc["workers"]]
 
 
-def check_setup(cfg: TrainConfig, n_workers: int) -> None:
-    """Before any rank starts: a resume must find a checkpoint that fits this job; a new
-    run with checkpoints must not mix its own with an earlier run's."""
+def check_setup(cfg: TrainConfig, n_workers: int, train_range: tuple[int, int]) -> None:
+    """Before any rank starts: a resume must find a checkpoint that fits this job (with
+    another number of workers, one whose workers can be regrouped); a new run with
+    checkpoints must not mix its own with an earlier run's."""
     if cfg.resume is not None:
         found = resume_candidates(cfg.resume, cfg.run_dir)
         where = cfg.run_dir if cfg.resume == "latest" else cfg.resume
@@ -138,7 +131,10 @@ def check_setup(cfg: TrainConfig, n_workers: int) -> None:
                 errors.append(str(exc))
                 continue
             check_settings(doc, cfg, str(path))
-            check_workers(doc, n_workers, str(path))
+            try:
+                worker_entries(doc["workers"], cfg, train_range, n_workers)
+            except CheckpointError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
             return
         raise CheckpointError(f"--resume: no readable checkpoint in {where}: {errors[0]}")
     if cfg.checkpointing and complete_steps(cfg.run_dir):

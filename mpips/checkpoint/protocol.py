@@ -236,7 +236,7 @@ def restore_server(tables: Tables, log: StalenessLog, doc: dict, step_dir: Path)
 
 
 def agree_restore(world: MPI.Intracomm, candidates: Sequence[Path], cfg: TrainConfig,
-                  n_workers: int, load: Optional[Callable[[dict, Path], int]] = None
+                  load: Optional[Callable[[dict, Path], int]] = None
                   ) -> tuple[dict, Path, int]:
     """Collective over ``world``: try the checkpoints in order until every rank could use
     one; a damaged one is skipped with a warning naming the bad file. ``load`` (servers)
@@ -247,7 +247,6 @@ def agree_restore(world: MPI.Intracomm, candidates: Sequence[Path], cfg: TrainCo
         try:
             doc = manifest.load(path)
             manifest.check_settings(doc, cfg, str(path))
-            manifest.check_workers(doc, n_workers, str(path))
             if load is not None:
                 moved = load(doc, path)
         except MpipsError as exc:

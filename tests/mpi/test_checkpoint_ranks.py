@@ -92,7 +92,7 @@ def test_resume_a_two_server_checkpoint_on_three_and_on_one(shared_dir):
                 log = StalenessLog(tables.names)
                 load = (lambda d, p: restore_server(tables, log, d, p)) \
                     if roles.role == SERVER else None
-                _, _, moved = agree_restore(part, [step_dir], cfg, 1, load)
+                _, _, moved = agree_restore(part, [step_dir], cfg, load)
                 if roles.role == SERVER:
                     for spec in model.tables:
                         t = tables.tables[spec.name]
@@ -103,7 +103,7 @@ def test_resume_a_two_server_checkpoint_on_three_and_on_one(shared_dir):
                             ok &= bool(np.array_equal(arr, want))
                 tables.ready()
         else:
-            agree_restore(part, [step_dir], cfg, 1)
+            agree_restore(part, [step_dir], cfg)
         roles.free()
         # Training on from the checkpoint.
         resumed = train(cfg.replace(servers=n_servers, run_name=f"r{n_servers}",
@@ -147,4 +147,36 @@ def test_timed_checkpoints_under_ssp_and_asp_resume_to_the_end(shared_dir, sync)
         ok = m["samples"] == full["samples"] == 2 * 16_000 and \
             m["resumed_from_step"] == doc["step"] and abs(m["auc"] - full["auc"]) < 0.02
     five.Free()
+    assert everywhere(ok)
+
+
+@pytest.mark.mpi(min_size=5)
+@pytest.mark.timeout(300)
+def test_resume_on_more_and_fewer_workers(shared_dir):
+    """A 2-worker BSP checkpoint taken mid-epoch, resumed by 3 workers and by 1: the rows
+    the old workers had left in the epoch are shared out, then whole epochs of the new
+    shares; every planned sample is trained once and the model is as good."""
+    cfg = TrainConfig(synthetic_rows=20_000, batch_size=128, checkpoint_every=25,
+                      checkpoint_keep=50, checkpoint_dir=str(shared_dir), seed=6,
+                      run_name="w2")
+    four = sub(4)
+    full = None
+    if four is not None:                             # 1 scheduler, 1 server, 2 workers
+        full = train(cfg, four, verbose=False).metrics
+        four.Free()
+    full = comm.bcast(full, root=0)
+    step_dir = [p for p in complete_steps(shared_dir / "w2")
+                if manifest.load(p)["step"] == 25][0]        # mid-epoch (63 steps each)
+    ok = True
+    for n_ranks in (5, 3):
+        part = sub(n_ranks)
+        if part is None:
+            continue
+        res = train(cfg.replace(run_name=f"w{n_ranks - 2}", resume=str(step_dir)), part,
+                    verbose=False)
+        if res.role == "scheduler":
+            m = res.metrics
+            ok &= m["samples"] == full["samples"] == 2 * 16_000
+            ok &= m["workers"] == n_ranks - 2 and abs(m["auc"] - full["auc"]) < 0.01
+        part.Free()
     assert everywhere(ok)

@@ -1,0 +1,68 @@
+"""A worker's schedule of batches, and regrouping a checkpoint's workers. No MPI."""
+from collections import Counter
+
+import pytest
+
+from mpips.data import share
+from mpips.data.schedule import Schedule, regroup, schedules, worker_entries
+from mpips.config import TrainConfig
+from mpips.errors import CheckpointError
+
+CFG = TrainConfig(batch_size=10, epochs=3, seed=4)
+ROWS = (0, 1003)
+
+
+def rows_of(sched: Schedule, start: int) -> Counter:
+    """Every row a schedule trains on from ``start`` (row -> times)."""
+    seen: Counter = Counter()
+    epoch, batches = sched.remaining(start)
+    for lo, hi in batches:
+        seen.update(range(lo, hi))
+    if start - sched.base < len(sched.carry):
+        epoch = sched.first_epoch - 1
+    for _ in range(epoch + 1, sched.epochs):
+        seen.update(range(*sched.rows))
+    return seen
+
+
+def test_a_schedule_walks_its_epochs_in_order():
+    sched = schedules(CFG, ROWS, 2)[1]
+    assert sched.rows == share(*ROWS, 1, 2) and sched.steps_per_epoch == 51
+    assert sched.end == 153
+    epoch, left = sched.remaining(60)
+    assert epoch == 1 and len(left) == 42
+    assert sched.rows_left(60) == sum(hi - lo for lo, hi in left) + 502
+    assert sched.rows_left(0) == 3 * 502 and sched.rows_left(153) == 0
+
+
+@pytest.mark.parametrize("old_n,new_n,step", [(2, 3, 60), (3, 2, 40), (2, 1, 51), (1, 4, 7)])
+def test_regrouped_workers_train_exactly_the_rows_left(old_n, new_n, step):
+    """Regrouping mid-epoch: the new workers together train every row left exactly as often
+    as the old ones would have, then whole epochs of their own shares."""
+    old = schedules(CFG, ROWS, old_n)
+    entries = [{"index": w, "step": step, "finished": False, "samples": 100, "loss": 1.0}
+               for w in range(old_n)]
+    want = sum((rows_of(s, e["step"]) for s, e in zip(old, entries)), Counter())
+    new_entries = regroup(entries, old, schedules(CFG, ROWS, new_n))
+    new = [s.resumed(e) for s, e in zip(schedules(CFG, ROWS, new_n), new_entries)]
+    got = sum((rows_of(s, e["step"]) for s, e in zip(new, new_entries)), Counter())
+    assert got == want
+    assert sum(e["samples"] for e in new_entries) == 100 * old_n
+    assert {e["step"] for e in new_entries} == {step}       # step numbers go on
+
+
+def test_workers_in_different_epochs_cannot_be_regrouped():
+    old = schedules(CFG, ROWS, 2)
+    entries = [{"index": 0, "step": 10, "finished": False, "samples": 0, "loss": 0.0},
+               {"index": 1, "step": 60, "finished": False, "samples": 0, "loss": 0.0}]
+    with pytest.raises(CheckpointError, match="different epochs"):
+        regroup(entries, old, schedules(CFG, ROWS, 3))
+    assert worker_entries(entries, CFG, ROWS, 2) == entries      # same count: as saved
+
+
+def test_finished_workers_leave_nothing():
+    old = schedules(CFG, ROWS, 2)
+    entries = [{"index": w, "step": s.end, "finished": True, "samples": 5, "loss": 0.0}
+               for w, s in enumerate(old)]
+    new = regroup(entries, old, schedules(CFG, ROWS, 3))
+    assert all(e["finished"] for e in new)
