@@ -31,6 +31,7 @@ from .server import run_server
 from .tables import FLAG_LAST, Tables
 from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
 from .waiting import wait_all
+from .wire import gather_json
 
 TABLE, WARMUP, SEED, ZIPF_A = "emb", 3, 1234, 1.2
 Batches = list[tuple[np.ndarray, np.ndarray]]
@@ -197,7 +198,7 @@ def run_pull_push(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
             else:
                 mine = run_worker(args, roles, tables, batches)
     wait_all([comm.Ibarrier()])
-    figures = comm.gather(mine, root=0)
+    figures = gather_json(comm, mine)
     if roles.role == SCHEDULER:
         r = summarize(args, comm, [f for f in figures if f is not None],
                       run_local(args, roles.n_workers))

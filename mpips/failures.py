@@ -10,6 +10,7 @@ from typing import Callable, Optional
 from mpi4py import MPI
 
 from .errors import MpipsError
+from .wire import allgather_json
 
 
 def agree_on_setup(check: Callable[[], object], comm: MPI.Comm = MPI.COMM_WORLD
@@ -22,7 +23,7 @@ def agree_on_setup(check: Callable[[], object], comm: MPI.Comm = MPI.COMM_WORLD
         mine = None
     except MpipsError as exc:
         mine = str(exc)
-    errors = comm.allgather(mine)
+    errors = allgather_json(comm, mine)
     failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
     if not failed:
         return None

@@ -24,10 +24,12 @@ from .data import share
 from .data.lines import Piece, blocks, max_colons, newlines_before, read_lines, split_inputs
 from .data.parse import Format, parse_block
 from .data.plan import text_format
-from .data.shards import Manifest, ShardWriter, clear, shard_name, write_manifest
+from .data.shards import Manifest, ShardWriter, clear, manifest_of, manifest_record, \
+    shard_name, write_manifest
 from .data.textsource import check_first_line
 from .errors import ConfigError
 from .waiting import wait_all
+from .wire import bcast_json, gather_json, reduce_int
 
 
 @dataclass
@@ -49,6 +51,16 @@ class ShardStats:
     bad: int
     positives: float
     present: np.ndarray
+
+    def doc(self) -> dict:
+        """As JSON values, to send to rank 0."""
+        return {"index": self.index, "record": self.record, "bad": int(self.bad),
+                "positives": float(self.positives), "present": self.present.tolist()}
+
+    @classmethod
+    def of(cls, doc: dict) -> "ShardStats":
+        return cls(doc["index"], doc["record"], doc["bad"], doc["positives"],
+                   np.asarray(doc["present"]))
 
 
 def check_prep(args: argparse.Namespace, size: int) -> PrepJob:
@@ -80,20 +92,21 @@ def run_prep(job: PrepJob, comm: MPI.Intracomm, verbose: bool = True) -> Manifes
     if rank == 0:
         job.out.mkdir(exist_ok=True)
         clear(job.out)
-    run = comm.bcast(uuid.uuid4().hex if rank == 0 else None, root=0)
+    run = bcast_json(comm, uuid.uuid4().hex if rank == 0 else None)
     parts = split_inputs(job.inputs, job.shards)
     mine = range(*share(0, job.shards, rank, size))
     formats = _formats(job, [p for j in mine for p in parts[j]], comm)
     stats = [_convert(job, formats, parts[j], j, run) for j in mine]
     wait_all([comm.Ibarrier()])               # the slowest rank's wait is polite
-    gathered = comm.gather(stats, root=0)
+    gathered = gather_json(comm, [s.doc() for s in stats])
     manifest = None
     if rank == 0:
-        manifest = _manifest(job, formats[0], run, [s for ss in gathered for s in ss])
+        manifest = _manifest(job, formats[0], run,
+                             [ShardStats.of(s) for ss in gathered for s in ss])
         write_manifest(job.out, manifest)
         if verbose:
             _report(job, manifest, time.perf_counter() - t0, size)
-    return comm.bcast(manifest, root=0)
+    return manifest_of(bcast_json(comm, manifest_record(manifest) if rank == 0 else None))
 
 
 def _formats(job: PrepJob, pieces: list[Piece], comm: MPI.Intracomm) -> list[Format]:
@@ -104,7 +117,7 @@ def _formats(job: PrepJob, pieces: list[Piece], comm: MPI.Intracomm) -> list[For
     per = 2 if cfg.format == "libffm" else 1
     local = max([max_colons(job.inputs[p.file], p.begin, p.end) // per for p in pieces],
                 default=0)
-    width = comm.allreduce(local, op=MPI.MAX)
+    width = reduce_int(comm, local, MPI.MAX)
     return [text_format(p, cfg, width) for p in job.inputs]
 
 

@@ -25,6 +25,7 @@ from .optim import Optimizer
 from .ring import PartitionMap, Route, TableLayout, name_salt, route
 from .topology import SERVER, Roles
 from .waiting import wait_all
+from .wire import all_ranks
 
 TAG_PUSH, TAG_PUSH_ROWS, TAG_ACK = 11, 12, 13
 FLAG_LAST = 1        # the worker's final push: it sends nothing more
@@ -113,7 +114,7 @@ def _all_on_one_node(comm: MPI.Intracomm) -> bool:
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     same = node.Get_size() == comm.Get_size()
     node.Free()
-    return bool(comm.allreduce(same, op=MPI.LAND))
+    return all_ranks(comm, same)
 
 
 class Tables:
@@ -136,7 +137,7 @@ class Tables:
         self.names = [s.name for s in specs]
         # Direct loads need the unified memory model (public and private copies are one).
         unified = all(t.win.model == MPI.WIN_UNIFIED for t in self.tables.values())
-        unified = bool(roles.ps.allreduce(unified, op=MPI.LAND))
+        unified = all_ranks(roles.ps, unified)
         if pull == "direct" and not unified:
             raise ConfigError("--pull direct needs an MPI with the unified RMA memory model")
         self.direct = shared and unified

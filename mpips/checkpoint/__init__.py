@@ -4,5 +4,5 @@
 the manifest, ``shardfile`` writes and reads one server's file with block checksums,
 ``moves`` plans which stored rows each server reads when the number of servers changes,
 and ``protocol`` is the MPI side: when ranks stop, who writes what, and restoring.
-Nothing here unpickles: files are HDF5 arrays and JSON.
+Files are HDF5 arrays and JSON only: reading a checkpoint from elsewhere cannot run code.
 """

@@ -1,6 +1,7 @@
 """The manifest of a checkpoint: what was saved, by whom, where every worker stood. Pure.
 
-It is JSON (never pickle) and written last, so a folder with a valid manifest is complete.
+It is JSON, so reading one cannot run code, and it is written last, so a folder with a
+valid manifest is complete.
 It holds the step, the settings, the tables and the partition map's shape, one entry per
 server file (size and per-dataset checksums), and one per worker (its completed steps,
 samples, summed loss and random state): enough to continue exactly where the job stopped.

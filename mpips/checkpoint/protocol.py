@@ -6,11 +6,10 @@ the scheduler its position. A server that has the markers of every worker it sti
 serves writes its file and reports to the scheduler, which writes the manifest, publishes
 the checkpoint and tells everyone to go on (or to stop: the job was asked to end).
 When training ends, the servers write a final checkpoint the same way without markers.
-Messages here are small JSON documents; nothing is pickled.
+Messages here are small JSON documents (``wire``): reading them cannot run code.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,27 +28,13 @@ from ..ring import PARTITIONS, VNODES, PartitionMap
 from ..tables import Tables
 from ..topology import Roles
 from ..waiting import wait_all
+from ..wire import allgather_json, poll_json, reduce_int, send_json
 from . import manifest
 from .layout import MANIFEST, partial_dir, publish, server_file, write_json
 from .moves import plan_reads
 from .shardfile import ServerFile, write_server_file
 
 TAG_RECORD, TAG_REPLY = 31, 32
-
-
-def send_json(comm: MPI.Comm, doc: dict, dest: int, tag: int) -> None:
-    data = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
-    comm.Send([data, MPI.BYTE], dest, tag)
-
-
-def poll_json(comm: MPI.Comm, tag: int) -> Optional[tuple[int, dict]]:
-    """A JSON message with ``tag`` from any rank, if one has arrived: (source, doc)."""
-    status = MPI.Status()
-    if not comm.Iprobe(MPI.ANY_SOURCE, tag, status):
-        return None
-    buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
-    comm.Recv([buf, MPI.BYTE], status.Get_source(), tag)
-    return status.Get_source(), json.loads(buf.tobytes())
 
 
 def wait_reply(comm: MPI.Comm) -> bool:
@@ -251,10 +236,10 @@ def agree_restore(world: MPI.Intracomm, candidates: Sequence[Path], cfg: TrainCo
                 moved = load(doc, path)
         except MpipsError as exc:
             error = str(exc)
-        errors = world.allgather(error)
+        errors = allgather_json(world, error)
         bad = [e for e in errors if e is not None]
         if not bad:
-            return doc, path, int(world.allreduce(moved))
+            return doc, path, reduce_int(world, moved)
         if world.Get_rank() == 0:
             print(f"mpips: warning: checkpoint {path} is unusable: {bad[0]}; trying an "
                   f"older one", file=sys.stderr, flush=True)

@@ -54,10 +54,20 @@ class Manifest:
         return sum(s["rows"] for s in self.shards)
 
 
+def manifest_record(manifest: Manifest) -> dict[str, Any]:
+    """The manifest as JSON values (what ``manifest.json`` holds)."""
+    return asdict(manifest) | {"rows": manifest.rows}
+
+
+def manifest_of(record: dict[str, Any]) -> Manifest:
+    """The manifest from its JSON values (``rows`` is derived, so dropped)."""
+    return Manifest(**{k: v for k, v in record.items() if k != "rows"})
+
+
 def write_manifest(folder: Path, manifest: Manifest) -> None:
     """Write the manifest atomically: after a crash there is the old one or none."""
-    record = asdict(manifest) | {"rows": manifest.rows}
-    atomic_write(folder / MANIFEST, (json.dumps(record, indent=1) + "\n").encode())
+    atomic_write(folder / MANIFEST,
+                 (json.dumps(manifest_record(manifest), indent=1) + "\n").encode())
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -67,9 +77,7 @@ def read_manifest(folder: Path) -> Manifest:
         raise DataError(f"{folder}: no {MANIFEST}: not a directory written by 'mpips prep' "
                         f"(or the prep did not finish)")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        record.pop("rows")
-        manifest = Manifest(**record)
+        manifest = manifest_of(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError, KeyError) as exc:
         raise DataError(f"{path}: not a valid manifest ({exc})") from None
     if manifest.version != VERSION:

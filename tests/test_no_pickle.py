@@ -1,0 +1,26 @@
+"""Nothing mpips reads -- files or messages between ranks -- can run code: no pickle
+module, and none of mpi4py's lower-case (object-serialising) calls."""
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mpips"
+OBJECT_CALLS = re.compile(r"\.(allgather|allreduce|alltoall|bcast|gather|reduce|scatter|"
+                          r"send|recv|isend|irecv|sendrecv|exscan|scan)\(")
+UNSAFE_IMPORTS = re.compile(r"^\s*(import|from)\s+(pickle|cPickle|dill|cloudpickle|"
+                            r"shelve|marshal)\b", re.M)
+
+
+def test_no_unsafe_deserialisation_in_the_package():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        found += [f"{path.name}: import" for _ in UNSAFE_IMPORTS.finditer(text)]
+        found += [f"{path.name}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+                  for m in OBJECT_CALLS.finditer(text)]
+    assert found == []
+
+
+def test_the_check_finds_what_it_looks_for():
+    assert OBJECT_CALLS.search("x = comm.allgather(mine)")
+    assert not OBJECT_CALLS.search("comm.Allgather(buf, out)")
+    assert UNSAFE_IMPORTS.search("import pickle\n")
