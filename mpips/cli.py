@@ -186,12 +186,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         def check() -> None:
             cfg = train_config(args)
-            setup["cfg"] = cfg = slurm_settings(cfg, slurm, cfg.run_name != D.run_name)
+            named = "run_name" in vars(args) or cfg.run_name != D.run_name
+            setup["cfg"] = cfg = slurm_settings(cfg, slurm, named)
             setup["data"] = prepare(cfg, comm.Get_size(), comm.Get_rank())
 
         status = agree_on_setup(check, comm)
         if status is not None:
             return status
+        if slurm is not None and comm.Get_rank() == 0:
+            print(slurm.describe(comm.Get_size()), flush=True)
 
         def run() -> int:
             result = train(setup["cfg"], comm, data=setup["data"])

@@ -25,6 +25,8 @@ from .checkpoint.moves import moved_fraction
 from .checkpoint.protocol import Coordinator, agree_restore, restore_server
 from .clocks import StalenessLog, Start, effective_sync, job_bound
 from .ring import PartitionMap, name_salt
+from .slurm import stop_requested
+from .wire import bcast_json
 from .reports import reduce_server_stats, send_evaluation
 from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
 from .waiting import wait_all
@@ -127,7 +129,10 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     # The board carries SSP clocks and checkpoint requests (a timer, or the stop signal).
     board = ClockBoard(roles.ctl, roles.n_workers) if roles.ctl is not None else None
     optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1)
-    candidates = resume_candidates(cfg.resume, cfg.run_dir) if cfg.resume else []
+    # Rank 0 lists the checkpoints, so that every rank tries the same ones in turn.
+    candidates = [Path(p) for p in bcast_json(comm, [
+        str(p) for p in resume_candidates(cfg.resume, cfg.run_dir)]
+        if cfg.resume and comm.Get_rank() == 0 else [])]
     if roles.role == SCHEDULER:
         resumed = None
         if candidates:
@@ -135,21 +140,19 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             saved_workers = len(resumed["workers"])
             resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
                                                 roles.n_workers)
+            minimum = moved_rows(resumed, model, roles.n_servers)
             if verbose:
-                print(resume_line(resumed, path, moved, model, roles.n_servers)
-                      + (f"; {saved_workers} -> {roles.n_workers} workers: the batches left "
-                         f"in the epoch are shared out" if saved_workers != roles.n_workers
-                         else ""), flush=True)
-            resumed = dict(resumed, moved_rows=moved,
-                           moved_rows_minimum=moved_rows(resumed, model, roles.n_servers))
+                print(resume_line(resumed, path, moved, minimum, model, roles, saved_workers),
+                      flush=True)
+            resumed = dict(resumed, moved_rows=moved, moved_rows_minimum=minimum)
         if verbose:
             print(describe(cfg, roles, data.train_range[1] - data.train_range[0],
                            data.test_range[1] - data.test_range[0]), flush=True)
         coord = Coordinator(cfg, roles, board, model.tables, optimizer.state_slots,
-                            resumed["seconds"] if resumed else 0.0, verbose)
+                            stop_requested, resumed["seconds"] if resumed else 0.0, verbose)
         result.metrics = run_scheduler(cfg, roles, board, names,
-                                       effective_sync(dict(zip(names, policies))), verbose,
-                                       coord, resumed)
+                                       effective_sync(dict(zip(names, policies))), coord,
+                                       verbose, resumed)
         return finish(comm, roles, result)
     report = None
     with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:
@@ -165,8 +168,8 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             start = Start(tuple(positions(resumed)),
                           tuple(w["finished"] for w in resumed["workers"]))
         if roles.role == SERVER:
-            report = run_server(roles, tables, policies, cfg.seed, start, log, cfg.run_dir,
-                                final=cfg.checkpointing)
+            report = run_server(roles, tables, policies, cfg.seed, start, log,
+                                cfg.run_dir if cfg.checkpointing else None)
             result.pushes = report.applied
         else:
             worker = Worker(cfg, roles, tables, model, data, bound, board, ssp,
@@ -174,8 +177,7 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             worker.warm_up()
             tables.ready()                     # the servers' shards are initialised
             stopped = worker.train()
-            if board is not None:
-                board.close()
+            board.close()
             wait_all([roles.group.Ibarrier()])  # every worker's last step is applied
             if not stopped:
                 send_evaluation(roles.ctl, worker.evaluate())
@@ -197,16 +199,21 @@ def moved_rows(doc: dict, model: Model, n_servers: int) -> int:
                          for t in model.tables)))
 
 
-def resume_line(doc: dict, path: Path, moved: int, model: Model, n_servers: int) -> str:
-    """What a resumed job says first: where it starts and, when the number of servers
-    changed, how many rows changed server against the ring's minimum."""
+def resume_line(doc: dict, path: Path, moved: int, minimum: int, model: Model,
+                roles: Roles, saved_workers: int) -> str:
+    """What a resumed job says first: where it starts; when the number of servers changed,
+    how many rows changed server against the ring's ``minimum``; when the number of
+    workers changed, that the rest of the epoch is shared out."""
     line = f"[mpips] resuming from {path} (step {doc['step']})"
     old_n = doc["ring"]["servers"]
-    if old_n != n_servers:
+    if old_n != roles.n_servers:
         total = sum(t.rows for t in model.tables)
-        line += (f"; {old_n} -> {n_servers} servers: {moved:,} of {total:,} rows "
+        line += (f"; {old_n} -> {roles.n_servers} servers: {moved:,} of {total:,} rows "
                  f"({moved / total:.1%}) changed server, the ring's minimum is "
-                 f"{moved_rows(doc, model, n_servers) / total:.1%}")
+                 f"{minimum / total:.1%}")
+    if saved_workers != roles.n_workers:
+        line += (f"; {saved_workers} -> {roles.n_workers} workers: the batches left in the "
+                 f"epoch are shared out")
     return line
 
 

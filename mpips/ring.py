@@ -68,6 +68,13 @@ def ring_owners(servers: Sequence[int], partitions: int = PARTITIONS,
     return owner_of_point[pos].astype(np.int32)
 
 
+def partition_sizes(rows: int, salt: int, partitions: int) -> np.ndarray:
+    """Keys of a ``rows``-key table in each partition: key ``k`` lies in partition
+    ``(k + salt) % partitions``."""
+    residue = (np.arange(partitions, dtype=np.int64) - salt) % partitions
+    return rows // partitions + (residue < rows % partitions)
+
+
 @dataclass(frozen=True)
 class PartitionMap:
     """Which server owns each partition. Server ids are ranks in the servers' communicator."""
@@ -111,8 +118,7 @@ class TableLayout:
         if rows <= 0:
             raise ValueError(f"a table needs at least one row, got rows={rows}")
         P = pmap.partitions
-        residue = (np.arange(P, dtype=np.int64) - salt) % P   # k % P of keys in partition p
-        size = rows // P + (residue < rows % P)
+        size = partition_sizes(rows, salt, P)
         base = np.zeros(P, dtype=np.int64)
         shard_rows = np.zeros(pmap.n_servers, dtype=np.int64)
         for s in range(pmap.n_servers):
@@ -144,8 +150,8 @@ class TableLayout:
         held by ``server``, in local row order: bounded memory for very large shards."""
         P = self.pmap.partitions
         mine = np.flatnonzero(self.pmap.owner == server)
-        residue = (mine - self.salt) % P
-        size = self.rows // P + (residue < self.rows % P)
+        residue = (mine - self.salt) % P                  # k % P of the keys in each
+        size = partition_sizes(self.rows, self.salt, P)[mine]
         ends = np.cumsum(size)          # owned partitions lie back to back in this order
         lo = 0
         while lo < mine.size:

@@ -114,9 +114,9 @@ class Progress:
                 f"  loss {r['loss']:.4f}  ETA {_fmt_eta(r['eta_s'])}")
 
 
-def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, verbose: bool = True,
-                    coord: Optional[Coordinator] = None, base: int = 0,
-                    expect_final: bool = False) -> Progress:
+def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, coord: Coordinator,
+                    verbose: bool = True, base: int = 0, expect_final: bool = False
+                    ) -> Progress:
     """Receive progress until every worker has finished, printing every interval, and
     coordinate checkpoints: until the final one is written, or the job stopped at one."""
     progress = Progress(roles.n_workers, cfg.epochs, base)
@@ -134,15 +134,11 @@ def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, verbose: bo
                 log.write(r)
                 if verbose:
                     print(progress.line(r), flush=True)
-        handled = False
-        if coord is not None:
-            coord.tick(progress.start)
-            handled = coord.poll(progress.entry, progress.elapsed)
+        coord.tick(progress.start)
+        handled = coord.poll(progress.entry, progress.elapsed)
         return True if got is not None or handled else None
 
     def done() -> bool:
-        if coord is None:
-            return progress.finished
         final = not expect_final or coord.final_written
         return coord.stopped or (progress.finished and final)
 
@@ -195,9 +191,9 @@ def summary(rec: dict) -> str:
     return text
 
 
-def run_scheduler(cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
-                  tables: list[str], sync: dict, verbose: bool = True,
-                  coord: Optional[Coordinator] = None, resumed: Optional[dict] = None) -> dict:
+def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: list[str],
+                  sync: dict, coord: Coordinator, verbose: bool = True,
+                  resumed: Optional[dict] = None) -> dict:
     """Follow training, then gather the evaluation and the servers' staleness; returns
     the final metrics record (``sync`` describes the consistency the tables got).
     ``coord`` coordinates checkpoints; ``resumed`` is the manifest a resumed job started
@@ -206,21 +202,20 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
     workers = resumed["workers"] if resumed else []
     expect_final = cfg.checkpointing and not (workers and all(w["finished"] for w in workers))
     try:
-        progress = follow_progress(cfg, roles, log, verbose, coord,
+        progress = follow_progress(cfg, roles, log, coord, verbose,
                                    sum(w["samples"] for w in workers), expect_final)
         seconds = time.perf_counter() - (progress.start or time.perf_counter())
-        if board is not None:
-            board.close()
-        if coord is not None and coord.stopped:
+        board.close()
+        if coord.stopped:
             rec = {"event": "stopped", "checkpoint": str(coord.written[-1]),
-                   "samples": int(progress.state[:, 1].sum()), "seconds": seconds}
+                   "samples": coord.saved_samples, "seconds": seconds}
         else:
             rec = final_record(cfg, progress, seconds,
                                receive_evaluation(roles.ctl, roles.n_workers))
         if resumed is not None:
             rec.update(resumed_from_step=resumed["step"], resume_moved_rows=resumed["moved_rows"],
                        resume_moved_rows_minimum=resumed["moved_rows_minimum"])
-        if coord is not None and coord.written:
+        if coord.written:
             rec["checkpoint"] = str(coord.written[-1])
         rec.update(sync)
         rec.update(reduce_server_stats(roles.world, tables) or {})

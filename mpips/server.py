@@ -27,7 +27,6 @@ class ServerReport:
     staleness: StalenessLog
     peak_rss: int = 0
     table_bytes: int = 0
-    stopped: bool = False
 
 
 def peak_rss() -> int:
@@ -88,7 +87,8 @@ def serve_rounds(tables: Tables, immediate: list[int], in_round: list[int],
                 if saver is not None and (stop := saver.mark(push.worker, push.step,
                                                              round_.active)) is not None:
                     if stop:
-                        return Served(out.applied, 0, round_.step, True)
+                        out.steps, out.stopped = round_.step, True
+                        return out
                 continue
             round_.add(push.worker, push.step, push.last)
             pushes[push.worker] = push
@@ -133,11 +133,11 @@ def serve_free(tables: Tables, bound: int | None, log: StalenessLog,
 
 def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy], seed: int = 0,
                start: Optional[Start] = None, log: Optional[StalenessLog] = None,
-               run_dir: Optional[Path] = None, final: bool = False) -> ServerReport:
+               run_dir: Optional[Path] = None) -> ServerReport:
     """Serve until every worker has sent its last push (or the job stops at a
     checkpoint). A resumed job passes ``start`` (where its workers stand) and ``log``,
-    with its shards already loaded; ``run_dir``: where checkpoints go (None: none);
-    ``final``: write one when training ends."""
+    with its shards already loaded; ``run_dir``: where checkpoints go, one of them when
+    training ends (None: the job writes none)."""
     if start is None or log is None:
         init_shards(tables, roles.index, seed)
         start, log = Start.fresh(roles.n_workers), StalenessLog(tables.names)
@@ -150,7 +150,7 @@ def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy], see
         served = serve_rounds(tables, immediate, in_round, log, start.round(), saver)
     else:
         served = serve_free(tables, bound, log, start.last_steps(), saver)
-    if saver is not None and final and not served.stopped and served.applied:
+    if saver is not None and not served.stopped and served.applied:
         saver.final(served.steps)
     return ServerReport(served.applied, served.violations, log, peak_rss(),
-                        table_bytes(tables), served.stopped)
+                        table_bytes(tables))

@@ -1,9 +1,9 @@
 """Running under Slurm: the job's environment (read once), the stop signal, requeueing.
 
 Slurm warns a job before its time limit or a preemption with a signal (``#SBATCH
---signal=USR1@120``). Every rank catches ``SIGUSR1`` (also sent by hand: ``kill -USR1``);
-the scheduler then asks for a checkpoint at the next step boundary and stops the job
-there. Under Slurm rank 0 then requeues the job, and the requeued job, whose run is named
+--signal=USR1@120``, sent to every rank). Every rank catches ``SIGUSR1``, so none dies of
+it; the scheduler (rank 0, which also heeds ``kill -USR1`` by hand) then asks for a
+checkpoint at the next step boundary and stops the job there. Under Slurm rank 0 then requeues the job, and the requeued job, whose run is named
 by the job id, finds its checkpoints and resumes without any change to the command.
 """
 from __future__ import annotations
@@ -47,6 +47,15 @@ class SlurmJob:
     @property
     def run_name(self) -> str:
         return f"slurm-{self.job_id}"
+
+    def describe(self, ranks: int) -> str:
+        """The line rank 0 prints: the job, its restarts and nodes, and a warning when
+        the MPI job does not fill the Slurm tasks."""
+        line = (f"[mpips] Slurm job {self.job_id} (restart {self.restarts}) on "
+                f"{self.nodelist or '?'}: {ranks} MPI ranks")
+        if self.ntasks is not None and self.ntasks != ranks:
+            line += f"; warning: the job has {self.ntasks} Slurm tasks"
+        return line
 
 
 def slurm_settings(cfg: TrainConfig, job: Optional[SlurmJob], named: bool) -> TrainConfig:

@@ -29,7 +29,7 @@ from .wire import all_ranks
 
 TAG_PUSH, TAG_PUSH_ROWS, TAG_ACK = 11, 12, 13
 FLAG_LAST = 1        # the worker's final push: it sends nothing more
-FLAG_MARK = 2        # no rows: the worker stopped for the checkpoint after ``step`` steps
+FLAG_MARK = 2        # no rows: the worker stopped for the checkpoint labelled ``step``
 _F4 = np.dtype(np.float32).itemsize
 
 
@@ -276,9 +276,8 @@ class Tables:
         head = np.empty(2 + 2 * T, dtype=np.int64)
         ps.Recv(head, source, TAG_PUSH)
         offsets, grads = [], []
-        for name, n in zip(self.names, head[2:2 + T]):
-            if head[1] & FLAG_MARK:
-                break
+        rows = [] if head[1] & FLAG_MARK else zip(self.names, head[2:2 + T])  # a marker
+        for name, n in rows:
             offsets.append(np.empty(n, dtype=np.int64))
             grads.append(np.empty((n, self.tables[name].spec.dim), dtype=np.float32))
             ps.Recv(offsets[-1], source, TAG_PUSH_ROWS)

@@ -37,23 +37,22 @@ class Prepared:
 class Worker:
     """One worker's training and evaluation over its share of the data."""
 
-    def __init__(self, cfg: TrainConfig, roles: Roles, tables: Tables,
-                 model: Model, data: DataPlan, bound: int | None = None,
-                 board: ClockBoard | None = None, ssp: bool = False,
+    def __init__(self, cfg: TrainConfig, roles: Roles, tables: Tables, model: Model,
+                 data: DataPlan, bound: int | None, board: ClockBoard, ssp: bool = False,
                  resumed: dict | None = None) -> None:
         """``board`` carries checkpoint requests (and, with ``ssp``, the clocks);
         ``resumed`` is this worker's entry in the manifest of the checkpoint resumed."""
         self.cfg, self.roles, self.tables, self.model, self.data = cfg, roles, tables, model, data
-        self.rows = share(*data.train_range, roles.index, roles.n_workers)
-        self.plan = Schedule(self.rows, cfg.batch_size, cfg.epochs, cfg.seed, roles.index,
-                             cfg.shuffle).resumed(resumed)
+        self.plan = Schedule.of(cfg, data.train_range, roles.index, roles.n_workers) \
+            .resumed(resumed)
         # The step's gradient is the mean over the global batch (all workers' batches).
         self.scale = 1.0 / (cfg.batch_size * roles.n_workers)
         # A share that fits in memory is read (or generated) once, before the clock starts.
-        share_bytes = (self.rows[1] - self.rows[0]) * data.train.fields * BYTES_PER_FEATURE
+        rows = self.plan.rows
+        share_bytes = (rows[1] - rows[0]) * data.train.fields * BYTES_PER_FEATURE
         self._cache: list[Batch] | None = None
         if share_bytes <= CACHE_BYTES:
-            self._cache = list(data.train.batches(*self.rows, cfg.batch_size))
+            self._cache = list(data.train.batches(*rows, cfg.batch_size))
         self._last_report = 0.0
         self.bound = bound                     # SSP: steps ahead of the slowest allowed
         slow = cfg.slow()
@@ -67,7 +66,7 @@ class Worker:
             self.samples, self.loss = int(resumed["samples"]), float(resumed["loss"])
             if resumed.get("rng"):
                 self.jitter.bit_generator.state = resumed["rng"]
-        self.planned = self.samples + self.plan.rows_left(self.start)
+        self.planned = self.samples + (0 if self.finished else self.plan.rows_left(self.start))
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """This worker's training batches for ``epoch`` (seeded order with ``--shuffle``,
@@ -75,7 +74,8 @@ class Worker:
         order = self.plan.order(epoch)
         if self._cache is not None:
             return (self._cache[b] for b in order[skip:])
-        return self.data.train.batches(*self.rows, self.cfg.batch_size, order=order[skip:])
+        return self.data.train.batches(*self.plan.rows, self.cfg.batch_size,
+                                       order=order[skip:])
 
     def pull(self, lookups: dict[str, Lookup]) -> dict[str, Route]:
         """Fill each lookup's rows from the servers; returns the routes for the push."""
@@ -135,8 +135,11 @@ class Worker:
 
     def stop_label(self, step: int) -> int | None:
         """The checkpoint to stop for before ``step``, if any (see ``clocks.stops_at``).
-        The first worker to see a request names the step where every worker can stop."""
-        word = self.board.control() if self.board is not None else 0
+        The first worker to see a request names the step where every worker can stop. A
+        job that writes no checkpoints never stops (nor reads the control word)."""
+        if not self.cfg.checkpointing:
+            return None
+        word = self.board.control()
         if word == REQUESTED:
             old = self.board.swap(REQUESTED, step + self.lead)
             word = step + self.lead if old == REQUESTED else old
@@ -194,7 +197,7 @@ class Worker:
         if self.finished:
             if clocks is not None:
                 clocks.set(self.roles.index, DONE)
-            self.report(self.cfg.epochs, last_step + 1, True)
+            self.report(self.cfg.epochs, self.start, True)
             return False
         if clocks is not None:
             clocks.set(self.roles.index, self.start)
@@ -213,7 +216,6 @@ class Worker:
                     in_flight.wait()
                     in_flight = None
                 if worker_checkpoint(self.roles, self.tables, label, self.record(step, epoch)):
-                    self.report(epoch, step, False, now=True)
                     return True
             started = time.perf_counter()
             grads, versions, batch_loss = self.compute(prep)

@@ -7,7 +7,7 @@ import pytest
 from mpips.checkpoint import layout, manifest
 from mpips.checkpoint.moves import moved_fraction, plan_reads
 from mpips.checkpoint.shardfile import ServerFile, write_server_file
-from mpips.clocks import Start, checkpoint_lead, stops_at
+from mpips.clocks import ProtocolError, Start, checkpoint_lead, stops_at
 from mpips.config import TrainConfig
 from mpips.errors import CheckpointError, ConfigError
 from mpips.models import TableSpec
@@ -16,7 +16,7 @@ from mpips.ring import PartitionMap, TableLayout, name_salt
 
 def make_checkpoint(run_dir, step, servers=1, keep=3):
     partial = layout.partial_dir(run_dir, step)
-    partial.mkdir(parents=True)
+    partial.mkdir(parents=True, exist_ok=True)
     entries = []
     for s in range(servers):
         arr = np.full((10, 2), step + s, np.float32)
@@ -26,7 +26,8 @@ def make_checkpoint(run_dir, step, servers=1, keep=3):
     doc = manifest.build(step, False, cfg, [TableSpec("weights", 10, 2)], ["accum"],
                          {"servers": servers}, entries, [], 1.0)
     layout.write_json(partial / layout.MANIFEST, doc)
-    return layout.publish(run_dir, partial, step, keep)
+    return layout.publish(run_dir, partial, step, keep,
+                          {layout.MANIFEST, *(e["file"] for e in entries)})
 
 
 def test_publish_points_latest_and_keeps_the_newest(tmp_path):
@@ -35,6 +36,19 @@ def test_publish_points_latest_and_keeps_the_newest(tmp_path):
     assert (tmp_path / "LATEST").read_text().strip() == layout.step_name(40)
     assert [p.name for p in layout.complete_steps(tmp_path)] == \
         [layout.step_name(40), layout.step_name(30)]
+
+
+def test_a_resumed_timeline_replaces_the_later_checkpoints_it_left(tmp_path):
+    """Resumed from step 20 after step 30 was written: the new step 25 is the latest and
+    survives pruning; step 30 belonged to the abandoned timeline. Files a crashed attempt
+    left in the folder are not published."""
+    for step in (10, 20, 30):
+        make_checkpoint(tmp_path, step)
+    layout.partial_dir(tmp_path, 25).mkdir()
+    (layout.partial_dir(tmp_path, 25) / "server-0009.h5").write_bytes(b"left by a crash")
+    path = make_checkpoint(tmp_path, 25, keep=1)
+    assert [p.name for p in layout.candidates(tmp_path)] == [layout.step_name(25)]
+    assert sorted(p.name for p in path.iterdir()) == [layout.MANIFEST, layout.server_file(0)]
 
 
 def test_half_written_checkpoints_are_never_candidates(tmp_path):
@@ -86,6 +100,8 @@ def test_truncated_and_bit_flipped_files_are_detected(tmp_path):
     path.write_bytes(bytes(data))
     with ServerFile(path, entry) as f, pytest.raises(CheckpointError, match="checksum"):
         f.read("a")
+    with ServerFile(path, entry) as f, pytest.raises(CheckpointError, match="checksum"):
+        f.verify("a")
 
 
 def test_manifest_errors_name_the_file(tmp_path):
@@ -96,11 +112,16 @@ def test_manifest_errors_name_the_file(tmp_path):
     (step / layout.MANIFEST).write_text(json.dumps({"format": "other"}))
     with pytest.raises(CheckpointError, match="not an mpips checkpoint"):
         manifest.load(step)
+    doc = manifest.build(10, False, TrainConfig(), [], [], {"servers": 1},
+                         [{"index": 0, "file": layout.server_file(0), "bytes": 1}], [], 0.0)
+    (step / layout.MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="'servers' lacks"):
+        manifest.load(step)
 
 
 def test_settings_that_change_the_state_are_refused():
     cfg = TrainConfig()
-    doc = {"settings": manifest.settings(cfg), "workers": [{}] * 2}
+    doc = {"settings": manifest.settings(cfg)}
     manifest.check_settings(doc, cfg.replace(servers=3, checkpoint_every=5), "ck")
     with pytest.raises(ConfigError, match="--batch-size"):
         manifest.check_settings(doc, cfg.replace(batch_size=64), "ck")
@@ -146,5 +167,5 @@ def test_start_of_a_resumed_job():
     start = Start((7, 7, 9), (False, False, True))
     assert start.round().step == 7 and start.round().active == {0, 1}
     assert start.last_steps() == {0: 6, 1: 6}
-    with pytest.raises(Exception, match="different steps"):
+    with pytest.raises(ProtocolError, match="different steps"):
         Start((7, 8), (False, False)).round()

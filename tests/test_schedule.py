@@ -18,8 +18,6 @@ def rows_of(sched: Schedule, start: int) -> Counter:
     epoch, batches = sched.remaining(start)
     for lo, hi in batches:
         seen.update(range(lo, hi))
-    if start - sched.base < len(sched.carry):
-        epoch = sched.first_epoch - 1
     for _ in range(epoch + 1, sched.epochs):
         seen.update(range(*sched.rows))
     return seen

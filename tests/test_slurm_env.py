@@ -12,6 +12,8 @@ def test_the_job_is_read_from_the_environment():
     job = SlurmJob.from_environ({"SLURM_JOB_ID": "42", "SLURM_NTASKS": "6",
                                  "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_RESTART_COUNT": "1"})
     assert job == SlurmJob("42", 6, "n[1-2]", 1) and job.run_name == "slurm-42"
+    assert job.describe(6) == "[mpips] Slurm job 42 (restart 1) on n[1-2]: 6 MPI ranks"
+    assert "the job has 6 Slurm tasks" in job.describe(4)
     array = SlurmJob.from_environ({"SLURM_JOB_ID": "43", "SLURM_ARRAY_JOB_ID": "40",
                                    "SLURM_ARRAY_TASK_ID": "3"})
     assert array.run_name == "slurm-40_3" and array.restarts == 0

@@ -58,17 +58,24 @@ def candidates(run_dir: Path) -> list[Path]:
     return [named] + [p for p in steps if p != named] if named in steps else steps
 
 
-def publish(run_dir: Path, partial: Path, step: int, keep: int) -> Path:
-    """Make a written checkpoint (manifest already inside ``partial``) the latest: rename
-    its folder, point ``LATEST`` at it, then delete all but the newest ``keep``, and any
-    leftover ``.partial`` folders of crashed attempts."""
+def publish(run_dir: Path, partial: Path, step: int, keep: int, files: set[str]) -> Path:
+    """Make a written checkpoint (``files`` inside ``partial``, manifest among them) the
+    latest: drop anything else a crashed attempt left in the folder, rename it, point
+    ``LATEST`` at it. Then delete the checkpoints of later steps -- a job resumed from an
+    older checkpoint has left that timeline, and they must not outrank this one -- all but
+    the newest ``keep``, and leftover ``.partial`` folders."""
+    for stray in partial.iterdir():
+        if stray.name not in files:
+            stray.unlink()
     final = run_dir / step_name(step)
     if final.exists():                # a stale one from before a resume: replaced
         shutil.rmtree(final)
     os.replace(partial, final)
     fsync_path(run_dir)
     atomic_write(run_dir / LATEST, (final.name + "\n").encode())
-    for old in complete_steps(run_dir)[keep:]:
+    steps = complete_steps(run_dir)
+    later = steps[:steps.index(final)]
+    for old in later + steps[steps.index(final) + keep:]:
         shutil.rmtree(old, ignore_errors=True)
     for p in run_dir.glob("step-*.partial"):
         shutil.rmtree(p, ignore_errors=True)

@@ -48,6 +48,13 @@ def build(step: int, final: bool, cfg: TrainConfig, specs: Sequence[TableSpec],
 
 _REQUIRED = {"format": str, "version": int, "step": int, "final": bool, "settings": dict,
              "tables": list, "ring": dict, "servers": list, "workers": list}
+_SERVER = {"index": int, "file": str, "bytes": int, "datasets": dict}
+_WORKER = {"index": int, "step": int, "finished": bool, "samples": int, "loss": (int, float)}
+
+
+def _entries_ok(entries: list, keys: dict) -> bool:
+    return all(isinstance(e, dict) and all(isinstance(e.get(k), t) for k, t in keys.items())
+               for e in entries)
 
 
 def load(step_dir: Path) -> dict:
@@ -67,6 +74,10 @@ def load(step_dir: Path) -> dict:
     if doc["version"] != VERSION:
         raise CheckpointError(f"{path}: format version {doc['version']}, this mpips reads "
                               f"{VERSION}")
+    for part, keys in (("servers", _SERVER), ("workers", _WORKER)):
+        if not _entries_ok(doc[part], keys):
+            raise CheckpointError(f"{path}: an entry of '{part}' lacks one of "
+                                  f"{', '.join(keys)}")
     n = doc["ring"].get("servers")
     if not isinstance(n, int) or [s.get("index") for s in doc["servers"]] != list(range(n)) \
             or any(s.get("file") != server_file(s["index"]) for s in doc["servers"]):

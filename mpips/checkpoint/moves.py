@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ring import PartitionMap, TableLayout
+from ..ring import PartitionMap, TableLayout, partition_sizes
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,6 @@ class Runs:
     @property
     def rows(self) -> int:
         return int(self.length.sum())
-
-
-def partition_sizes(rows: int, salt: int, partitions: int) -> np.ndarray:
-    """Keys of a ``rows``-key table in each partition (see ``TableLayout``)."""
-    residue = (np.arange(partitions, dtype=np.int64) - salt) % partitions
-    return rows // partitions + (residue < rows % partitions)
 
 
 def plan_reads(rows: int, salt: int, old: PartitionMap, new: PartitionMap,

@@ -23,7 +23,6 @@ from ..clocks import REQUESTED, StalenessLog
 from ..config import TrainConfig
 from ..errors import CheckpointError, MpipsError
 from ..models import TableSpec
-from ..slurm import stop_requested
 from ..ring import PARTITIONS, VNODES, PartitionMap
 from ..tables import Tables
 from ..topology import Roles
@@ -94,43 +93,47 @@ class Coordinator:
     """The scheduler's part: ask for checkpoints (on a timer or a signal), collect the
     records, write the manifest last, publish, and answer everyone."""
 
-    def __init__(self, cfg: TrainConfig, roles: Roles, board: Optional[ClockBoard],
-                 specs: Sequence[TableSpec], slots: Sequence[str], seconds_before: float = 0.0,
+    def __init__(self, cfg: TrainConfig, roles: Roles, board: ClockBoard,
+                 specs: Sequence[TableSpec], slots: Sequence[str],
+                 stop_requested: Callable[[], bool], seconds_before: float = 0.0,
                  verbose: bool = True) -> None:
+        """``stop_requested()`` tells whether the job was asked to stop (a signal)."""
         self.cfg, self.roles, self.board, self.verbose = cfg, roles, board, verbose
         self.specs, self.slots = list(specs), list(slots)
-        self.run_dir = Path(cfg.checkpoint_dir) / cfg.run_name
-        self.seconds_before = seconds_before
+        self.stop_requested, self.seconds_before = stop_requested, seconds_before
         self.servers: dict[int, dict] = {}
         self.workers: dict[int, dict] = {}
         self.last_request = time.perf_counter()
+        self.signalled = False     # the stop signal has been seen
         self.stop = False          # the job was asked to end after the next checkpoint
         self.stopped = False       # ... and has: the workers will not finish
         self.written: list[Path] = []
         self.final_written = False
+        self.saved_samples = 0     # samples trained when the latest checkpoint was taken
 
     def request(self, stop: bool = False) -> None:
         """Ask the workers for a checkpoint at their next possible step."""
         self.stop = self.stop or stop
-        if self.board is not None:
-            self.board.swap(0, REQUESTED)
+        self.board.swap(0, REQUESTED)
         self.last_request = time.perf_counter()
 
     def tick(self, progress_start: Optional[float]) -> None:
-        """The stop signal asks for a checkpoint and a stop; the timer, every
-        ``--checkpoint-seconds``, for a checkpoint."""
-        if stop_requested() and not self.stop:
-            self.request(stop=True)
+        """The stop signal asks for a checkpoint and a stop (ignored, with a warning, in a
+        job that writes no checkpoints); the timer, every ``--checkpoint-seconds``, for a
+        checkpoint."""
+        if self.stop_requested() and not self.signalled:
+            self.signalled = True
+            if self.cfg.checkpointing:
+                self.request(stop=True)
+            else:
+                print("mpips: warning: stop signal ignored: this job writes no checkpoints "
+                      "(--checkpoint-every or --checkpoint-seconds)", file=sys.stderr,
+                      flush=True)
             return
         every = self.cfg.checkpoint_seconds
         if every > 0 and progress_start is not None \
                 and time.perf_counter() - self.last_request >= every:
             self.request()
-
-    @property
-    def waiting(self) -> bool:
-        """A checkpoint is being written: its records are not all in."""
-        return bool(self.servers)
 
     def poll(self, finished: Callable[[int], Optional[dict]], elapsed: float) -> bool:
         """Take one record if any has arrived; complete the checkpoint when all are in.
@@ -156,13 +159,18 @@ class Coordinator:
         seconds = self.seconds_before + elapsed
         doc = manifest.build(step, final, self.cfg, self.specs, self.slots, ring, servers,
                              workers, seconds)
-        partial = partial_dir(self.run_dir, step)
-        write_json(partial / MANIFEST, doc)
-        path = publish(self.run_dir, partial, step, self.cfg.checkpoint_keep)
+        partial = partial_dir(self.cfg.run_dir, step)
+        try:
+            write_json(partial / MANIFEST, doc)
+            path = publish(self.cfg.run_dir, partial, step, self.cfg.checkpoint_keep,
+                           {MANIFEST, *(s["file"] for s in servers)})
+        except OSError as exc:
+            raise CheckpointError(f"{partial}: cannot publish the checkpoint ({exc})") \
+                from None
         self.written.append(path)
         self.final_written = final
-        if self.board is not None:
-            self.board.swap(self.board.control(), 0)
+        self.saved_samples = sum(int(w["samples"]) for w in workers)
+        self.board.swap(self.board.control(), 0)
         stop = self.stop and not final
         self.stopped = stop
         replies = [np.array([stop], dtype=np.int64)]
@@ -207,11 +215,15 @@ def restore_server(tables: Tables, log: StalenessLog, doc: dict, step_dir: Path)
                     file(s).read_runs(f"tables/{name}/{what}", runs.src, runs.dst,
                                       runs.length, out)
                 moved += runs.rows if s != me else 0
-        versions = np.max([file(s).read("versions") for s in range(len(entries))], axis=0)
-        tables.set_versions(versions)
-        if me == 0:
-            log.hist[:] = np.sum([file(s).read("staleness") for s in range(len(entries))],
-                                 axis=0)
+        if len(entries) == tables.roles.n_servers:      # each server its own counts
+            tables.set_versions(file(me).read("versions"))
+            log.hist[:] = file(me).read("staleness")
+        else:     # the busiest old shard's versions; all staleness counts on server 0
+            old_servers = range(len(entries))
+            tables.set_versions(np.max([file(s).read("versions") for s in old_servers],
+                                       axis=0))
+            if me == 0:
+                log.hist[:] = np.sum([file(s).read("staleness") for s in old_servers], axis=0)
     finally:
         for f in files.values():
             f.close()

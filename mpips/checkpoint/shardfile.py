@@ -77,6 +77,7 @@ class ServerFile:
             self.h5 = h5py.File(path, "r")
         except OSError as exc:
             raise CheckpointError(f"{path}: not a readable HDF5 file ({exc})") from None
+        self._checked: dict[str, tuple[h5py.Dataset, np.ndarray, int]] = {}
 
     def close(self) -> None:
         self.h5.close()
@@ -88,7 +89,12 @@ class ServerFile:
         self.close()
 
     def _dataset(self, name: str) -> tuple[h5py.Dataset, np.ndarray, int]:
-        """The dataset, its verified block checksums and rows per block."""
+        """The dataset, its verified block checksums and rows per block (checked once)."""
+        if name not in self._checked:
+            self._checked[name] = self._check(name)
+        return self._checked[name]
+
+    def _check(self, name: str) -> tuple[h5py.Dataset, np.ndarray, int]:
         meta = self.entry["datasets"].get(name)
         if meta is None:
             raise CheckpointError(f"{self.path}: the manifest lists no dataset {name!r}")
@@ -110,6 +116,17 @@ class ServerFile:
         out = np.empty(meta["shape"], np.dtype(meta["dtype"]))
         self.read_runs(name, np.array([0]), np.array([0]), np.array([out.shape[0]]), out)
         return out
+
+    def verify(self, name: str) -> int:
+        """Read and check every block of a dataset, ``READ_BYTES`` at a time (memory stays
+        bounded whatever its size); returns the bytes checked."""
+        ds, _, per_block = self._dataset(name)
+        row_bytes = max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64)))
+        chunk = per_block * max(1, READ_BYTES // (per_block * row_bytes))
+        buf = np.empty((min(chunk, ds.shape[0]), *ds.shape[1:]), ds.dtype)
+        return sum(self.read_runs(name, np.array([lo]), np.array([0]),
+                                  np.array([min(chunk, ds.shape[0] - lo)]), buf)
+                   for lo in range(0, ds.shape[0], chunk))
 
     def read_runs(self, name: str, src: np.ndarray, dst: np.ndarray, length: np.ndarray,
                   out: np.ndarray) -> int:

@@ -37,6 +37,13 @@ class Schedule:
     carry: tuple[Rows, ...] = ()
     first_epoch: int = 0
 
+    @classmethod
+    def of(cls, cfg: "TrainConfig", train_range: Rows, worker: int, n_workers: int
+           ) -> "Schedule":
+        """A fresh schedule of worker ``worker`` of ``n_workers`` over the training rows."""
+        return cls(share(*train_range, worker, n_workers), cfg.batch_size, cfg.epochs,
+                   cfg.seed, worker, cfg.shuffle)
+
     @property
     def steps_per_epoch(self) -> int:
         return n_batches(self.rows[1] - self.rows[0], self.batch_size)
@@ -130,8 +137,7 @@ def regroup(entries: Sequence[dict], old: Sequence[Schedule], new: Sequence[Sche
 
 def schedules(cfg: "TrainConfig", train_range: Rows, n_workers: int) -> list[Schedule]:
     """Fresh schedules of ``n_workers`` workers over the training rows."""
-    return [Schedule(share(*train_range, w, n_workers), cfg.batch_size, cfg.epochs, cfg.seed,
-                     w, cfg.shuffle) for w in range(n_workers)]
+    return [Schedule.of(cfg, train_range, w, n_workers) for w in range(n_workers)]
 
 
 def worker_entries(entries: Sequence[dict], cfg: "TrainConfig", train_range: Rows,

@@ -16,7 +16,7 @@ from mpips.config import TrainConfig
 from mpips.data.plan import plan_data
 from mpips.job import model_of, train
 from mpips.optim import Optimizer
-from mpips.ring import PartitionMap, TableLayout
+from mpips.ring import PartitionMap, TableLayout, name_salt
 from mpips.tables import Tables
 from mpips.topology import SERVER, split_roles
 
@@ -50,14 +50,9 @@ def stored_table(step_dir: Path, doc: dict, name: str, what: str, rows: int, dim
         with ServerFile(step_dir / server_file(entry["index"]), entry) as f:
             if old is None:
                 old = PartitionMap(f.read("owner"), len(doc["servers"]))
-            layout = TableLayout.build(rows, _salt(name), old)
+            layout = TableLayout.build(rows, name_salt(name), old)
             out[layout.keys_of(entry["index"])] = f.read(f"tables/{name}/{what}")
     return out
-
-
-def _salt(name):
-    from mpips.ring import name_salt
-    return name_salt(name)
 
 
 @pytest.mark.mpi(min_size=5)
