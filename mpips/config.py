@@ -267,10 +267,17 @@ def from_mapping(values: Mapping[str, Any], where: str = "settings",
             changes[name] = _csv_schema(value, where)
         else:
             changes[name] = _coerce(name, value, where)
+    merged = _replace(base, where, **changes)
+    if overrides is None:
+        return merged
+    # A section's defaults are the job's own settings; its errors name the file already.
+    return _replace(merged, where, tables=_table_overrides(overrides, where, merged))
+
+
+def _replace(cfg: TrainConfig, where: str, **changes: Any) -> TrainConfig:
+    """``cfg`` with ``changes``; a setting the checks refuse is an error naming ``where``."""
     try:
-        if overrides is not None:     # a section's defaults are the job's own settings
-            changes["tables"] = _table_overrides(overrides, where, base.replace(**changes))
-        return base.replace(**changes)
+        return cfg.replace(**changes)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

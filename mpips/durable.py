@@ -14,12 +14,21 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name, fsync, rename over ``path``, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+def tmp_name(path: Path) -> Path:
+    """Where ``path`` is written before it is complete (hidden, beside it)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def commit(path: Path) -> None:
+    """Put the finished ``tmp_name(path)`` in place: fsync it, rename it over ``path``,
+    fsync the folder. Readers see the old file or the whole new one, never a part."""
+    tmp = tmp_name(path)
+    fsync_path(tmp)
     os.replace(tmp, path)
     fsync_path(path.parent)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary name (see ``commit``)."""
+    tmp_name(path).write_bytes(data)
+    commit(path)

@@ -21,14 +21,13 @@ from mpi4py import MPI
 
 from .config import TrainConfig, from_mapping, load_toml
 from .data import share
-from .data.lines import Piece, blocks, max_colons, newlines_before, read_lines, split_inputs
+from .data.lines import Piece, blocks, count_lines, max_colons, read_lines, split_inputs
 from .data.parse import Format, parse_block
 from .data.plan import text_format
 from .data.shards import Manifest, ShardWriter, clear, manifest_of, manifest_record, \
     shard_name, write_manifest
 from .data.textsource import check_first_line
 from .errors import ConfigError
-from .waiting import wait_all
 from .wire import bcast_json, gather_json, reduce_int
 
 
@@ -96,8 +95,8 @@ def run_prep(job: PrepJob, comm: MPI.Intracomm, verbose: bool = True) -> Manifes
     parts = split_inputs(job.inputs, job.shards)
     mine = range(*share(0, job.shards, rank, size))
     formats = _formats(job, [p for j in mine for p in parts[j]], comm)
-    stats = [_convert(job, formats, parts[j], j, run) for j in mine]
-    wait_all([comm.Ibarrier()])               # the slowest rank's wait is polite
+    starts = first_lines(job.inputs, [p for j in mine for p in parts[j]])
+    stats = [_convert(job, formats, parts[j], j, run, starts) for j in mine]
     gathered = gather_json(comm, [s.doc() for s in stats])
     manifest = None
     if rank == 0:
@@ -121,15 +120,27 @@ def _formats(job: PrepJob, pieces: list[Piece], comm: MPI.Intracomm) -> list[For
     return [text_format(p, cfg, width) for p in job.inputs]
 
 
+def first_lines(inputs: list[Path], pieces: list[Piece]) -> dict[tuple[int, int], int]:
+    """The 1-based line number at which each piece starts, keyed (file, begin): each
+    file's lines are counted once, up to this rank's last piece of it."""
+    out: dict[tuple[int, int], int] = {}
+    for f in {p.file for p in pieces}:
+        line, at = 1, 0
+        for begin in sorted(p.begin for p in pieces if p.file == f):
+            line += count_lines(inputs[f], at, begin)     # pieces start at line starts
+            out[(f, begin)], at = line, begin
+    return out
+
+
 def _convert(job: PrepJob, formats: list[Format], pieces: list[Piece], index: int,
-             run: str) -> ShardStats:
+             run: str, starts: dict[tuple[int, int], int]) -> ShardStats:
     """Parse the pieces of part ``index`` into its shard, a bounded block at a time."""
     fields = formats[0].fields
     writer = ShardWriter(job.out / shard_name(index), fields, run)
     bad, positives, present = 0, 0.0, np.zeros(fields, dtype=np.int64)
     for piece in pieces:
         path, fmt = job.inputs[piece.file], formats[piece.file]
-        line = newlines_before(path, piece.begin) + 1
+        line = starts[(piece.file, piece.begin)]
         with open(path, "rb") as fh:
             for a, b in blocks(path, piece.begin, piece.end):
                 lines = read_lines(fh, a, b)

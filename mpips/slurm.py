@@ -3,8 +3,9 @@
 Slurm warns a job before its time limit or a preemption with a signal (``#SBATCH
 --signal=USR1@120``, sent to every rank). Every rank catches ``SIGUSR1``, so none dies of
 it; the scheduler (rank 0, which also heeds ``kill -USR1`` by hand) then asks for a
-checkpoint at the next step boundary and stops the job there. Under Slurm rank 0 then requeues the job, and the requeued job, whose run is named
-by the job id, finds its checkpoints and resumes without any change to the command.
+checkpoint at the next step boundary and stops the job there. Under Slurm rank 0 then
+requeues the job, and the requeued job, whose run is named by the job id, finds its
+checkpoints and resumes without any change to the command.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 mpi4py's lower-case calls serialise arbitrary Python objects, which a receiver would have
 to trust; mpips uses none of them. Documents travel as UTF-8 JSON bytes, numbers as NumPy
-buffers, so nothing a rank receives can run code. Waits go through ``waiting`` (no busy polling on oversubscribed nodes).
+buffers, so nothing a rank receives can run code. Waits go through ``waiting`` (no busy
+polling on oversubscribed nodes).
 """
 from __future__ import annotations
 

@@ -106,3 +106,11 @@ def test_field_buckets_sections(tmp_path):
         load_toml(f)
     with pytest.raises(ConfigError, match="fields.C99: no such field"):
         plan_data(TrainConfig(fields=(("C99", 5),)))
+
+
+def test_section_errors_name_the_file_once(tmp_path):
+    f = tmp_path / "job.toml"
+    f.write_text("[tables.bias]\nsync = 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_toml(f)
+    assert str(err.value).count("job.toml") == 1 and "tables.bias" in str(err.value)

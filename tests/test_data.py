@@ -6,14 +6,21 @@ import pytest
 
 from mpips.config import TrainConfig
 from mpips.data import share
-from mpips.data.criteo import CriteoTSV, count_rows
+from mpips.data.criteo import CriteoFormat
 from mpips.data.hashing import FieldHashing, bucketize
+from mpips.data.lines import count_lines
 from mpips.data.plan import plan_data
 from mpips.data.synthetic import SyntheticCTR
+from mpips.data.textsource import TextSource
 from mpips.errors import DataError
 from mpips.metrics import auc
 
 KAGGLE = Path(__file__).resolve().parents[2] / "shared/data/criteo_kaggle/criteo_kaggle_dev.tsv"
+
+
+def criteo(path, table_rows):
+    """A Criteo TSV file as a source, hashed into ``table_rows`` buckets."""
+    return TextSource(path, CriteoFormat(), FieldHashing(table_rows))
 
 
 def test_synthetic_rows_do_not_depend_on_who_generates_them():
@@ -74,7 +81,7 @@ ROW = "1\t" + "\t".join(["5"] * 13) + "\t" + "\t".join(["68fd1e64"] * 26)
 def test_criteo_reader_missing_fields_crlf_and_no_final_newline(tmp_path):
     empty = "0\t" + "\t" * 38
     p = _write(tmp_path, [ROW + "\r\n", empty + "\n", ROW])
-    src = CriteoTSV(p, FieldHashing(1 << 20))
+    src = criteo(p, 1 << 20)
     assert src.rows == 3
     (b,) = list(src.batches(0, 3, 10))
     assert b.labels.tolist() == [1, 0, 1]
@@ -83,7 +90,7 @@ def test_criteo_reader_missing_fields_crlf_and_no_final_newline(tmp_path):
 
 def test_criteo_reader_row_ranges(tmp_path):
     p = _write(tmp_path, [ROW.replace("\t5\t", f"\t{i}\t", 1) + "\n" for i in range(10)])
-    src = CriteoTSV(p, FieldHashing(1 << 20))
+    src = criteo(p, 1 << 20)
     all_keys = np.concatenate([b.keys for b in src.batches(0, 10, 3)])
     part = np.concatenate([b.keys for b in src.batches(4, 7, 2)])
     assert np.array_equal(all_keys[4:7], part)
@@ -101,14 +108,14 @@ def test_criteo_reader_row_ranges(tmp_path):
 def test_criteo_bad_line_names_file_and_line(tmp_path, line, msg):
     p = _write(tmp_path, [ROW + "\n", line])
     with pytest.raises(DataError, match=f"d.tsv:2: {msg}"):
-        list(CriteoTSV(p, FieldHashing(1000)).batches(0, 2, 10))
+        list(criteo(p, 1000).batches(0, 2, 10))
 
 
 def test_negative_count_is_not_missing(tmp_path):
     """I2 = -1 is common in Criteo; it must hash apart from an empty field."""
     neg = ROW.replace("\t5\t", "\t-1\t", 1)
     empty = ROW.replace("\t5\t", "\t\t", 1)
-    src = CriteoTSV(_write(tmp_path, [neg + "\n", empty + "\n"]), FieldHashing(1 << 30))
+    src = criteo(_write(tmp_path, [neg + "\n", empty + "\n"]), 1 << 30)
     (b,) = list(src.batches(0, 2, 9))
     assert b.keys[0, 0] != b.keys[1, 0] and (b.keys[0, 1:] == b.keys[1, 1:]).all()
 
@@ -116,7 +123,7 @@ def test_negative_count_is_not_missing(tmp_path):
 def test_wrong_format_fails_when_opened(tmp_path):
     """A CSV given as criteo is refused up front, before any rank starts work."""
     with pytest.raises(DataError, match=r"x.csv:1: expected 40 TAB-separated columns"):
-        CriteoTSV(_write(tmp_path, ["label,a,b\n", "1,2,3\n"], "x.csv"), FieldHashing(10))
+        criteo(_write(tmp_path, ["label,a,b\n", "1,2,3\n"], "x.csv"), 10)
 
 
 def test_plan_needs_train_and_test_rows(tmp_path):
@@ -128,10 +135,10 @@ def test_plan_needs_train_and_test_rows(tmp_path):
 
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(DataError, match="no such file"):
-        CriteoTSV(tmp_path / "nope.tsv", FieldHashing(10))
+        criteo(tmp_path / "nope.tsv", 10)
     with pytest.raises(DataError, match="is empty"):
-        CriteoTSV(_write(tmp_path, []), FieldHashing(10))
-    assert count_rows(_write(tmp_path, ["a\nb"], "x")) == 2
+        criteo(_write(tmp_path, []), 10)
+    assert count_lines(_write(tmp_path, ["a\nb"], "x")) == 2
 
 
 def test_plan_holds_out_the_last_rows(tmp_path):
@@ -144,7 +151,7 @@ def test_plan_holds_out_the_last_rows(tmp_path):
 
 @pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")
 def test_kaggle_sample_parses():
-    src = CriteoTSV(KAGGLE, FieldHashing(1 << 20))
+    src = criteo(KAGGLE, 1 << 20)
     assert src.rows == 8000
     labels = np.concatenate([b.labels for b in src.batches(0, 8000, 4096)])
     assert labels.sum() == 1728

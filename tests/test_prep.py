@@ -57,6 +57,8 @@ def test_a_failed_prep_leaves_nothing_trusted(tmp_path):
     with pytest.raises(DataError, match="b.tsv:51: expected 40 TAB-separated columns"):
         prep(str(bad), "--out", str(out))
     assert not (out / "manifest.json").exists()
+    with pytest.raises(DataError, match="b.tsv:51: "):       # line numbers in later parts
+        prep(str(good), str(bad), "--out", str(out), "--shards", "5")
     with pytest.raises(DataError, match="no manifest.json"):
         plan_data(TrainConfig(data=str(out)))
 

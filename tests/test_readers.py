@@ -38,10 +38,12 @@ def text_cfg(path: Path, fmt: str, **kw) -> TrainConfig:
 
 # ---- libSVM / libFM -----------------------------------------------------------------------
 
-def test_libsvm_rows_pad_and_labels_in_both_conventions(tmp_path):
-    """CRLF, -1/+1 and 0/1 labels, no final newline; short rows padded with value 0."""
+@pytest.mark.parametrize("fmt", ["libsvm", "libfm"])
+def test_libsvm_rows_pad_and_labels_in_both_conventions(tmp_path, fmt):
+    """CRLF, -1/+1 and 0/1 labels, no final newline; short rows padded with value 0
+    (``libfm`` names the same format)."""
     p = write(tmp_path, "+1 3:0.5 7:2\r\n-1 7:1\n0 3:1 7:1 9:4\n1.0 9:1")
-    src, k, v, y = rows(text_cfg(p, "libsvm"))
+    src, k, v, y = rows(text_cfg(p, fmt))
     assert src.rows == 4 and src.fields == 3
     assert y.tolist() == [1, 0, 0, 1]
     pad = src.hashing.total_rows - 1
@@ -49,10 +51,6 @@ def test_libsvm_rows_pad_and_labels_in_both_conventions(tmp_path):
     assert v[0].tolist() == [0.5, 2, 0] and v[2].tolist() == [1, 1, 4]
     assert k[0, 1] == k[1, 0] == k[2, 1], "feature 7 has one key in any slot"
     assert len({k[0, 0], k[0, 1], k[2, 2]}) == 3
-
-
-def test_libfm_is_libsvm():
-    assert from_mapping({"format": "libfm"}).format == "libfm"
 
 
 @pytest.mark.parametrize("line,msg", [
@@ -155,6 +153,14 @@ def test_criteo_skip(tmp_path):
     assert len(y) == 2 and src.bad_lines == 2          # the bad line and the empty last one
 
 
+@pytest.mark.parametrize("cat", ["ffffffffffffffff", "-1", "1ffffffffffffffff"])
+def test_criteo_categories_out_of_range_are_bad_lines(tmp_path, cat):
+    """A category must not wrap onto the value that stands for a missing field."""
+    p = write(tmp_path, ROW + "\n" + ROW[:-8] + cat + "\n")
+    with pytest.raises(DataError, match=f"d.txt:2: column 40 '{re.escape(cat)}' is not a hex"):
+        rows(text_cfg(p, "criteo"))
+
+
 def test_unknown_format_is_a_config_error():
     with pytest.raises(ConfigError, match="--format must be one of criteo, libsvm, libfm, "
                        "libffm, csv, not 'svm'"):
@@ -185,14 +191,16 @@ def test_epoch_order_is_a_seeded_shuffle():
 
 
 def test_hashing_split_into_ids_and_rows():
-    """keys = rows(ids(raw)); the power-of-two shortcut equals the modulo."""
+    """Rows are ``id % size + start`` per field, computed by hand here: the power-of-two
+    shortcut and the modulo, a shared range and a field's own range."""
     raw = np.random.default_rng(1).integers(0, 2**62, (300, 4)).astype(np.uint64)
-    for h in (FieldHashing(1 << 12, 3), FieldHashing(1000, 3, (0, 5))):
+    for h, size, start in ((FieldHashing(1 << 12, 3), [4096] * 4, [0] * 4),
+                           (FieldHashing(1000, 3, (0, 5)), [1000, 5, 1000, 1000],
+                            [0, 1000, 0, 0])):
         ids = h.ids(raw)
-        assert np.array_equal(h.keys(raw), h.rows(ids))
-        size = np.array([h.shared_rows] * 4, dtype=np.uint64)
-        if not h.own:
-            assert np.array_equal(h.rows(ids), (ids % size).astype(np.int64))
+        want = (ids % np.array(size, np.uint64)).astype(np.int64) + np.array(start)
+        assert np.array_equal(h.rows(ids), want)
+        assert np.array_equal(h.keys(raw), want)
 
 
 def test_line_utilities(tmp_path):

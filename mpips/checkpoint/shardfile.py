@@ -8,7 +8,6 @@ bit-flipped file fails with an error naming it.
 """
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 from typing import Mapping
@@ -17,7 +16,7 @@ import h5py
 import numpy as np
 
 from ..errors import CheckpointError
-from ..durable import fsync_path
+from ..durable import commit, tmp_name
 
 BLOCK_BYTES = 1 << 20
 READ_BYTES = 64 << 20          # largest read at a time, to bound the temporary memory
@@ -42,7 +41,7 @@ def write_server_file(path: Path, arrays: Mapping[str, np.ndarray],
     """Write ``arrays`` (name -> array) to ``path`` atomically: a temporary name, fsync,
     rename. Returns the manifest's entry for the file: its size and, per dataset, shape,
     dtype, block size and the CRC32 of its block checksums."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = tmp_name(path)
     entries = {}
     with h5py.File(tmp, "w", libver="latest") as f:
         f.attrs["format"] = FORMAT
@@ -55,9 +54,7 @@ def write_server_file(path: Path, arrays: Mapping[str, np.ndarray],
             f.create_dataset(f"crc/{name}", data=crcs)
             entries[name] = {"shape": list(arr.shape), "dtype": arr.dtype.str,
                              "block_rows": rows, "blocks_crc32": zlib.crc32(crcs.data)}
-    fsync_path(tmp)
-    os.replace(tmp, path)
-    fsync_path(path.parent)
+    commit(path)
     return {"bytes": path.stat().st_size, "datasets": entries}
 
 

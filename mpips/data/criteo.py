@@ -6,20 +6,17 @@ hashed per field (column) into ids.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .hashing import FIELD_NAMES, MISSING, FieldHashing, encode_counts
-from .lines import count_lines as count_rows
 from .parse import BadLine, Parsed
-from .textsource import TextSource
 
 NUMERIC, CATEGORICAL = 13, 26
 COLUMNS = 1 + NUMERIC + CATEGORICAL
 _MISSING = int(MISSING)
 
-__all__ = ["CriteoFormat", "CriteoTSV", "count_rows"]
+__all__ = ["CriteoFormat"]
 
 
 @dataclass
@@ -54,7 +51,11 @@ class CriteoFormat:
             nums = cols[1:1 + NUMERIC]
             block.counts[i] = [int(c) if c else 0 for c in nums]
             block.present[i] = [c != "" for c in nums]
-            block.cats[i] = [int(c, 16) if c else _MISSING for c in cols[1 + NUMERIC:]]
+            cats = [int(c, 16) if c else _MISSING for c in cols[1 + NUMERIC:]]
+            given = [v for v, c in zip(cats, cols[1 + NUMERIC:]) if c]
+            if given and (min(given) < 0 or max(given) >= _MISSING):   # no wrap into MISSING
+                raise ValueError
+            block.cats[i] = cats
         except (ValueError, OverflowError):
             column, what = _first_bad(cols)
             raise BadLine(f"column {column + 1} {cols[column]!r} is not {what}") from None
@@ -81,10 +82,3 @@ def _first_bad(cols: list[str]) -> tuple[int, str]:
         if not numeric and (value is None or not 0 <= value < 2**64 - 1):
             return j, "a hex category"
     raise AssertionError("no bad column in a line that failed to parse")
-
-
-class CriteoTSV(TextSource):
-    """Rows of one Criteo TSV file, hashed into table keys by ``hashing``."""
-
-    def __init__(self, path: str | Path, hashing: FieldHashing, on_bad: str = "error") -> None:
-        super().__init__(path, CriteoFormat(), hashing, on_bad)

@@ -36,15 +36,6 @@ def count_lines(path: Path, begin: int = 0, end: int | None = None) -> int:
     return n + (last != NL)
 
 
-def newlines_before(path: Path, pos: int) -> int:
-    """Newlines in bytes [0, pos): the 0-based number of the line starting at ``pos``."""
-    n = 0
-    with open(path, "rb") as fh:
-        for _, a in _chunks(fh, pos):
-            n += int(np.count_nonzero(a == NL))
-    return n
-
-
 def line_offsets(path: Path, lines: np.ndarray) -> np.ndarray:
     """Byte offsets where the 0-based ``lines`` (ascending) start; a line past the last
     one starts at the file's size. One pass, stopping at the last line wanted."""

@@ -8,7 +8,6 @@ manifest's run id, row count and size, so files a failed run left behind are nev
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,16 +15,15 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 
-from ..durable import atomic_write, fsync_path
+from ..durable import atomic_write, commit, tmp_name
 from ..errors import DataError
 from .parse import Parsed
 
 MANIFEST = "manifest.json"
 VERSION = 1
 CHUNK_ROWS = 8192          # rows per HDF5 chunk (see benchmarks/README.md)
-# No compression: measured here, lzf or gzip (level 4) on any dataset cut reading speed
-# 5 to 10 times for a 1.5 to 4 times smaller file (see benchmarks/README.md).
-COMPRESSION: dict[str, Optional[str]] = {"ids": None, "vals": None, "labels": None}
+# Datasets are not compressed: measured here, lzf or gzip made reading about 3 times
+# slower for files 3 to 4 times smaller (benchmarks/README.md).
 
 
 def shard_name(index: int) -> str:
@@ -94,14 +92,13 @@ class ShardWriter:
     """One shard, written under a temporary name; ``commit`` puts it in place."""
 
     def __init__(self, path: Path, fields: int, run: str) -> None:
-        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
-        self.file = h5py.File(self.tmp, "w")
+        self.path = path
+        self.file = h5py.File(tmp_name(path), "w")
         self.file.attrs["run"] = run
         for name, dtype, width in (("ids", np.uint64, (fields,)),
                                    ("vals", np.float32, (fields,)), ("labels", np.float32, ())):
             self.file.create_dataset(name, (0, *width), dtype, maxshape=(None, *width),
-                                     chunks=(CHUNK_ROWS, *width),
-                                     compression=COMPRESSION[name])
+                                     chunks=(CHUNK_ROWS, *width))
         self.rows = 0
 
     def append(self, parsed: Parsed) -> None:
@@ -117,8 +114,7 @@ class ShardWriter:
         """Flush, rename into place; the manifest's record of this shard."""
         self.file.attrs["rows"] = self.rows
         self.file.close()
-        fsync_path(self.tmp)
-        os.replace(self.tmp, self.path)
+        commit(self.path)
         return {"file": self.path.name, "rows": self.rows, "bytes": self.path.stat().st_size}
 
 
@@ -126,6 +122,6 @@ def clear(folder: Path) -> None:
     """Remove a previous prep's manifest first (so nothing is trusted while we write),
     then its shards and temporary files."""
     (folder / MANIFEST).unlink(missing_ok=True)
-    for p in folder.glob("shard-*.h5*"):
-        p.unlink()
-    (folder / (MANIFEST + ".tmp")).unlink(missing_ok=True)
+    for p in [*folder.glob("shard-*.h5"), *folder.glob(".shard-*.h5.tmp"),
+              tmp_name(folder / MANIFEST)]:
+        p.unlink(missing_ok=True)

@@ -10,11 +10,10 @@ import h5py
 import numpy as np
 
 from ..errors import DataError
-from . import Batch, n_batches
+from . import Batch, n_batches, shuffle_block
 from .hashing import PAD_ID, FieldHashing
 from .shards import Manifest, read_manifest
 
-BLOCK_ROWS = 1 << 16        # most rows read from a shard at once
 CACHE_BYTES = 1 << 26       # HDF5 chunk cache per open shard
 
 
@@ -45,11 +44,11 @@ class ShardSource:
     def batches(self, start: int, stop: int, batch_size: int,
                 order: Optional[Iterable[int]] = None) -> Iterator[Batch]:
         """Batches ``order`` (default: all, in turn) of rows [start, stop). Consecutive
-        picks that lie within ``BLOCK_ROWS`` rows of each other (a block of a shuffled
+        picks that lie within one shuffle block of each other (a block of a shuffled
         epoch, or a run in order) are read together, then served in the order asked."""
         nb = n_batches(stop - start, batch_size)
         picks = list(range(nb)) if order is None else [int(b) for b in order]
-        per_block = max(1, BLOCK_ROWS // batch_size)
+        per_block = shuffle_block(batch_size)
         files: dict[int, h5py.File] = {}
         try:
             i = 0
@@ -74,7 +73,8 @@ class ShardSource:
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows [lo, hi) from the shards that hold them, widened to ``fields``."""
         n = hi - lo
-        ids = np.full((n, self.fields), PAD_ID, dtype=np.uint64)
+        ids = np.empty((n, self.fields), dtype=np.uint64)
+        ids[:, self.manifest.fields:] = PAD_ID        # widened to a test set's width
         vals = np.zeros((n, self.fields), dtype=np.float32)
         labels = np.empty(n, dtype=np.float32)
         w = self.manifest.fields

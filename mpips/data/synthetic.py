@@ -8,6 +8,7 @@ row range is generated alone, identically, whoever generates it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
@@ -52,7 +53,9 @@ class SyntheticCTR:
         """Distinct categories per categorical field: 4 to 20,000, spread geometrically."""
         return np.round(np.geomspace(4, 20_000, CATEGORICAL)).astype(np.int64)
 
+    @cached_property
     def _zipf_cdfs(self) -> list[np.ndarray]:
+        """Each field's Zipf CDF over its categories (built once: 60k entries)."""
         cdfs = []
         for c in self.cardinalities():
             p = 1.0 / np.arange(1, c + 1, dtype=np.float64) ** self.zipf
@@ -67,7 +70,7 @@ class SyntheticCTR:
             counts = np.floor(np.exp(1.5 + 1.5 * _normal(self.seed, rows, 100 + f))) - 1
             present = _uniform(self.seed, rows, 200 + f) >= 0.05 * (f % 4)
             raw[:, f] = encode_counts(counts, present)
-        for j, cdf in enumerate(self._zipf_cdfs()):
+        for j, cdf in enumerate(self._zipf_cdfs):
             u = _uniform(self.seed, rows, 300 + j)
             raw[:, NUMERIC + j] = np.minimum(np.searchsorted(cdf, u), cdf.size - 1)
         return raw

@@ -24,13 +24,13 @@ class TextSource:
     """Data rows of ``path`` in format ``fmt`` (a header line is not a row)."""
 
     def __init__(self, path: str | Path, fmt: Format, hashing: FieldHashing,
-                 on_bad: str = "error", lines: Optional[int] = None) -> None:
+                 on_bad: str = "error") -> None:
         self.path = Path(path)
         check_file(self.path)
         self.format, self.hashing, self.on_bad = fmt, hashing, on_bad
         self.fields = fmt.fields
         self._skip = int(fmt.header)
-        self._rows = (count_lines(self.path) if lines is None else lines) - self._skip
+        self._rows = count_lines(self.path) - self._skip
         self._offsets: dict[tuple[int, int, int], np.ndarray] = {}
         self._bad: dict[int, int] = {}       # first line of a block -> its bad lines
         if on_bad == "error" and self._rows > 0:   # a wrong format fails here, early
