@@ -1,7 +1,7 @@
 """``mpips prep IN... --format F --out DIR [--shards K]``: text into binary shards.
 
 The inputs, taken as one byte sequence, are cut at line starts into K near-equal parts;
-part j becomes ``shard-j.h5`` and rank r converts the contiguous parts ``share(0, K, r,
+part j becomes ``shard-0000j.h5`` and rank r converts the contiguous parts ``share(0, K, r,
 R)`` (so with K = R each rank converts about 1/R of the bytes; with K < R some ranks have
 nothing to do, with K > R a rank writes several shards). Shards hold their lines in input
 order, so row i of the data set is the same row whatever R and K. Rank 0 writes the
@@ -161,15 +161,16 @@ def _manifest(job: PrepJob, fmt: Format, run: str, stats: list[ShardStats]) -> M
     stats = sorted(stats, key=lambda s: s.index)
     rows = sum(s.record["rows"] for s in stats)
     present = np.sum([s.present for s in stats], axis=0)
-    names = list(fmt.names) or [f"slot{i + 1}" for i in range(fmt.fields)]
+    stat_names = list(fmt.names) or [f"slot{i + 1}" for i in range(fmt.fields)]
     schema = asdict(job.cfg.csv) if fmt.name == "csv" and job.cfg.csv else None
     return Manifest(run=run, format=fmt.name, fields=fmt.fields, names=list(fmt.names),
                     padded=fmt.padded, seed=job.cfg.seed,
                     inputs=[str(p) for p in job.inputs], shards=[s.record for s in stats],
                     bad_lines=sum(s.bad for s in stats), schema=schema,
                     stats={"positives": sum(s.positives for s in stats),
-                           "present": dict(zip(names, (int(c) for c in present))),
-                           "present_fraction": float(present.sum()) / max(1, rows * len(names))})
+                           "present": dict(zip(stat_names, (int(c) for c in present))),
+                           "present_fraction": float(present.sum())
+                           / max(1, rows * len(stat_names))})
 
 
 def _report(job: PrepJob, manifest: Manifest, seconds: float, ranks: int) -> None:
