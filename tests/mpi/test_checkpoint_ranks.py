@@ -19,6 +19,7 @@ from mpips.optim import Optimizer
 from mpips.ring import PartitionMap, TableLayout, name_salt
 from mpips.tables import Tables
 from mpips.topology import SERVER, split_roles
+from saved import final_state
 
 comm = MPI.COMM_WORLD
 
@@ -110,6 +111,19 @@ def test_resume_a_two_server_checkpoint_on_three_and_on_one(shared_dir):
             m = resumed.metrics
             ok &= m["resume_moved_rows"] == m["resume_moved_rows_minimum"] > 0
         part.Free()
+    # On the same 2 servers: parameters, optimiser state and each server's table versions
+    # end as in the run that never stopped.
+    four = sub(4)
+    if four is not None:
+        again = train(cfg.replace(servers=2, run_name="r2", resume=str(step_dir)), four,
+                      return_params=True, verbose=False)
+        if again.role == "worker":
+            ok &= all(np.array_equal(full[k], again.params[k]) for k in full)
+        if again.role == "scheduler":
+            want, got = final_state(shared_dir / "a"), final_state(shared_dir / "r2")
+            ok &= want.keys() == got.keys() and any("versions" in k for k in want) and \
+                all(np.array_equal(want[k], got[k]) for k in want)
+        four.Free()
     assert everywhere(ok)
 
 
