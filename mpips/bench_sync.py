@@ -2,11 +2,12 @@
 slow worker, all in one run (one ``mpiexec``), so the ratios compare like with like.
 
 Every job trains LR on the same built-in data; the straggler is worker 0 made FACTOR
-times slower by sleeping (``--slow-worker``). Each worker owns a fixed share of the rows, so
-every job ends when the straggler finishes its share whatever the mode: the figure is
-therefore the throughput while all workers are still busy (up to the moment the first
-worker finishes), from progress records every 20 ms. Jobs run interleaved, ``--repeats``
-times; the table shows medians and what each mode keeps of its own no-straggler rate.
+times slower by sleeping (``--slow-worker``). The figure is the whole job's throughput:
+samples over the seconds from the first step to the last. SSP and ASP run balanced (the
+default, ``balance``) and, for comparison, with fixed shares (``--balance off``), where
+every job ends when the straggler finishes its share. Jobs run interleaved,
+``--repeats`` times; the table shows medians and what each mode keeps of its own
+no-straggler rate.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from .config import TrainConfig
 from .errors import ConfigError
 from .job import prepare, train
 
-MODES = (("bsp", 0), ("ssp", 3), ("async", 0))
+# (label, sync, staleness, balance)
+MODES = (("bsp", "bsp", 0, "off"), ("ssp(3)", "ssp", 3, "on"), ("async", "async", 0, "on"),
+         ("ssp(3) fixed", "ssp", 3, "off"), ("async fixed", "async", 0, "off"))
 
 
 def check_straggler(args: argparse.Namespace, size: int) -> None:
@@ -40,25 +43,43 @@ def configs(args: argparse.Namespace) -> list[tuple[str, bool, TrainConfig]]:
                        batch_size=args.batch_size, progress_seconds=0.04,
                        delay_jitter=args.jitter)
     out = []
-    for mode, staleness in MODES:
+    for label, sync, staleness, balance in MODES:
         for slow in (False, True):
-            cfg = base.replace(sync=mode, staleness=staleness,
+            cfg = base.replace(sync=sync, staleness=staleness, balance=balance,
                                slow_worker=f"0:{args.factor:g}" if slow else None)
-            out.append((mode, slow, cfg))
+            out.append((label, slow, cfg))
     return out
 
 
-def table(rates: dict[tuple[str, bool], list[float]], args: argparse.Namespace,
+FIGURES = ("samples_per_s", "auc", "rows_per_step", "staleness_mean")
+
+
+def figures(metrics: dict) -> dict[str, float]:
+    """What one job contributes: throughput, test AUC, rows per step (averaged over the
+    workers' steps: balanced workers take several batches in a step) and mean staleness."""
+    steps = sum(metrics["worker_steps"])
+    return {"samples_per_s": metrics["samples_per_s"], "auc": metrics["auc"],
+            "rows_per_step": metrics["samples"] / steps if steps else float("nan"),
+            "staleness_mean": metrics["staleness_mean"]}
+
+
+def table(runs: dict[tuple[str, bool], list[dict]], args: argparse.Namespace,
           ranks: int) -> dict:
     """Medians and ratios as one record."""
     rec: dict = {"ranks": ranks, "servers": args.servers, "workers": ranks - 1 - args.servers,
                  "cores": os.cpu_count(), "factor": args.factor, "repeats": args.repeats,
                  "rows": args.rows, "batch_size": args.batch_size, "jitter": args.jitter}
-    for mode, _ in MODES:
-        base = statistics.median(rates[mode, False])
-        slow = statistics.median(rates[mode, True])
-        rec[mode] = {"samples_per_s": base, "straggler_samples_per_s": slow,
-                     "kept": slow / base}
+    for mode, *_ in MODES:
+        med = {(slow, f): statistics.median(r[f] for r in runs[mode, slow])
+               for slow in (False, True) for f in FIGURES}
+        rec[mode] = {"samples_per_s": med[False, "samples_per_s"],
+                     "straggler_samples_per_s": med[True, "samples_per_s"],
+                     "kept": med[True, "samples_per_s"] / med[False, "samples_per_s"],
+                     "auc": med[False, "auc"], "straggler_auc": med[True, "auc"],
+                     "rows_per_step": med[False, "rows_per_step"],
+                     "straggler_rows_per_step": med[True, "rows_per_step"],
+                     "staleness_mean": med[False, "staleness_mean"],
+                     "straggler_staleness_mean": med[True, "staleness_mean"]}
     return rec
 
 
@@ -68,28 +89,33 @@ def report(rec: dict) -> str:
              f"{rec['workers']} workers) on {rec['cores']} cores; worker 0 {rec['factor']:g}x "
              f"slower; {rec['rows']:,} rows, batch {rec['batch_size']}/worker, jitter "
              f"{rec['jitter']:g}s; medians of {rec['repeats']}",
-             f"{'mode':8}{'no straggler':>16}{'straggler':>14}{'kept':>8}"]
-    for mode, staleness in MODES:
+             f"{'':14}{'samples/s':>26}{'':7}{'AUC':>16}{'rows/step':>18}"
+             f"{'staleness':>18}",
+             f"{'mode':14}{'even':>13}{'straggler':>13}{'kept':>7}"
+             + f"{'even':>8}{'straggler':>10}" * 3]
+    for mode, *_ in MODES:
         r = rec[mode]
-        name = f"ssp({staleness})" if mode == "ssp" else mode
-        lines.append(f"{name:8}{r['samples_per_s']:>16,.0f}{r['straggler_samples_per_s']:>14,.0f}"
-                     f"{r['kept']:>8.2f}")
+        lines.append(f"{mode:14}{r['samples_per_s']:>13,.0f}"
+                     f"{r['straggler_samples_per_s']:>13,.0f}{r['kept']:>7.2f}"
+                     f"{r['auc']:>8.4f}{r['straggler_auc']:>10.4f}"
+                     f"{r['rows_per_step']:>8,.0f}{r['straggler_rows_per_step']:>10,.0f}"
+                     f"{r['staleness_mean']:>8.2f}{r['straggler_staleness_mean']:>10.2f}")
     return "\n".join(lines)
 
 
 def run_straggler(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
     """Collective over ``comm``: every job in turn; rank 0 prints the table."""
-    rates: dict[tuple[str, bool], list[float]] = {}
+    runs: dict[tuple[str, bool], list[dict]] = {}
     for i in range(args.repeats):
         for mode, slow, cfg in configs(args):
             metrics = train(cfg, comm, verbose=False).metrics
             if metrics is not None:
-                rates.setdefault((mode, slow), []).append(metrics["active_samples_per_s"])
+                runs.setdefault((mode, slow), []).append(figures(metrics))
                 if not args.json:
-                    print(f"  repeat {i + 1}/{args.repeats} {mode:5} "
+                    print(f"  repeat {i + 1}/{args.repeats} {mode:12} "
                           f"{'straggler' if slow else 'even':9} "
                           f"{metrics['samples_per_s']:>12,.0f} samples/s", flush=True)
     if comm.Get_rank() == 0:
-        rec = table(rates, args, comm.Get_size())
+        rec = table(runs, args, comm.Get_size())
         print(json.dumps(rec) if args.json else report(rec), flush=True)
     return 0

@@ -13,7 +13,8 @@ for _var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MK
 
 from . import __version__  # noqa: E402
 from .clocks import SYNC_MODES  # noqa: E402
-from .config import FORMATS, MODELS, PULL_MODES, TrainConfig, from_mapping, load_toml  # noqa: E402
+from .config import BALANCE_MODES, FORMATS, MODELS, PULL_MODES, TrainConfig, from_mapping, \
+    load_toml  # noqa: E402
 from .data.parse import BAD_LINE_MODES  # noqa: E402
 from .optim import OPTIMIZERS  # noqa: E402
 
@@ -66,6 +67,10 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                     f"(default {D.sync})")),
     ("--staleness", dict(type=int, metavar="S", help=f"SSP bound in steps (default "
                          f"{D.staleness})")),
+    ("--balance", dict(choices=BALANCE_MODES, help="SSP and ASP workers share out work: "
+                       "one that runs out of batches takes another's, and under SSP a slow "
+                       "worker splits its batches into smaller steps; auto: on unless the "
+                       f"job runs in BSP rounds (default {D.balance})")),
     ("--slow-worker", dict(metavar="I:FACTOR", help="test aid: make worker I (0-based) "
                            "FACTOR times slower by sleeping, to study stragglers")),
     ("--delay-jitter", dict(type=float, metavar="T", help="test aid: every worker sleeps a "
@@ -126,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--servers", type=int, default=1, help="servers (default 1)")
     st.add_argument("--factor", type=float, default=3.0, help="how many times slower "
                     "worker 0 is (default 3)")
-    st.add_argument("--rows", type=int, default=100_000, help="built-in rows per job, "
-                    "train + test (default 100,000)")
+    st.add_argument("--rows", type=int, default=400_000, help="built-in rows per job, "
+                    "train + test (default 400,000)")
     st.add_argument("--batch-size", type=int, default=512, help="rows per worker per step")
     st.add_argument("--jitter", type=float, default=0.0, help="every worker also sleeps a "
                     "random 0..T seconds a step (default 0)")

@@ -21,6 +21,7 @@ from .optim import OPTIMIZERS
 FORMATS = ("criteo", "libsvm", "libfm", "libffm", "csv")
 MODELS = ("lr", "fm", "deepfm")
 PULL_MODES = ("auto", "get", "direct")
+BALANCE_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class TrainConfig:
     staleness: int = 3
     # Per-table overrides: (table, sync, staleness); from [tables.NAME] in the config file.
     tables: tuple[tuple[str, str, int], ...] = ()
+    balance: str = "auto"                  # SSP/ASP workers steal and split batches (balance)
     # Per-field hash buckets of a field's own: (field, buckets), from [fields.NAME].
     fields: tuple[tuple[str, int], ...] = ()
     slow_worker: Optional[str] = None      # test aid: "I:FACTOR"
@@ -98,6 +100,7 @@ class TrainConfig:
             _choice(f"{where}sync", mode, SYNC_MODES, flag=False)
             if staleness < 0:
                 raise ConfigError(f"{where}staleness must be >= 0, got {staleness}")
+        _choice("balance", self.balance, BALANCE_MODES)
         self.slow()
         if self.checkpoint_every < 0 or not self.checkpoint_seconds >= 0:
             raise ConfigError("--checkpoint-every and --checkpoint-seconds must be >= 0")

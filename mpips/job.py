@@ -99,6 +99,10 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
     if slow is not None and slow[0] >= n_workers:
         raise ConfigError(f"--slow-worker {cfg.slow_worker}: there are only {n_workers} "
                           f"workers (0..{n_workers - 1})")
+    if cfg.balance == "on" and job_bound(cfg.sync_of(n) for n in names)[0]:
+        raise ConfigError("--balance on: this job runs in BSP rounds, whose batches stay "
+                          "fixed so that training is deterministic; balance needs --sync "
+                          "ssp or async on every table")
     check_setup(cfg, n_workers, data.train_range)
     if cfg.checkpointing and rank == 0:
         try:
@@ -126,6 +130,7 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     policies = [cfg.sync_of(n) for n in names]
     rounds, bound = job_bound(policies)
     ssp = not rounds and bound is not None
+    balanced = not rounds and cfg.balance != "off"
     # The board carries SSP clocks and checkpoint requests (a timer, or the stop signal).
     board = ClockBoard(roles.ctl, roles.n_workers) if roles.ctl is not None else None
     optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1)
@@ -149,9 +154,11 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             print(describe(cfg, roles, data.train_range[1] - data.train_range[0],
                            data.test_range[1] - data.test_range[0]), flush=True)
         coord = Coordinator(cfg, roles, board, model.tables, optimizer.state_slots,
-                            stop_requested, resumed["seconds"] if resumed else 0.0, verbose)
+                            stop_requested, resumed["seconds"] if resumed else 0.0, verbose,
+                            balanced)
         result.metrics = run_scheduler(cfg, roles, board, names,
-                                       effective_sync(dict(zip(names, policies))), coord,
+                                       dict(effective_sync(dict(zip(names, policies))),
+                                            balance=balanced), coord,
                                        verbose, resumed)
         return finish(comm, roles, result)
     report = None
@@ -173,12 +180,13 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             result.pushes = report.applied
         else:
             worker = Worker(cfg, roles, tables, model, data, bound, board, ssp,
-                            resumed["workers"][roles.index] if resumed else None)
+                            resumed["workers"][roles.index] if resumed else None, balanced)
             worker.warm_up()
             tables.ready()                     # the servers' shards are initialised
             stopped = worker.train()
             board.close()
             wait_all([roles.group.Ibarrier()])  # every worker's last step is applied
+            worker.cache.free()
             if not stopped:
                 send_evaluation(roles.ctl, worker.evaluate())
             if return_params:

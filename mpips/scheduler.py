@@ -155,7 +155,9 @@ def final_record(cfg: TrainConfig, progress: Progress, seconds: float,
     rec = {"event": "final", "model": cfg.model, "optimizer": cfg.optimizer,
            "servers": cfg.servers, "workers": int(progress.state.shape[0]),
            "epochs": cfg.epochs, "auc": auc(labels, probs), "logloss": logloss(labels, probs),
-           "test_rows": int(labels.size), "samples": samples, "seconds": seconds,
+           "test_rows": int(labels.size), "samples": samples,
+           "worker_samples": [int(x) for x in progress.state[:, 1]],
+           "worker_steps": [int(x) for x in progress.state[:, 5]], "seconds": seconds,
            "samples_per_s": (samples - progress.base) / seconds if seconds > 0
            else float("nan"),
            "active_samples_per_s": progress.active_rate if progress.active_rate is not None

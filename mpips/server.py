@@ -141,6 +141,7 @@ def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy], see
     if start is None or log is None:
         init_shards(tables, roles.index, seed)
         start, log = Start.fresh(roles.n_workers), StalenessLog(tables.names)
+    tables.warm_up()
     tables.ready()
     saver = Saver(roles, tables, log, run_dir) if run_dir is not None else None
     rounds, bound = job_bound(policies)

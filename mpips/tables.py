@@ -311,6 +311,16 @@ class Tables:
             t.win.Sync()
             self._set_version(i, int(self.versions[i]) + 1)
 
+    def warm_up(self) -> None:
+        """Server: load the numba kernels of ``apply`` (empty calls, no rows change)
+        before the clock starts, not during the first push."""
+        for t in self.tables.values():
+            none = np.empty(0, dtype=np.int64)
+            grads = np.empty((0, t.spec.dim), dtype=np.float32)
+            accumulate_rows(t.slot, none, grads, none.copy(), grads.copy(), 0)
+            release_slots(t.slot, none)
+            self.optimizer.apply(t.shard, t.state, none, grads, 1)
+
     def set_versions(self, versions: np.ndarray) -> None:
         """Publish restored table versions (after loading a checkpoint)."""
         for i, v in enumerate(versions):

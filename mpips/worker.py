@@ -7,22 +7,33 @@ from typing import Iterator
 
 import numpy as np
 
+from .balance import Pool, merge_factor, victim
 from .board import ClockBoard
 from .checkpoint.protocol import worker_checkpoint
 from .clocks import DONE, REQUESTED, checkpoint_lead, may_start, stops_at
 from .config import TrainConfig
 from .data import Batch, share
-from .data.schedule import Schedule
+from .data.schedule import Rows, Schedule
 from .data.plan import DataPlan
 from .models import Lookup, Model
 from .reports import Evaluation, send_progress
+from .rowcache import RowCache
 from .ring import Route
 from .tables import FLAG_LAST, PushHandle, Tables
 from .topology import Roles
 from .waiting import idle_wait
 
-CACHE_BYTES = 1 << 30       # largest share of training rows a worker keeps in memory
-BYTES_PER_FEATURE = 12      # an int64 key and a float32 value
+
+@dataclass
+class Work:
+    """One step's work: the epoch it belongs to, its batch (None: an empty step), its row
+    ranges (kept by balanced workers, whose untrained rows a checkpoint records), and
+    whether it is the worker's last step."""
+
+    epoch: int
+    batch: Batch | None
+    rows: tuple[Rows, ...] = ()
+    last: bool = False
 
 
 @dataclass
@@ -39,24 +50,25 @@ class Worker:
 
     def __init__(self, cfg: TrainConfig, roles: Roles, tables: Tables, model: Model,
                  data: DataPlan, bound: int | None, board: ClockBoard, ssp: bool = False,
-                 resumed: dict | None = None) -> None:
-        """``board`` carries checkpoint requests (and, with ``ssp``, the clocks);
-        ``resumed`` is this worker's entry in the manifest of the checkpoint resumed."""
+                 resumed: dict | None = None, balanced: bool = False) -> None:
+        """``board`` carries checkpoint requests (and, with ``ssp``, the clocks; with
+        ``balanced``, the batch counters and speeds of ``balance``); ``resumed`` is this
+        worker's entry in the manifest of the checkpoint resumed."""
         self.cfg, self.roles, self.tables, self.model, self.data = cfg, roles, tables, model, data
         self.plan = Schedule.of(cfg, data.train_range, roles.index, roles.n_workers) \
             .resumed(resumed)
         # The step's gradient is the mean over the global batch (all workers' batches).
         self.scale = 1.0 / (cfg.batch_size * roles.n_workers)
-        # A share that fits in memory is read (or generated) once, before the clock starts.
-        rows = self.plan.rows
-        share_bytes = (rows[1] - rows[0]) * data.train.fields * BYTES_PER_FEATURE
-        self._cache: list[Batch] | None = None
-        if share_bytes <= CACHE_BYTES:
-            self._cache = list(data.train.batches(*rows, cfg.batch_size))
+        # Shares that fit in memory are read (or generated) once, before the clock starts,
+        # into memory that every worker of the node can read.
+        self.cache = RowCache(roles.group, data.train,
+                              [share(*data.train_range, w, roles.n_workers)
+                               for w in range(roles.n_workers)])
         self._last_report = 0.0
         self.bound = bound                     # SSP: steps ahead of the slowest allowed
         slow = cfg.slow()
         self.slow_factor = slow[1] if slow is not None and slow[0] == roles.index else 1.0
+        self._owed = 0.0                       # seconds the slow worker has still to sleep
         self.jitter = np.random.default_rng([cfg.seed, roles.index, 7])
         self.board, self.ssp = board, ssp
         self.lead = checkpoint_lead(bound)
@@ -66,14 +78,38 @@ class Worker:
             self.samples, self.loss = int(resumed["samples"]), float(resumed["loss"])
             if resumed.get("rng"):
                 self.jitter.bit_generator.state = resumed["rng"]
-        self.planned = self.samples + (0 if self.finished else self.plan.rows_left(self.start))
+        self.pool: Pool | None = None
+        if balanced:
+            self._balanced_state(resumed)
+        elif not self.finished:
+            self.planned = self.samples + self.plan.rows_left(self.start)
+        else:
+            self.planned = self.samples
+
+    def _balanced_state(self, resumed: dict | None) -> None:
+        """Balanced work: the pool of every owner's batches, this worker's counter as the
+        checkpoint left it, and the rows it had taken but not trained (done first)."""
+        me = self.roles.index
+        self.pool = Pool.of(self.cfg, self.data.train_range, self.roles.n_workers)
+        self._ends = self.pool.ends()
+        self._own_left = True
+        self._speed = 0.0                      # moving average of rows per second
+        self._taken: list[tuple[int, Rows]] = []
+        position = 0
+        if resumed is not None:
+            position = int(resumed.get("pool", 0))
+            self.board.set_counter(me, position)
+            self._taken = [(int(resumed["epoch"]), (int(lo), int(hi)))
+                           for lo, hi in resumed.get("carry", [])]
+        carried = sum(hi - lo for _, (lo, hi) in self._taken)
+        self.planned = self.samples + carried + self.pool.rows_left(me, position)
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """This worker's training batches for ``epoch`` (seeded order with ``--shuffle``,
         else row order), from the ``skip``-th on."""
         order = self.plan.order(epoch)
-        if self._cache is not None:
-            return (self._cache[b] for b in order[skip:])
+        if self.cache.kept:
+            return (self.cache.batch(self.plan.batch_rows(b)) for b in order[skip:])
         return self.data.train.batches(*self.plan.rows, self.cfg.batch_size,
                                        order=order[skip:])
 
@@ -117,9 +153,15 @@ class Worker:
     def pace(self, step_s: float) -> None:
         """Test aids: the slow worker sleeps (FACTOR - 1) times its step's own time (pull,
         gradients, push and acks, not waits for the SSP bound), and every worker up to
-        ``--delay-jitter`` seconds at random."""
+        ``--delay-jitter`` seconds at random. Time overslept (a woken rank may wait for a
+        core when ranks outnumber cores) is slept less later, so that the slow worker is
+        FACTOR times slower on average, not more."""
         if self.slow_factor > 1:
-            time.sleep((self.slow_factor - 1) * step_s)
+            self._owed += (self.slow_factor - 1) * step_s
+            if self._owed > 0:
+                began = time.perf_counter()
+                time.sleep(self._owed)
+                self._owed -= time.perf_counter() - began
         if self.cfg.delay_jitter > 0:
             time.sleep(self.jitter.uniform(0, self.cfg.delay_jitter))
 
@@ -147,11 +189,18 @@ class Worker:
             return None
         return word if 0 < word <= step else step
 
-    def record(self, step: int, epoch: int) -> dict:
-        """This worker's entry in a checkpoint's manifest: where to resume."""
-        return {"index": self.roles.index, "step": step, "finished": False, "epoch": epoch,
-                "samples": self.samples, "loss": self.loss,
-                "rng": self.jitter.bit_generator.state, **self.plan.entry()}
+    def record(self, step: int, work: Work) -> dict:
+        """This worker's entry in a checkpoint's manifest: where to resume. A balanced
+        worker records the rows it has taken but not trained (``carry``); the scheduler
+        adds its counter (``pool``)."""
+        if self.pool is None:
+            where = self.plan.entry()
+        else:
+            rows = list(work.rows) + [r for _, r in self._taken]
+            where = {"base": step, "carry": [list(r) for r in rows], "first_epoch": 0}
+        return {"index": self.roles.index, "step": step, "finished": False,
+                "epoch": work.epoch, "samples": self.samples, "loss": self.loss,
+                "rng": self.jitter.bit_generator.state, **where}
 
     def warm_up(self) -> None:
         """Compile or load the numba kernels before the clock starts (no communication)."""
@@ -163,21 +212,81 @@ class Worker:
             self.model.gradients(batch, lookups, self.scale)
             self.model.predict(batch, lookups)
 
-    def schedule(self) -> Iterator[tuple[int, Batch | None]]:
-        """(epoch, batch) for every step from ``start``: the carried batches, then the
-        worker's own epochs; a worker with no rows at all still takes one empty step so
-        that the servers hear its last push."""
-        plan, size = self.plan, self.cfg.batch_size
+    def schedule(self) -> Iterator[Work]:
+        """Every step's work from ``start``: the carried batches, then the worker's own
+        epochs; a worker with no rows at all still takes one empty step so that the
+        servers hear its last push."""
+        plan = self.plan
+        last = max(plan.end, plan.base + 1) - 1
         if plan.end == plan.base:
-            yield 0, None
+            yield Work(0, None, last=True)
             return
-        for lo, hi in plan.carry[self.start - plan.base:]:
-            yield plan.first_epoch - 1, next(self.data.train.batches(lo, hi, size))
+        step = self.start
+        for rows in plan.carry[self.start - plan.base:]:
+            yield Work(plan.first_epoch - 1, self.rows_batch(rows), last=step == last)
+            step += 1
         first, skip = plan.position(max(self.start, plan.base + len(plan.carry)))
         for epoch in range(plan.first_epoch + first, self.cfg.epochs):
             for batch in self.epoch_batches(epoch, skip if epoch == plan.first_epoch + first
                                             else 0):
-                yield epoch, batch
+                yield Work(epoch, batch, last=step == last)
+                step += 1
+
+    def balanced(self) -> Iterator[Work]:
+        """Every step's work of a balanced worker (``balance``): the rows it had taken
+        when the job resumed, then batches taken from the pool, ``merge()`` of them a
+        step; then one empty last step."""
+        while True:
+            units: list[tuple[int, Rows]] = []
+            want = self.merge()
+            while len(units) < want and (self._taken or (got := self.take()) is not None):
+                units.append(self._taken.pop(0) if self._taken else got)
+            if not units:
+                break
+            batch = Batch.concat([self.rows_batch(rows) for _, rows in units])
+            yield Work(units[0][0], batch, tuple(rows for _, rows in units))
+        yield Work(self.cfg.epochs, None, last=True)
+
+    def rows_batch(self, rows: Rows) -> Batch:
+        """Training rows ``rows`` (within one worker's share) as one batch: from the node's
+        row cache, else read from the data source."""
+        batch = self.cache.batch(rows)
+        return batch if batch is not None else next(self.data.train.batches(*rows,
+                                                                            rows[1] - rows[0]))
+
+    def take(self) -> tuple[int, Rows] | None:
+        """The next batch from the pool: its epoch and rows; None once every owner's
+        batches are taken."""
+        me = self.roles.index
+        owner: int | None = me if self._own_left else None
+        while True:
+            if owner is not None:
+                position = self.board.take(owner)
+                if position < self._ends[owner]:
+                    return self.pool.unit(owner, position)
+                self._own_left = self._own_left and owner != me
+            owner = victim(np.maximum(self._ends - self.board.counters(), 0), me)
+            if owner is None:
+                return None
+
+    def merge(self) -> int:
+        """How many batches this worker takes in its next step: its speed against the
+        slowest worker's (``merge_factor``). A worker runs out of batches only once the
+        pool is empty, so a finished worker's last speed holds nobody back."""
+        if self._speed <= 0:
+            return 1
+        speeds = self.board.speeds()
+        speeds[self.roles.index] = int(self._speed)
+        return merge_factor(self._speed, speeds.astype(np.float64))
+
+    def measure(self, work: Work, seconds: float) -> None:
+        """Publish how fast this worker trains: a moving average of its steps' rows per
+        second, pacing included (not waits for the SSP bound)."""
+        if work.batch is None or len(work.batch) == 0 or seconds <= 0:
+            return
+        speed = len(work.batch) / seconds
+        self._speed = speed if self._speed <= 0 else 0.7 * self._speed + 0.3 * speed
+        self.board.set_speed(self.roles.index, int(self._speed))
 
     def train(self) -> bool:
         """All epochs of steps from ``start``; returns True if the job stopped at a
@@ -193,7 +302,6 @@ class Worker:
         Before a step the worker may stop for a checkpoint (``stop_label``).
         """
         clocks = self.board if self.ssp else None
-        last_step = max(self.plan.end, self.plan.base + 1) - 1
         if self.finished:
             if clocks is not None:
                 clocks.set(self.roles.index, DONE)
@@ -201,13 +309,14 @@ class Worker:
             return False
         if clocks is not None:
             clocks.set(self.roles.index, self.start)
-        self.report(self.plan.remaining(self.start)[0], self.start, False, now=True)
-        steps = self.schedule()
+        steps = self.balanced() if self.pool is not None else self.schedule()
         current = next(steps)
-        prep = self.prepare(current[1])
+        self.report(current.epoch, self.start, False, now=True)
+        prep = self.prepare(current.batch)
         in_flight: PushHandle | None = None
-        for step in range(self.start, last_step + 1):
-            epoch, batch = current
+        step = self.start
+        while True:
+            work = current
             if clocks is not None:
                 idle_wait(lambda: may_start(clocks.read(), self.roles.index, step, self.bound))
             label = self.stop_label(step)
@@ -215,28 +324,33 @@ class Worker:
                 if in_flight is not None:
                     in_flight.wait()
                     in_flight = None
-                if worker_checkpoint(self.roles, self.tables, label, self.record(step, epoch)):
+                if worker_checkpoint(self.roles, self.tables, label, self.record(step, work)):
                     return True
             started = time.perf_counter()
             grads, versions, batch_loss = self.compute(prep)
             if in_flight is not None:
                 in_flight.wait()
-            in_flight = self.push(step, prep, grads, versions, last=step == last_step)
-            if step < last_step:             # overlap the next batch with the servers' update
+            in_flight = self.push(step, prep, grads, versions, last=work.last)
+            if not work.last:                # overlap the next batch with the servers' update
                 current = next(steps)
-                prep = self.prepare(current[1])
+                prep = self.prepare(current.batch)
             if self.bound is not None:       # BSP and SSP: read your own writes
                 in_flight.wait()
                 in_flight = None
                 if clocks is not None:
-                    clocks.set(self.roles.index, DONE if step == last_step else step + 1)
+                    clocks.set(self.roles.index, DONE if work.last else step + 1)
             self.pace(time.perf_counter() - started)
+            if self.pool is not None:
+                self.measure(work, time.perf_counter() - started)
             self.loss += batch_loss
-            self.samples += len(batch) if batch is not None else 0
-            self.report(epoch, step + 1, False)
+            self.samples += len(work.batch) if work.batch is not None else 0
+            step += 1
+            if work.last:
+                break
+            self.report(work.epoch, step, False)
         if in_flight is not None:
             in_flight.wait()
-        self.report(self.cfg.epochs, last_step + 1, True)
+        self.report(self.cfg.epochs, step, True)
         return False
 
     def evaluate(self) -> Evaluation:

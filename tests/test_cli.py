@@ -123,10 +123,15 @@ def test_separate_test_file_equals_held_out_rows(tmp_path):
 
 
 def test_bench_straggler_reports_each_mode():
-    """A small straggler benchmark prints BSP, SSP and ASP throughput with and without."""
+    """A small straggler benchmark reports throughput, AUC and rows per step of BSP, and
+    of SSP and ASP balanced and with fixed shares, with and without the straggler."""
     r = launch(4, "bench", "straggler", "--rows", "4000", "--repeats", "1", "--json",
                timeout=180)
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout.strip().splitlines()[-1])
-    for mode in ("bsp", "ssp", "async"):
-        assert rec[mode]["samples_per_s"] > 0 and rec[mode]["straggler_samples_per_s"] > 0
+    for mode in ("bsp", "ssp(3)", "async", "ssp(3) fixed", "async fixed"):
+        got = rec[mode]
+        assert got["samples_per_s"] > 0 and got["straggler_samples_per_s"] > 0
+        assert got["kept"] == got["straggler_samples_per_s"] / got["samples_per_s"]
+        assert 0.5 < got["auc"] < 1 and 0.5 < got["straggler_auc"] < 1
+        assert got["rows_per_step"] <= 512 or mode == "ssp(3)"

@@ -96,9 +96,11 @@ class Coordinator:
     def __init__(self, cfg: TrainConfig, roles: Roles, board: ClockBoard,
                  specs: Sequence[TableSpec], slots: Sequence[str],
                  stop_requested: Callable[[], bool], seconds_before: float = 0.0,
-                 verbose: bool = True) -> None:
-        """``stop_requested()`` tells whether the job was asked to stop (a signal)."""
+                 verbose: bool = True, balanced: bool = False) -> None:
+        """``stop_requested()`` tells whether the job was asked to stop (a signal);
+        ``balanced`` workers share a pool of batches, whose counters the manifest keeps."""
         self.cfg, self.roles, self.board, self.verbose = cfg, roles, board, verbose
+        self.balanced = balanced
         self.specs, self.slots = list(specs), list(slots)
         self.stop_requested, self.seconds_before = stop_requested, seconds_before
         self.servers: dict[int, dict] = {}
@@ -157,6 +159,9 @@ class Coordinator:
         servers = [{k: v for k, v in s.items() if k not in ("step", "final", "workers")}
                    for s in self.servers.values()]
         seconds = self.seconds_before + elapsed
+        if self.balanced:                    # every worker has stopped taking batches
+            counters = self.board.counters()
+            workers = [dict(w, pool=int(counters[w["index"]])) for w in workers]
         doc = manifest.build(step, final, self.cfg, self.specs, self.slots, ring, servers,
                              workers, seconds)
         partial = partial_dir(self.cfg.run_dir, step)

@@ -8,7 +8,7 @@ the table by ``FieldHashing``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -27,6 +27,17 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.labels.size)
+
+    @staticmethod
+    def concat(batches: Sequence["Batch"]) -> "Batch":
+        """One batch of the rows of ``batches`` in turn (the first itself if it is alone)."""
+        if len(batches) == 1:
+            return batches[0]
+        probs = [b.true_p for b in batches]
+        return Batch(np.concatenate([b.keys for b in batches]),
+                     np.concatenate([b.vals for b in batches]),
+                     np.concatenate([b.labels for b in batches]),
+                     None if any(p is None for p in probs) else np.concatenate(probs))
 
 
 class Source(Protocol):

@@ -146,5 +146,8 @@ def worker_entries(entries: Sequence[dict], cfg: "TrainConfig", train_range: Row
     regrouped when the number of workers changed."""
     if len(entries) == n_workers:
         return list(entries)
+    if any("pool" in e for e in entries):
+        raise CheckpointError(f"its {len(entries)} workers shared out their batches "
+                              f"(--balance): resume it with {len(entries)} workers")
     old = [s.resumed(e) for s, e in zip(schedules(cfg, train_range, len(entries)), entries)]
     return regroup(entries, old, schedules(cfg, train_range, n_workers))

@@ -132,10 +132,12 @@ def test_resume_a_two_server_checkpoint_on_three_and_on_one(shared_dir):
 @pytest.mark.parametrize("sync", ["ssp", "async"])
 def test_timed_checkpoints_under_ssp_and_asp_resume_to_the_end(shared_dir, sync):
     """Time-triggered checkpoints (the scheduler's request, a step named by the first
-    worker to see it) under SSP and ASP; resuming one on 2 servers trains every remaining
-    row: the samples add up to the planned total, and the model is as good."""
+    worker to see it) under SSP and ASP, with a slow worker whose batches the other takes
+    (``balance``); resuming one on 2 servers trains every remaining row once: the samples
+    add up to the planned total, and the model is as good."""
     cfg = TrainConfig(synthetic_rows=20_000, batch_size=128, sync=sync, staleness=2,
                       checkpoint_seconds=0.05, checkpoint_keep=50, delay_jitter=0.002,
+                      slow_worker="0:3",
                       checkpoint_dir=str(shared_dir), seed=4, run_name=sync)
     four = sub(4)
     full = None
@@ -155,6 +157,8 @@ def test_timed_checkpoints_under_ssp_and_asp_resume_to_the_end(shared_dir, sync)
         m = res.metrics
         ok = m["samples"] == full["samples"] == 2 * 16_000 and \
             m["resumed_from_step"] == doc["step"] and abs(m["auc"] - full["auc"]) < 0.02
+        ok &= any(w.get("carry") for w in doc["workers"])
+        ok &= all("pool" in w for w in doc["workers"])
     five.Free()
     assert everywhere(ok)
 
