@@ -56,20 +56,14 @@ class Progress:
         self.seen = np.zeros(n_workers, dtype=bool)
         self.epochs = epochs
         self.start: Optional[float] = None
-        self.active_rate: Optional[float] = None
         self._last = (0.0, 0.0, 0.0)   # time, samples, loss at the last line
 
     def update(self, worker: int, record: np.ndarray) -> None:
-        """Take a worker's latest record; the clock starts with the first one. When the
-        first worker finishes, the throughput so far is kept: the rate while every worker
-        was busy, which is what a straggler slows down (or not)."""
+        """Take a worker's latest record; the clock starts with the first one."""
         if self.start is None:
             self.start = time.perf_counter()
         self.state[worker] = record
         self.seen[worker] = True
-        if record[4] and self.active_rate is None:
-            elapsed = time.perf_counter() - self.start
-            self.active_rate = self.new_samples / elapsed if elapsed > 0 else 0.0
 
     @property
     def finished(self) -> bool:
@@ -159,8 +153,6 @@ def final_record(cfg: TrainConfig, progress: Progress, seconds: float,
            "worker_samples": [int(x) for x in progress.state[:, 1]],
            "worker_steps": [int(x) for x in progress.state[:, 5]], "seconds": seconds,
            "samples_per_s": (samples - progress.base) / seconds if seconds > 0
-           else float("nan"),
-           "active_samples_per_s": progress.active_rate if progress.active_rate is not None
            else float("nan"),
            "train_loss": float(progress.state[:, 2].sum() / max(samples, 1))}
     if true_p.size:
