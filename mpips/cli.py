@@ -68,9 +68,9 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
     ("--staleness", dict(type=int, metavar="S", help=f"SSP bound in steps (default "
                          f"{D.staleness})")),
     ("--balance", dict(choices=BALANCE_MODES, help="SSP and ASP workers share out work: "
-                       "one that runs out of batches takes another's, and under SSP a slow "
-                       "worker splits its batches into smaller steps; auto: on unless the "
-                       f"job runs in BSP rounds (default {D.balance})")),
+                       "one that runs out of batches takes another's, and one that is m "
+                       "times as fast as the slowest takes m batches a step; auto: on "
+                       f"unless the job runs in BSP rounds (default {D.balance})")),
     ("--slow-worker", dict(metavar="I:FACTOR", help="test aid: make worker I (0-based) "
                            "FACTOR times slower by sleeping, to study stragglers")),
     ("--delay-jitter", dict(type=float, metavar="T", help="test aid: every worker sleeps a "

@@ -55,7 +55,7 @@ class TrainConfig:
     staleness: int = 3
     # Per-table overrides: (table, sync, staleness); from [tables.NAME] in the config file.
     tables: tuple[tuple[str, str, int], ...] = ()
-    balance: str = "auto"                  # SSP/ASP workers steal and split batches (balance)
+    balance: str = "auto"                  # SSP/ASP workers steal and merge batches (balance)
     # Per-field hash buckets of a field's own: (field, buckets), from [fields.NAME].
     fields: tuple[tuple[str, int], ...] = ()
     slow_worker: Optional[str] = None      # test aid: "I:FACTOR"
