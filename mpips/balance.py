@@ -23,11 +23,11 @@ deterministic.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
-from .data.schedule import Rows, Schedule
+from .data.schedule import Rows, Schedule, schedules as fresh_schedules
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -46,7 +46,7 @@ class Pool:
     @classmethod
     def of(cls, cfg: "TrainConfig", train_range: Rows, n_workers: int) -> "Pool":
         """The pool of a fresh job of ``n_workers`` workers."""
-        return cls([Schedule.of(cfg, train_range, w, n_workers) for w in range(n_workers)])
+        return cls(fresh_schedules(cfg, train_range, n_workers))
 
     def ends(self) -> np.ndarray:
         """Each owner's number of positions: batches per epoch times epochs."""
@@ -64,16 +64,9 @@ class Pool:
         return epoch, sched.batch_rows(int(self._orders[key][i]))
 
     def rows_left(self, owner: int, position: int) -> int:
-        """Rows of the owner's positions from ``position`` on."""
-        sched = self.schedules[owner]
-        n = sched.steps_per_epoch
-        if position >= n * sched.epochs:
-            return 0
-        epoch, i = divmod(position, n)
-        share = sched.rows[1] - sched.rows[0]
-        this = sum(hi - lo for lo, hi in (sched.batch_rows(int(b))
-                                          for b in sched.order(epoch)[i:]))
-        return this + (sched.epochs - epoch - 1) * share
+        """Rows of the owner's positions from ``position`` on (a fresh schedule's steps
+        are its positions)."""
+        return self.schedules[owner].rows_left(position)
 
 
 def victim(left: np.ndarray, me: int) -> Optional[int]:
@@ -84,6 +77,25 @@ def victim(left: np.ndarray, me: int) -> Optional[int]:
         return me
     best = int(np.argmax(left))
     return best if left[best] > 0 else None
+
+
+def next_batch(take: Callable[[int], int], counters: Callable[[], np.ndarray],
+               ends: np.ndarray, me: int, own_first: bool = True
+               ) -> Optional[tuple[int, int]]:
+    """(owner, position) of the next batch for worker ``me``, or None once every owner's
+    batches are taken. ``take(owner)`` hands out the owner's next position (atomically;
+    it may lie past the owner's end), ``counters()`` reads every owner's counter. The
+    worker tries its own counter first (``own_first``: it may still have batches left),
+    then whoever ``victim`` names, until a position lies before its owner's end."""
+    owner: Optional[int] = me if own_first else None
+    while True:
+        if owner is not None:
+            position = take(owner)
+            if position < ends[owner]:
+                return owner, position
+        owner = victim(np.maximum(ends - counters(), 0), me)
+        if owner is None:
+            return None
 
 
 def merge_factor(mine: float, speeds: np.ndarray) -> int:

@@ -56,8 +56,10 @@ FIGURES = ("samples_per_s", "auc", "rows_per_step", "staleness_mean")
 
 def figures(metrics: dict) -> dict[str, float]:
     """What one job contributes: throughput, test AUC, rows per step (averaged over the
-    workers' steps: balanced workers take several batches in a step) and mean staleness."""
-    steps = sum(metrics["worker_steps"])
+    workers' steps, not counting the empty last step a balanced worker ends with:
+    balanced workers take several batches in a step) and mean staleness."""
+    steps = sum(metrics["worker_steps"]) - (len(metrics["worker_steps"])
+                                            if metrics["balance"] else 0)
     return {"samples_per_s": metrics["samples_per_s"], "auc": metrics["auc"],
             "rows_per_step": metrics["samples"] / steps if steps else float("nan"),
             "staleness_mean": metrics["staleness_mean"]}

@@ -1,10 +1,10 @@
 """The workers' training rows, kept in node-shared memory (``Win.Allocate_shared``).
 
-Each worker reads (or generates) its own share once, before the clock starts. After that,
-every worker on the same node reads any owner's rows as NumPy views: nothing is copied,
-generated or parsed again. Balanced workers (``balance``) take other workers' batches this
-way. A batch of an owner on another node, or a share too large to keep, comes from the
-data source instead.
+Each worker reads (or generates) its own share once, batch by batch, before the clock
+starts. After that, every worker on the same node reads any owner's batches as NumPy
+views: nothing is copied, generated or parsed again. Balanced workers (``balance``) take
+other workers' batches this way. A batch of an owner on another node, or of a share too
+large to keep, comes from the data source instead.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .waiting import wait_all
 from .wire import all_ranks, allgather_json
 
 CACHE_BYTES = 1 << 30       # the largest share of training rows a worker keeps in memory
-READ_ROWS = 1 << 16         # rows per read while filling
+ALIGN = 64                  # each worker's segment starts on this many bytes
 
 
 def row_bytes(fields: int) -> int:
@@ -41,23 +41,27 @@ def _views(buf: memoryview | bytes, rows: int, fields: int) -> Arrays:
 
 
 class RowCache:
-    """Collective over the workers (``group``): worker ``w`` keeps rows ``shares[w]``."""
+    """Collective over the workers (``group``): worker ``w`` keeps rows ``shares[w]``, in
+    slots of ``batch_size`` rows laid out as the source cuts its batches. A batch with
+    fewer rows (bad lines skipped) leaves the rest of its slot marked missing."""
 
-    def __init__(self, group: MPI.Intracomm, source: Source, shares: Sequence[Rows]) -> None:
+    def __init__(self, group: MPI.Intracomm, source: Source, shares: Sequence[Rows],
+                 batch_size: int) -> None:
         me, fields = group.Get_rank(), source.fields
         lo, hi = shares[me]
-        self.shares = list(shares)
+        self.shares, self.size = list(shares), batch_size
         self.kept = all_ranks(group, (hi - lo) * row_bytes(fields) <= CACHE_BYTES)
         self.arrays: dict[int, Arrays] = {}
         self.win: Optional[MPI.Win] = None
         if not self.kept:
             return
         node = group.Split_type(MPI.COMM_TYPE_SHARED)
-        self.win = MPI.Win.Allocate_shared(max(hi - lo, 0) * row_bytes(fields), 1, comm=node)
+        nbytes = -(-(hi - lo) * row_bytes(fields) // ALIGN) * ALIGN
+        self.win = MPI.Win.Allocate_shared(nbytes, 1, comm=node)
         keys, vals, labels, present = _views(self.win.tomemory(), hi - lo, fields)
         present[:] = False
-        for i, batch in enumerate(source.batches(lo, hi, READ_ROWS)):
-            at = slice(i * READ_ROWS, i * READ_ROWS + len(batch))
+        for b, batch in enumerate(source.batches(lo, hi, batch_size)):
+            at = slice(b * batch_size, b * batch_size + len(batch))
             keys[at], vals[at], labels[at], present[at] = \
                 batch.keys, batch.vals, batch.labels, True
         owners = allgather_json(node, me)          # node rank -> worker index
@@ -70,16 +74,13 @@ class RowCache:
             self.arrays[owner] = _views(self.win.Shared_query(rank)[0], o_hi - o_lo, fields)
         node.Free()
 
-    def batch(self, rows: Rows) -> Optional[Batch]:
-        """Rows ``rows``, which lie in one worker's share (views, or a copy where rows are
-        missing), or None where that share is not kept on this node."""
-        owner = next((w for w, (lo, hi) in enumerate(self.shares)
-                      if lo <= rows[0] and rows[1] <= hi), None)
-        arrays = self.arrays.get(owner) if owner is not None else None
+    def batch(self, owner: int, b: int) -> Optional[Batch]:
+        """Batch ``b`` of ``owner``'s share as the source gives it (views, or a copy where
+        rows are missing), or None where that share is not kept on this node."""
+        arrays = self.arrays.get(owner)
         if arrays is None:
             return None
-        base = self.shares[owner][0]
-        at = slice(rows[0] - base, rows[1] - base)
+        at = slice(b * self.size, (b + 1) * self.size)
         keys, vals, labels, present = (a[at] for a in arrays)
         if not present.all():
             keys, vals, labels = keys[present], vals[present], labels[present]

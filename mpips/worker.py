@@ -7,12 +7,12 @@ from typing import Iterator
 
 import numpy as np
 
-from .balance import Pool, merge_factor, victim
+from .balance import Pool, merge_factor, next_batch
 from .board import ClockBoard
 from .checkpoint.protocol import worker_checkpoint
 from .clocks import DONE, REQUESTED, checkpoint_lead, may_start, stops_at
 from .config import TrainConfig
-from .data import Batch, share
+from .data import Batch, batch_of, share
 from .data.schedule import Rows, Schedule
 from .data.plan import DataPlan
 from .models import Lookup, Model
@@ -61,9 +61,9 @@ class Worker:
         self.scale = 1.0 / (cfg.batch_size * roles.n_workers)
         # Shares that fit in memory are read (or generated) once, before the clock starts,
         # into memory that every worker of the node can read.
-        self.cache = RowCache(roles.group, data.train,
-                              [share(*data.train_range, w, roles.n_workers)
-                               for w in range(roles.n_workers)])
+        self.shares = [share(*data.train_range, w, roles.n_workers)
+                       for w in range(roles.n_workers)]
+        self.cache = RowCache(roles.group, data.train, self.shares, cfg.batch_size)
         self._last_report = 0.0
         self.bound = bound                     # SSP: steps ahead of the slowest allowed
         slow = cfg.slow()
@@ -109,7 +109,7 @@ class Worker:
         else row order), from the ``skip``-th on."""
         order = self.plan.order(epoch)
         if self.cache.kept:
-            return (self.cache.batch(self.plan.batch_rows(b)) for b in order[skip:])
+            return (self.cache.batch(self.roles.index, int(b)) for b in order[skip:])
         return self.data.train.batches(*self.plan.rows, self.cfg.batch_size,
                                        order=order[skip:])
 
@@ -248,26 +248,26 @@ class Worker:
         yield Work(self.cfg.epochs, None, last=True)
 
     def rows_batch(self, rows: Rows) -> Batch:
-        """Training rows ``rows`` (within one worker's share) as one batch: from the node's
-        row cache, else read from the data source."""
-        batch = self.cache.batch(rows)
-        return batch if batch is not None else next(self.data.train.batches(*rows,
-                                                                            rows[1] - rows[0]))
+        """Training rows ``rows`` as one batch. Rows that are a whole batch of a worker's
+        share come from the node's row cache, else as that share's batch from the source
+        (which finds a share's batches in a file once); other rows are read alone."""
+        found = batch_of(self.shares, rows, self.cfg.batch_size)
+        if found is None:
+            return next(self.data.train.batches(*rows, rows[1] - rows[0]))
+        owner, b = found
+        batch = self.cache.batch(owner, b)
+        return batch if batch is not None else next(self.data.train.batches(
+            *self.shares[owner], self.cfg.batch_size, order=[b]))
 
     def take(self) -> tuple[int, Rows] | None:
-        """The next batch from the pool: its epoch and rows; None once every owner's
-        batches are taken."""
+        """The next batch from the pool (``next_batch``): its epoch and rows; None once
+        every owner's batches are taken."""
         me = self.roles.index
-        owner: int | None = me if self._own_left else None
-        while True:
-            if owner is not None:
-                position = self.board.take(owner)
-                if position < self._ends[owner]:
-                    return self.pool.unit(owner, position)
-                self._own_left = self._own_left and owner != me
-            owner = victim(np.maximum(self._ends - self.board.counters(), 0), me)
-            if owner is None:
-                return None
+        got = next_batch(self.board.take, self.board.counters, self._ends, me, self._own_left)
+        if got is None:
+            return None
+        self._own_left = got[0] == me
+        return self.pool.unit(*got)
 
     def merge(self) -> int:
         """How many batches this worker takes in its next step: its speed against the

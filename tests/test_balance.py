@@ -5,9 +5,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mpips.balance import MAX_MERGE, Pool, merge_factor, victim
+from mpips.balance import MAX_MERGE, Pool, merge_factor, next_batch, victim
 from mpips.config import TrainConfig
-from mpips.data import Batch
+from mpips.data import Batch, batch_of
 from mpips.data.schedule import worker_entries
 from mpips.errors import CheckpointError, ConfigError
 from mpips.job import prepare
@@ -48,11 +48,18 @@ def test_a_worker_takes_its_own_first_then_from_whoever_has_most_left():
 @pytest.mark.parametrize("speeds", [(1, 1, 1), (1, 3, 3), (1, 5, 2, 7), (4, 0, 4)])
 def test_simulated_workers_take_every_batch_once_and_finish_together(speeds):
     """Workers of different speeds (batches per tick; 0: a worker that never gets to
-    take) share the pool through counters as the board keeps them: every position of
-    every owner is trained exactly once, and the fast workers go on until none is left."""
+    take) share the pool through counters kept as the board keeps them (a take may
+    run past an owner's end): every position of every owner is trained exactly once,
+    and the fast workers go on until none is left."""
     pool = Pool.of(CFG, ROWS, len(speeds))
     ends, counters = pool.ends(), np.zeros(len(speeds), dtype=np.int64)
+
+    def take(owner: int) -> int:
+        counters[owner] += 1
+        return int(counters[owner] - 1)
+
     trained: Counter = Counter()
+    own_left = [True] * len(speeds)
     done, tick, last_tick = [False] * len(speeds), 0, {}
     while not all(d or s == 0 for d, s in zip(done, speeds)):
         tick += 1
@@ -60,12 +67,12 @@ def test_simulated_workers_take_every_batch_once_and_finish_together(speeds):
             for _ in range(speed):
                 if done[w]:
                     break
-                owner = victim(np.maximum(ends - counters, 0), w)
-                if owner is None:
+                got = next_batch(take, counters.copy, ends, w, own_left[w])
+                if got is None:
                     done[w], last_tick[w] = True, tick
                     break
-                position, counters[owner] = counters[owner], counters[owner] + 1
-                trained[owner, int(position)] += 1
+                own_left[w] = got[0] == w
+                trained[got] += 1
     assert trained == Counter({(o, p): 1 for o in range(len(speeds)) for p in range(ends[o])})
     finished = [t for w, t in last_tick.items() if speeds[w] > 0]
     assert max(finished) - min(finished) <= 1
@@ -108,3 +115,12 @@ def test_balance_is_refused_where_the_job_runs_in_bsp_rounds():
         prepare(TrainConfig(balance="on", sync="async", synthetic_rows=2000,
                             tables=(("bias", "bsp", 0),)), 4)
     prepare(TrainConfig(balance="on", sync="ssp", synthetic_rows=2000), 4)
+
+
+def test_rows_are_found_as_a_whole_batch_of_one_share():
+    shares = [(0, 25), (25, 50)]
+    assert batch_of(shares, (10, 20), 10) == (0, 1)
+    assert batch_of(shares, (20, 25), 10) == (0, 2)          # the share's short last batch
+    assert batch_of(shares, (35, 45), 10) == (1, 1)
+    assert batch_of(shares, (15, 25), 10) is None            # not on a batch boundary
+    assert batch_of(shares, (20, 30), 10) is None            # across two shares

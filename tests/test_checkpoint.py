@@ -125,6 +125,11 @@ def test_settings_that_change_the_state_are_refused():
     manifest.check_settings(doc, cfg.replace(servers=3, checkpoint_every=5), "ck")
     with pytest.raises(ConfigError, match="--batch-size"):
         manifest.check_settings(doc, cfg.replace(batch_size=64), "ck")
+    # A checkpoint written before a setting existed had that setting's default.
+    older = {"settings": {k: v for k, v in doc["settings"].items() if k != "balance"}}
+    manifest.check_settings(older, cfg, "ck")
+    with pytest.raises(ConfigError, match="--balance 'auto', this job has 'off'"):
+        manifest.check_settings(older, cfg.replace(balance="off"), "ck")
 
 
 def test_setup_refuses_to_mix_runs_and_to_resume_nothing(tmp_path):

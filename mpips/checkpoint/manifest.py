@@ -86,9 +86,10 @@ def load(step_dir: Path) -> dict:
 
 
 def check_settings(doc: dict, cfg: TrainConfig, where: str) -> None:
-    """Refuse to resume with settings that change what the saved state means."""
+    """Refuse to resume with settings that change what the saved state means. A setting
+    the checkpoint lacks (written before the setting existed) had its default value."""
     now = settings(cfg)
-    then = doc["settings"]
+    then = {**settings(TrainConfig()), **doc["settings"]}
     for key in sorted(set(now) | set(then)):
         if key in MAY_CHANGE or now.get(key) == then.get(key):
             continue

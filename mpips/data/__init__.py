@@ -69,6 +69,17 @@ def n_batches(rows: int, batch_size: int) -> int:
     return -(-rows // batch_size)
 
 
+def batch_of(shares: Sequence[tuple[int, int]], rows: tuple[int, int], batch_size: int
+             ) -> Optional[tuple[int, int]]:
+    """(worker, batch index) where ``rows`` are one whole batch of that worker's share
+    (batch b is rows ``lo + b*batch_size`` on), else None."""
+    for w, (lo, hi) in enumerate(shares):
+        b, off = divmod(rows[0] - lo, batch_size)
+        if lo <= rows[0] < hi and off == 0 and rows[1] == min(rows[0] + batch_size, hi):
+            return w, b
+    return None
+
+
 SHUFFLE_BLOCK_ROWS = 1 << 16    # rows of one block of batches shuffled together
 
 

@@ -1,14 +1,20 @@
 """Balanced SSP and ASP workers across ranks (pytest-mpi): the board's counters hand out
 every batch once, and a slow worker's batches go to the others."""
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from mpi4py import MPI
 
 from mpips.board import ClockBoard
+from mpips.data import share
 from mpips.config import TrainConfig
 from mpips.data.plan import plan_data
 from mpips.job import train
 from mpips.rowcache import RowCache
+from textdata import libsvm_text
 
 comm = MPI.COMM_WORLD
 
@@ -28,20 +34,42 @@ def test_concurrent_takes_hand_out_every_position_once():
     assert counters[:2].tolist() == [per_owner, per_owner]
 
 
+@pytest.fixture
+def bad_line_file():
+    """A libSVM file whose lines 5, 130 and 131 are bad, written by rank 0."""
+    path = comm.bcast(tempfile.mkdtemp(prefix="mpips-rc-") if comm.Get_rank() == 0 else None)
+    lines = libsvm_text(600, seed=3).splitlines(keepends=True)
+    for i in (4, 129, 130):
+        lines[i] = "bad\n"
+    if comm.Get_rank() == 0:
+        (Path(path) / "d.txt").write_text("".join(lines))
+    comm.Barrier()
+    yield Path(path) / "d.txt"
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.timeout(60)
-def test_every_rank_reads_every_share_from_node_memory():
-    """The row cache: each rank fills its own share; any rank reads anyone's rows as the
-    source has them."""
-    cfg = TrainConfig(synthetic_rows=5_000, table_rows=1 << 12, seed=2)
-    source, n = plan_data(cfg).train, comm.Get_size()
-    shares = [(4000 * w // n, 4000 * (w + 1) // n) for w in range(n)]
-    cache = RowCache(comm, source, shares)
+@pytest.mark.parametrize("data", ["synthetic", "text with bad lines"])
+def test_every_rank_reads_every_share_from_node_memory(data, bad_line_file):
+    """The row cache: each rank fills its own share; any rank reads any share's batch
+    exactly as the source gives it, also where skipped bad lines shorten a batch."""
+    if data == "synthetic":
+        cfg = TrainConfig(synthetic_rows=5_000, table_rows=1 << 12, seed=2)
+    else:
+        cfg = TrainConfig(data=str(bad_line_file), format="libsvm", on_bad_line="skip",
+                          test_fraction=0.1, table_rows=1 << 12)
+    plan, n, size = plan_data(cfg), comm.Get_size(), 64
+    shares = [share(*plan.train_range, w, n) for w in range(n)]
+    cache = RowCache(comm, plan.train, shares, size)
     ok = cache.kept
-    for lo, hi in shares:
-        got, want = cache.batch((lo + 3, hi - 1)), next(source.batches(lo + 3, hi - 1, hi))
-        ok &= np.array_equal(got.keys, want.keys) and np.array_equal(got.labels, want.labels)
-    ok &= cache.batch((shares[0][0], shares[1][1])) is None      # spans two shares
+    for owner, (lo, hi) in enumerate(shares):
+        for b, want in enumerate(plan.train.batches(lo, hi, size)):
+            got = cache.batch(owner, b)
+            ok &= np.array_equal(got.keys, want.keys) and np.array_equal(got.labels,
+                                                                        want.labels)
     comm.Barrier()
     cache.free()
     assert all(comm.allgather(bool(ok)))
