@@ -61,9 +61,9 @@ class Worker:
         self.scale = 1.0 / (cfg.batch_size * roles.n_workers)
         # Shares that fit in memory are read (or generated) once, before the clock starts,
         # into memory that every worker of the node can read.
-        self.shares = [share(*data.train_range, w, roles.n_workers)
-                       for w in range(roles.n_workers)]
-        self.cache = RowCache(roles.group, data.train, self.shares, cfg.batch_size)
+        self.cache = RowCache(roles.group, data.train,
+                              [share(*data.train_range, w, roles.n_workers)
+                               for w in range(roles.n_workers)], cfg.batch_size)
         self._last_report = 0.0
         self.bound = bound                     # SSP: steps ahead of the slowest allowed
         slow = cfg.slow()
@@ -196,8 +196,7 @@ class Worker:
         if self.pool is None:
             where = self.plan.entry()
         else:
-            rows = list(work.rows) + [r for _, r in self._taken]
-            where = {"base": step, "carry": [list(r) for r in rows], "first_epoch": 0}
+            where = {"carry": [list(r) for r in (*work.rows, *(r for _, r in self._taken))]}
         return {"index": self.roles.index, "step": step, "finished": False,
                 "epoch": work.epoch, "samples": self.samples, "loss": self.loss,
                 "rng": self.jitter.bit_generator.state, **where}
@@ -251,13 +250,14 @@ class Worker:
         """Training rows ``rows`` as one batch. Rows that are a whole batch of a worker's
         share come from the node's row cache, else as that share's batch from the source
         (which finds a share's batches in a file once); other rows are read alone."""
-        found = batch_of(self.shares, rows, self.cfg.batch_size)
+        shares = self.cache.shares
+        found = batch_of(shares, rows, self.cfg.batch_size)
         if found is None:
             return next(self.data.train.batches(*rows, rows[1] - rows[0]))
         owner, b = found
         batch = self.cache.batch(owner, b)
         return batch if batch is not None else next(self.data.train.batches(
-            *self.shares[owner], self.cfg.batch_size, order=[b]))
+            *shares[owner], self.cfg.batch_size, order=[b]))
 
     def take(self) -> tuple[int, Rows] | None:
         """The next batch from the pool (``next_batch``): its epoch and rows; None once
