@@ -183,8 +183,10 @@ class Worker:
             return None
         word = self.board.control()
         if word == REQUESTED:
-            old = self.board.swap(REQUESTED, step + self.lead)
-            word = step + self.lead if old == REQUESTED else old
+            # A worker never stops at its start, so the earliest stop is the step after.
+            name = max(step + self.lead, self.start + 1)
+            old = self.board.swap(REQUESTED, name)
+            word = name if old == REQUESTED else old
         if not stops_at(step, self.start, self.cfg.checkpoint_every, word):
             return None
         return word if 0 < word <= step else step

@@ -1,12 +1,13 @@
 """Checkpoints across ranks: resuming onto more or fewer servers (pytest-mpi)."""
-import shutil
-import tempfile
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mpi4py import MPI
 
+from mpips import slurm
 from mpips.checkpoint import manifest
 from mpips.checkpoint.layout import complete_steps, server_file
 from mpips.checkpoint.protocol import agree_restore, restore_server
@@ -19,28 +20,16 @@ from mpips.optim import Optimizer
 from mpips.ring import PartitionMap, TableLayout, name_salt
 from mpips.tables import Tables
 from mpips.topology import SERVER, split_roles
+from mpips.wire import all_ranks
 from saved import final_state
 
 comm = MPI.COMM_WORLD
-
-
-def everywhere(ok: bool) -> bool:
-    return all(comm.allgather(bool(ok)))
 
 
 def sub(n: int):
     """The first ``n`` ranks as a communicator (None elsewhere)."""
     part = comm.Split(0 if comm.Get_rank() < n else MPI.UNDEFINED, comm.Get_rank())
     return None if part == MPI.COMM_NULL else part
-
-
-@pytest.fixture
-def shared_dir():
-    path = comm.bcast(tempfile.mkdtemp(prefix="mpips-ck-") if comm.Get_rank() == 0 else None)
-    yield Path(path)
-    comm.Barrier()
-    if comm.Get_rank() == 0:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def stored_table(step_dir: Path, doc: dict, name: str, what: str, rows: int, dim: int):
@@ -124,7 +113,7 @@ def test_resume_a_two_server_checkpoint_on_three_and_on_one(shared_dir):
             ok &= want.keys() == got.keys() and any("versions" in k for k in want) and \
                 all(np.array_equal(want[k], got[k]) for k in want)
         four.Free()
-    assert everywhere(ok)
+    assert all_ranks(comm, ok)
 
 
 @pytest.mark.mpi(min_size=5)
@@ -160,7 +149,7 @@ def test_timed_checkpoints_under_ssp_and_asp_resume_to_the_end(shared_dir, sync)
         ok &= any(w.get("carry") for w in doc["workers"])
         ok &= all("pool" in w for w in doc["workers"])
     five.Free()
-    assert everywhere(ok)
+    assert all_ranks(comm, ok)
 
 
 @pytest.mark.mpi(min_size=5)
@@ -192,4 +181,29 @@ def test_resume_on_more_and_fewer_workers(shared_dir):
             ok &= m["samples"] == full["samples"] == 2 * 16_000
             ok &= m["workers"] == n_ranks - 2 and abs(m["auc"] - full["auc"]) < 0.01
         part.Free()
-    assert everywhere(ok)
+    assert all_ranks(comm, ok)
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sync", ["ssp", "async"])
+def test_stop_signal_under_ssp_and_asp_checkpoints_and_resumes(shared_dir, sync, monkeypatch):
+    """SIGUSR1 to the scheduler (rank 0) while balanced SSP or ASP workers train, one of
+    them slow: the job stops after a checkpoint, before the end; the same job with
+    ``--resume`` trains exactly the rows left."""
+    monkeypatch.setitem(slurm._stop, "requested", False)     # restored after the test
+    cfg = TrainConfig(synthetic_rows=40_000, batch_size=128, sync=sync, staleness=2,
+                      checkpoint_every=10**6, slow_worker="0:3", checkpoint_dir=str(shared_dir),
+                      seed=8, run_name=sync, progress_seconds=60.0)
+    if comm.Get_rank() == 0:
+        slurm.catch_stop_signal()
+        os.kill(os.getpid(), signal.SIGUSR1)
+    first = train(cfg, comm, verbose=False).metrics
+    monkeypatch.setitem(slurm._stop, "requested", False)
+    second = train(cfg.replace(resume="latest"), comm, verbose=False).metrics
+    ok = True
+    if comm.Get_rank() == 0:
+        ok = first["event"] == "stopped" and 0 < first["samples"] < 2 * 32_000
+        ok &= second["event"] == "final" and second["samples"] == 2 * 32_000
+        ok &= second["ssp_violations"] == 0 and second["balance"]
+    assert all_ranks(comm, ok)
