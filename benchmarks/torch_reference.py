@@ -3,8 +3,8 @@
 It trains LR, FM or DeepFM on exactly the rows mpips trains on -- the same hashed keys,
 values and labels from ``mpips.data.plan.plan_data`` -- with the same hyper-parameters and
 the same step sequence as an mpips BSP job with ``--workers`` workers: step ``t`` is the
-concatenation of every worker's ``t``-th batch of its share (a worker whose steps have run
-out drops out), and the loss is the summed BCE-with-logits divided by
+concatenation of every worker's ``t``-th batch of its share, in each epoch's order (a
+worker whose steps have run out drops out), and the loss is the summed BCE-with-logits divided by
 ``batch_size * workers``, as each mpips worker scales its gradient. Then it evaluates AUC and
 log-loss on the held-out rows with ``mpips.metrics``.
 
@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - the optional extra is missing
     sys.exit("torch_reference.py needs PyTorch (CPU): pip install torch==2.13.0+cpu")
 
 from mpips.config import TrainConfig, from_mapping, load_toml
-from mpips.data import share
+from mpips.data.schedule import schedules
 from mpips.data.plan import plan_data
 from mpips.metrics import auc, logloss
 
@@ -180,19 +180,22 @@ def tensors(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             torch.from_numpy(np.ascontiguousarray(batch.labels, dtype=np.float32)))
 
 
-def bsp_steps(plan, batch_size: int, workers: int, epochs: int
+def bsp_steps(plan, cfg: TrainConfig, workers: int
               ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The global batches of an mpips BSP job with ``workers`` workers, in step order.
 
-    Worker ``w`` runs its share's batches ``epochs`` times over; BSP round ``t`` sums the
-    pushes of every worker that still has a step ``t``, in worker order.
+    Worker ``w`` runs its share's batches ``epochs`` times over, each epoch in the order
+    mpips' schedule gives (shuffled unless the settings say ``shuffle = false``); BSP
+    round ``t`` sums the pushes of every worker that still has a step ``t``, in worker
+    order.
     """
-    per_worker = [list(plan.train.batches(*share(*plan.train_range, w, workers), batch_size))
-                  for w in range(workers)]
-    total = max(len(b) * epochs for b in per_worker)
+    per_worker = []
+    for sched in schedules(cfg, plan.train_range, workers):
+        batches = list(plan.train.batches(*sched.rows, cfg.batch_size))
+        per_worker.append([batches[b] for e in range(cfg.epochs) for b in sched.order(e)])
     steps = []
-    for t in range(total):
-        parts = [tensors(b[t % len(b)]) for b in per_worker if t < len(b) * epochs]
+    for t in range(max(len(b) for b in per_worker)):
+        parts = [tensors(b[t]) for b in per_worker if t < len(b)]
         steps.append(tuple(torch.cat(x) for x in zip(*parts)))
     return steps
 
@@ -223,7 +226,7 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--optimizer {cfg.optimizer}: the reference has "
                          f"{', '.join(OPTIMIZERS)}")
     opt = Optimizers(net, cfg.optimizer, cfg.lr, cfg.l2)
-    steps = bsp_steps(plan, cfg.batch_size, args.workers, cfg.epochs)
+    steps = bsp_steps(plan, cfg, args.workers)
     scale = 1.0 / (cfg.batch_size * args.workers)
     bce = nn.BCEWithLogitsLoss(reduction="sum")
 

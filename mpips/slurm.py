@@ -72,8 +72,9 @@ def slurm_settings(cfg: TrainConfig, job: Optional[SlurmJob], named: bool) -> Tr
 
 
 def catch_stop_signal() -> None:
-    """Every rank: ``SIGUSR1`` asks for a checkpoint and a stop instead of ending the
-    process (its default)."""
+    """Every rank: ``SIGUSR1`` no longer ends the process (its default) but is recorded;
+    the scheduler (rank 0) acts on it with a checkpoint and a stop, the other ranks leave
+    it to the scheduler (Slurm signals every rank)."""
     signal.signal(STOP_SIGNAL, lambda *_: _stop.update(requested=True))
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from launch import launch
+from textdata import KAGGLE
 from mpips.cli import build_parser
 
-KAGGLE = Path(__file__).resolve().parents[2] / "shared/data/criteo_kaggle/criteo_kaggle_dev.tsv"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples/criteo_kaggle.toml"
 
 

@@ -1,5 +1,4 @@
 """Data sources: deterministic synthetic rows, the Criteo TSV reader, sharing of rows."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from mpips.data.synthetic import SyntheticCTR
 from mpips.data.textsource import TextSource
 from mpips.errors import DataError
 from mpips.metrics import auc
+from textdata import KAGGLE
 
-KAGGLE = Path(__file__).resolve().parents[2] / "shared/data/criteo_kaggle/criteo_kaggle_dev.tsv"
 
 
 def criteo(path, table_rows):

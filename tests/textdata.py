@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+KAGGLE = Path(__file__).resolve().parents[2] / "shared/data/criteo_kaggle/criteo_kaggle_dev.tsv"
+
 
 def criteo_text(rows: int, seed: int = 0) -> str:
     """Criteo TSV lines with some empty fields; labels follow a few of the features."""

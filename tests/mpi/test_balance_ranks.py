@@ -1,7 +1,5 @@
 """Balanced SSP and ASP workers across ranks (pytest-mpi): the board's counters hand out
 every batch once, and a slow worker's batches go to the others."""
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,32 +32,27 @@ def test_concurrent_takes_hand_out_every_position_once():
     assert counters[:2].tolist() == [per_owner, per_owner]
 
 
-@pytest.fixture
-def bad_line_file():
+def bad_line_file(folder: Path) -> Path:
     """A libSVM file whose lines 5, 130 and 131 are bad, written by rank 0."""
-    path = comm.bcast(tempfile.mkdtemp(prefix="mpips-rc-") if comm.Get_rank() == 0 else None)
     lines = libsvm_text(600, seed=3).splitlines(keepends=True)
     for i in (4, 129, 130):
         lines[i] = "bad\n"
     if comm.Get_rank() == 0:
-        (Path(path) / "d.txt").write_text("".join(lines))
+        (folder / "d.txt").write_text("".join(lines))
     comm.Barrier()
-    yield Path(path) / "d.txt"
-    comm.Barrier()
-    if comm.Get_rank() == 0:
-        shutil.rmtree(path, ignore_errors=True)
+    return folder / "d.txt"
 
 
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("data", ["synthetic", "text with bad lines"])
-def test_every_rank_reads_every_share_from_node_memory(data, bad_line_file):
+def test_every_rank_reads_every_share_from_node_memory(data, shared_dir):
     """The row cache: each rank fills its own share; any rank reads any share's batch
     exactly as the source gives it, also where skipped bad lines shorten a batch."""
     if data == "synthetic":
         cfg = TrainConfig(synthetic_rows=5_000, table_rows=1 << 12, seed=2)
     else:
-        cfg = TrainConfig(data=str(bad_line_file), format="libsvm", on_bad_line="skip",
+        cfg = TrainConfig(data=str(bad_line_file(shared_dir)), format="libsvm", on_bad_line="skip",
                           test_fraction=0.1, table_rows=1 << 12)
     plan, n, size = plan_data(cfg), comm.Get_size(), 64
     shares = [share(*plan.train_range, w, n) for w in range(n)]

@@ -3,7 +3,6 @@
 Delays are random per step (``delay_jitter``) or one worker is made slow, so the workers
 really drift apart; the SSP bound is checked by the servers on every push they apply.
 """
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,9 @@ from mpi4py import MPI
 from mpips.config import TrainConfig
 from mpips.job import train
 from mpips.topology import WORKER
+from textdata import KAGGLE
 
 comm = MPI.COMM_WORLD
-KAGGLE = Path(__file__).resolve().parents[3] / "shared/data/criteo_kaggle/criteo_kaggle_dev.tsv"
 
 
 class Verdict:

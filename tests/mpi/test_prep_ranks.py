@@ -5,7 +5,6 @@ job and under one rank give the same rows; BSP training on the shards gives bit-
 parameters to training on the text.
 """
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,27 +16,16 @@ from mpips.config import TrainConfig
 from mpips.data.plan import plan_data
 from mpips.job import train
 from mpips.prep import check_prep, run_prep
-from textdata import criteo_text, libsvm_text
+from mpips.wire import all_ranks
+from textdata import KAGGLE, criteo_text, libsvm_text
 
 comm = MPI.COMM_WORLD
-KAGGLE = Path(__file__).resolve().parents[3] / "shared/data/criteo_kaggle/criteo_kaggle_dev.tsv"
-
-
-def everywhere(ok: bool) -> bool:
-    return all(comm.allgather(bool(ok)))
-
-
-@pytest.fixture
-def folder():
-    path = Path(comm.bcast(tempfile.mkdtemp() if comm.Get_rank() == 0 else None))
-    yield path
-    comm.Barrier()
-    if comm.Get_rank() == 0:
-        shutil.rmtree(path)
 
 
 def inputs(folder: Path, fmt: str) -> list[Path]:
-    """Two text files (the Kaggle sample as the first when it is there)."""
+    """Two text files (the Kaggle sample as the first when it is there). The libSVM ones
+    end with one line wider than all others, in the last rank's part only, so the ranks
+    must agree on the width."""
     make = criteo_text if fmt == "criteo" else libsvm_text
     paths = [folder / "a.txt", folder / "b.txt"]
     if comm.Get_rank() == 0:
@@ -45,7 +33,10 @@ def inputs(folder: Path, fmt: str) -> list[Path]:
             shutil.copy(KAGGLE, paths[0])
         else:
             paths[0].write_text(make(1500, 1))
-        paths[1].write_text(make(500, 2))
+        last = make(500, 2).splitlines(keepends=True)
+        if fmt == "libsvm":
+            last[-1] = "+1 " + " ".join(f"{i}:1" for i in range(12)) + "\n"
+        paths[1].write_text("".join(last))
     comm.Barrier()
     return paths
 
@@ -66,34 +57,34 @@ def rows(data: Path, **kw) -> tuple[np.ndarray, ...]:
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("fmt", ["criteo", "libsvm"])
-def test_prep_on_all_ranks_equals_prep_on_one(folder, fmt):
-    paths = inputs(folder, fmt)
-    prep(paths, folder / "many", fmt, comm)
+def test_prep_on_all_ranks_equals_prep_on_one(shared_dir, fmt):
+    paths = inputs(shared_dir, fmt)
+    prep(paths, shared_dir / "many", fmt, comm)
     if comm.Get_rank() == 0:
-        prep(paths, folder / "one", fmt, MPI.COMM_SELF)
+        prep(paths, shared_dir / "one", fmt, MPI.COMM_SELF)
     comm.Barrier()
-    many, one = rows(folder / "many"), rows(folder / "one")
+    many, one = rows(shared_dir / "many"), rows(shared_dir / "one")
     same = all(np.array_equal(x, y) for x, y in zip(many, one))
     as_set = sorted(map(bytes, np.c_[many[0], many[2]])) == sorted(map(bytes, np.c_[one[0],
                                                                                     one[2]]))
-    assert everywhere(same and as_set and len(many[2]) == (8500 if KAGGLE.exists()
+    assert all_ranks(comm, same and as_set and len(many[2]) == (8500 if KAGGLE.exists()
                                                           and fmt == "criteo" else 2000))
-    assert everywhere(len(list((folder / "many").glob("shard-*.h5"))) == comm.Get_size())
+    assert all_ranks(comm, len(list((shared_dir / "many").glob("shard-*.h5"))) == comm.Get_size())
 
 
 @pytest.mark.mpi(min_size=3)
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("fmt,model", [("criteo", "lr"), ("libsvm", "deepfm")])
-def test_training_from_shards_equals_training_from_text(folder, fmt, model):
+def test_training_from_shards_equals_training_from_text(shared_dir, fmt, model):
     """BSP: the same rows in the same order give bit-identical parameters."""
-    paths = inputs(folder, fmt)[:1]
-    prep(paths, folder / "shards", fmt, comm)
+    paths = inputs(shared_dir, fmt)[:1]
+    prep(paths, shared_dir / "shards", fmt, comm)
     base = TrainConfig(format=fmt, model=model, epochs=2, batch_size=64, table_rows=1 << 14,
                        embedding_dim=4, hidden=(8,), progress_seconds=60)
     text = train(base.replace(data=str(paths[0])), comm, return_params=True, verbose=False)
-    shards = train(base.replace(data=str(folder / "shards")), comm, return_params=True,
+    shards = train(base.replace(data=str(shared_dir / "shards")), comm, return_params=True,
                    verbose=False)
     same = all(np.array_equal(text.params[n], shards.params[n]) for n in text.params)
-    assert everywhere(same and text.params.keys() == shards.params.keys())
+    assert all_ranks(comm, same and text.params.keys() == shards.params.keys())
     if text.metrics is not None:
         assert text.metrics["auc"] == shards.metrics["auc"]

@@ -22,14 +22,10 @@ from mpips.server import run_server
 from mpips.tables import FLAG_LAST, Tables
 from mpips.topology import SERVER, WORKER, split_roles
 from mpips.waiting import wait_all
+from mpips.wire import all_ranks
 
 comm = MPI.COMM_WORLD
 SPECS = [TableSpec("emb", 10007, 4), TableSpec("dense", 1, 33)]
-
-
-def everywhere(ok: bool) -> bool:
-    """True only if ``ok`` holds on every rank."""
-    return all(comm.allgather(bool(ok)))
 
 
 def server_counts() -> list[int]:
@@ -63,7 +59,7 @@ def test_pull_returns_exactly_what_servers_hold(pull):
                         ok &= np.array_equal(out, expected_value(keys, spec.dim))
         comm.Barrier()
         roles.free()
-        assert everywhere(ok), f"pull ({pull}) differs with {n_servers} server(s)"
+        assert all_ranks(comm, ok), f"pull ({pull}) differs with {n_servers} server(s)"
 
 
 def worker_grads(w: int, spec: TableSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +113,7 @@ def test_push_and_update_match_numpy(optimizer):
                         ok &= np.allclose(got, expect, rtol=1e-5, atol=1e-7)
         comm.Barrier()
         roles.free()
-        assert everywhere(ok), f"{optimizer} update differs with {n_servers} server(s)"
+        assert all_ranks(comm, ok), f"{optimizer} update differs with {n_servers} server(s)"
 
 
 def small_config(**kw) -> TrainConfig:
@@ -157,7 +153,7 @@ def test_bsp_lr_matches_one_process_numpy(case, optimizer, pull):
             for name, arr in expect.items():
                 ok &= np.allclose(result.params[name], arr, rtol=0, atol=1e-6)
                 ok &= bool(np.abs(arr).max() > 0)           # training did move the weights
-        assert everywhere(ok), f"BSP LR ({case}, {optimizer}, {pull}) differs with " \
+        assert all_ranks(comm, ok), f"BSP LR ({case}, {optimizer}, {pull}) differs with " \
             f"{n_servers} server(s)"
 
 
@@ -187,7 +183,7 @@ def test_bsp_fm_and_deepfm_match_one_process_numpy(model, optimizer):
                              seed=cfg.seed)
             for name, arr in expect.items():
                 ok &= np.allclose(result.params[name], arr, rtol=1e-5, atol=atol)
-        assert everywhere(ok), f"BSP {model} ({optimizer}) differs with {n_servers} server(s)"
+        assert all_ranks(comm, ok), f"BSP {model} ({optimizer}) differs with {n_servers} server(s)"
 
 
 def initial_values(cfg: TrainConfig, spec: TableSpec) -> np.ndarray:
@@ -223,4 +219,4 @@ def test_results_identical_when_repeated_and_with_one_or_two_servers(model):
     (p2, m2), *others = results
     ok = all(np.array_equal(p2[k], p[k]) and m2["auc"] == m["auc"]
              for p, m in others for k in p2)
-    assert everywhere(ok)
+    assert all_ranks(comm, ok)
