@@ -87,13 +87,12 @@ class Progress:
 
     def record(self) -> dict:
         """A progress record; the loss is the mean since the previous record."""
-        now = time.perf_counter()
-        elapsed = now - (self.start or now)
+        elapsed = self.elapsed
         samples, loss = self.state[:, 1].sum(), self.state[:, 2].sum()
         planned = self.state[:, 3].sum()
         t0, s0, l0 = self._last
         self._last = (elapsed, samples, loss)
-        rate = (samples - self.base) / elapsed if elapsed > 0 else 0.0
+        rate = self.new_samples / elapsed if elapsed > 0 else 0.0
         return {"event": "progress", "epoch": int(self.state[:, 0].min()) + 1,
                 "samples": int(samples), "planned": int(planned), "seconds": elapsed,
                 "samples_per_s": rate,

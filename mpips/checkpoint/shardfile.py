@@ -23,10 +23,14 @@ READ_BYTES = 64 << 20          # largest read at a time, to bound the temporary 
 FORMAT = "mpips-server-shard"
 
 
+def row_bytes(arr_shape: tuple[int, ...], itemsize: int) -> int:
+    """Bytes of one row (first-axis entry), at least 1."""
+    return max(1, itemsize * int(np.prod(arr_shape[1:], dtype=np.int64)))
+
+
 def block_rows(arr_shape: tuple[int, ...], itemsize: int) -> int:
     """Rows (first-axis entries) per checksummed block."""
-    row = itemsize * int(np.prod(arr_shape[1:], dtype=np.int64))
-    return max(1, BLOCK_BYTES // max(row, 1))
+    return max(1, BLOCK_BYTES // row_bytes(arr_shape, itemsize))
 
 
 def block_crcs(arr: np.ndarray, rows_per_block: int) -> np.ndarray:
@@ -118,8 +122,8 @@ class ServerFile:
         """Read and check every block of a dataset, ``READ_BYTES`` at a time (memory stays
         bounded whatever its size); returns the bytes checked."""
         ds, _, per_block = self._dataset(name)
-        row_bytes = max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64)))
-        chunk = per_block * max(1, READ_BYTES // (per_block * row_bytes))
+        chunk = per_block * max(1, READ_BYTES // (per_block * row_bytes(ds.shape,
+                                                                        ds.dtype.itemsize)))
         buf = np.empty((min(chunk, ds.shape[0]), *ds.shape[1:]), ds.dtype)
         return sum(self.read_runs(name, np.array([lo]), np.array([0]),
                                   np.array([min(chunk, ds.shape[0] - lo)]), buf)
@@ -139,8 +143,8 @@ class ServerFile:
         np.add.at(needed, src // per_block, 1)
         np.add.at(needed, (src + length - 1) // per_block + 1, -1)
         blocks = np.flatnonzero(np.cumsum(needed)[:-1] > 0)
-        row_bytes = max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64)))
-        step = max(1, READ_BYTES // (per_block * row_bytes))
+        row = row_bytes(ds.shape, ds.dtype.itemsize)
+        step = max(1, READ_BYTES // (per_block * row))
         # Read runs of consecutive needed blocks, at most ``step`` blocks at a time.
         breaks = np.flatnonzero(np.diff(blocks) != 1) + 1
         # Contiguous datasets are read straight from the file at their offset: as fast as
@@ -154,7 +158,7 @@ class ServerFile:
                 whole = src.size == 1 and src[0] <= lo and hi <= src[0] + length[0]
                 buf = out[lo + dst[0] - src[0]:hi + dst[0] - src[0]] if whole \
                     else np.empty((hi - lo, *ds.shape[1:]), ds.dtype)
-                self._read(ds, offset, lo, hi, row_bytes, buf)
+                self._read(ds, offset, lo, hi, row, buf)
                 got = block_crcs(buf, per_block)
                 bad = np.flatnonzero(got != crcs[b0:b1])
                 if bad.size:
@@ -166,7 +170,7 @@ class ServerFile:
                     _copy_runs(buf, lo, hi, src, dst, length, out)
         return read
 
-    def _read(self, ds: h5py.Dataset, offset: int | None, lo: int, hi: int, row_bytes: int,
+    def _read(self, ds: h5py.Dataset, offset: int | None, lo: int, hi: int, row: int,
               buf: np.ndarray) -> None:
         """Rows [lo, hi) of ``ds`` into the contiguous ``buf``."""
         try:
@@ -175,7 +179,7 @@ class ServerFile:
                 return
             view = memoryview(buf).cast("B")
             with open(self.path, "rb", buffering=0) as fh:
-                fh.seek(offset + lo * row_bytes)
+                fh.seek(offset + lo * row)
                 if fh.readinto(view) != view.nbytes:
                     raise OSError("short read")
         except OSError as exc:
