@@ -3,8 +3,8 @@ against one process doing the same gather and update with the numba kernels.
 
 Every worker pre-generates Zipf-skewed hashed keys and deduplicates each batch; a row is one
 unique key of a batch, for the distributed and the local figures alike. Workers time
-``Tables.pull`` (with ``route``) over all batches, then the update: ``segment_sum`` of the
-batch's per-lookup gradient rows, ``Tables.push`` and the servers' acks (the servers sum
+``TableClient.pull`` (with ``route``) over all batches, then the update: ``segment_sum`` of
+the batch's per-lookup gradient rows, ``TableClient.push`` and the servers' acks (the servers sum
 all workers' rows and apply Adagrad). The aggregate rate is the rows of all workers over
 the slowest worker's time. Afterwards, while the other ranks idle, the scheduler holds the
 whole table and times ``gather_rows``, and ``segment_sum`` + Adagrad, over the same batches:
@@ -27,8 +27,10 @@ from .kernels.sparse import gather_rows, segment_sum, unique_inverse
 from .models import TableSpec
 from .optim import Optimizer
 from .ring import Route, mix64
+from .client import TableClient
+from .placement import Placement
 from .server import run_server
-from .tables import FLAG_LAST, Tables
+from .store import ShardStore
 from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
 from .waiting import wait_all
 from .wire import gather_json
@@ -65,40 +67,39 @@ def timed(fn: Callable[[int], None], n: int, group: MPI.Intracomm | None = None)
     return time.perf_counter() - t0
 
 
-def pull(tables: Tables, keys: np.ndarray, out: np.ndarray) -> tuple[Route, np.ndarray]:
+def pull(client: TableClient, keys: np.ndarray, out: np.ndarray) -> Route:
     """Route and pull ``keys`` into the first rows of ``out``, reading the servers'
-    versions first as a training step does; returns the route and the versions."""
-    where = tables.route(TABLE, keys)
-    versions = tables.read_versions()
-    tables.pull(TABLE, where, out[:keys.size])
-    return where, versions
+    versions first as a training step does; returns the route."""
+    where = client.route(TABLE, keys)
+    client.read_versions()
+    client.pull(TABLE, where, out[:keys.size])
+    return where
 
 
-def push(tables: Tables, step: int, last: bool, pulled: tuple[Route, np.ndarray],
-         inverse: np.ndarray, lookup_grads: np.ndarray) -> None:
+def push(client: TableClient, step: int, last: bool, where: Route, inverse: np.ndarray,
+         lookup_grads: np.ndarray) -> None:
     """Sum the batch's per-lookup gradient rows into its unique rows (as the local update
     does), push them and wait until every server applied the step."""
-    where, versions = pulled
     summed = segment_sum(inverse, lookup_grads, where.order.size)
-    tables.push(step, FLAG_LAST if last else 0, {TABLE: (where, summed)}, versions).wait()
+    client.push(step, last, {TABLE: (where, summed)}).wait()
 
 
-def run_worker(args: argparse.Namespace, roles: Roles, tables: Tables,
+def run_worker(args: argparse.Namespace, roles: Roles, client: TableClient,
                batches: Batches) -> dict:
     """Warm up, then time all pulls, then all pushes; returns this worker's figures."""
     keys = [u for u, _ in batches]
     out = np.empty((max(k.size for k in keys), args.dim), np.float32)
     grads = gradients(args.batch * args.fields, args.dim, roles.index)
-    tables.ready()                           # the servers' shards are initialised
+    client.ready()                           # the servers' shards are initialised
     for i in range(WARMUP):
-        push(tables, i, False, pull(tables, keys[i], out), batches[i][1], grads)
+        push(client, i, False, pull(client, keys[i], out), batches[i][1], grads)
     timed_keys, routes = keys[WARMUP:], []
-    pull_s = timed(lambda i: routes.append(pull(tables, timed_keys[i], out)), args.steps,
+    pull_s = timed(lambda i: routes.append(pull(client, timed_keys[i], out)), args.steps,
                    roles.group)
-    push_s = timed(lambda i: push(tables, WARMUP + i, i == args.steps - 1, routes[i],
+    push_s = timed(lambda i: push(client, WARMUP + i, i == args.steps - 1, routes[i],
                                   batches[WARMUP + i][1], grads), args.steps, roles.group)
     return {"rows": sum(k.size for k in timed_keys), "pull_s": pull_s, "push_s": push_s,
-            "pull_mode": "direct" if tables.direct else "get"}
+            "pull_mode": "direct" if client.direct else "get"}
 
 
 def local_pass(table: np.ndarray, state: dict, batches: Batches, lookup_grads: np.ndarray,
@@ -167,7 +168,7 @@ def report(r: dict) -> str:
         (f"rows = {r['row_definition']} (mean {r['unique_rows_per_batch']:,.0f} per batch of "
          f"{r['batch'] * r['fields']:,} keys)"),
         f"{'':28}{'rows/s':>14}",
-        f"{'pull (route + Tables.pull)':28}{r['pull_rows_per_s']:>14,.0f}",
+        f"{'pull (route + client.pull)':28}{r['pull_rows_per_s']:>14,.0f}",
         f"{'local gather_rows':28}{r['local_gather_rows_per_s']:>14,.0f}",
         f"{'pull / local':28}{r['pull_ratio']:>14.3f}",
         f"{'push + acks (Adagrad)':28}{r['push_rows_per_s']:>14,.0f}",
@@ -191,12 +192,14 @@ def run_pull_push(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
         batches = [] if roles.role == SERVER else make_batches(args, roles.index,
                                                                WARMUP + args.steps)
         wait_all([roles.ps.Ibarrier()])      # servers idle while workers make keys
-        with Tables([TableSpec(TABLE, args.table_rows, args.dim)], roles,
-                    Optimizer("adagrad"), pull=args.pull) as tables:
-            if roles.role == SERVER:
-                run_server(roles, tables, [SyncPolicy()])
-            else:
-                mine = run_worker(args, roles, tables, batches)
+        specs = [TableSpec(TABLE, args.table_rows, args.dim)]
+        placement = Placement.start(specs, roles.n_servers, roles.n_servers)
+        if roles.role == SERVER:
+            with ShardStore(specs, roles, Optimizer("adagrad"), placement, args.pull) as store:
+                run_server(store, [SyncPolicy()])
+        else:
+            with TableClient(specs, roles, placement, args.pull) as client:
+                mine = run_worker(args, roles, client, batches)
     wait_all([comm.Ibarrier()])
     figures = gather_json(comm, mine)
     if roles.role == SCHEDULER:

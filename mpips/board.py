@@ -1,23 +1,31 @@
-"""The scheduler's board, an RMA window on ``ctl`` rank 0: worker clocks (for SSP), one
-control word (checkpoint requests), and for balanced workers (``balance``) each worker's
-speed and each owner's batch counter.
+"""The scheduler's board on ``ctl``: worker clocks (for SSP), the control word of
+requested pauses, and for balanced workers (``balance``) each worker's speed and each
+owner's batch counter.
 
-Each worker publishes how many steps it has completed (and its speed) with an atomic
-``Accumulate`` (``REPLACE``) and reads everyone's with ``Get_accumulate`` (``NO_OP``); the
-control word changes only by ``Compare_and_swap``, a counter only by ``Fetch_and_op``
-(``SUM``), so every batch is taken once. All are one-sided inside one long ``Lock_all``
-epoch.
-Inside a node MPI does these through shared memory; elsewhere they may wait for the
-scheduler's next poll of MPI (it polls every few milliseconds).
+Clocks, speeds and counters live in an RMA window on ``ctl`` rank 0. Each worker publishes
+how many steps it has completed (and its speed) with an atomic ``Accumulate``
+(``REPLACE``) and reads everyone's with ``Get_accumulate`` (``NO_OP``); a counter changes
+only by ``Fetch_and_op`` (``SUM``), so every batch is taken once. All are one-sided inside
+one long ``Lock_all`` epoch. Inside a node MPI does these through shared memory;
+elsewhere they may wait for the scheduler's next poll of MPI (every few milliseconds).
+
+The control word is read by every worker before every step, so it must cost nothing
+across nodes: the scheduler's copy is the one that decides (it changes only by
+``Compare_and_swap``), and every worker keeps its own copy in its own window memory, which
+it reads with a plain load. Whoever changes the scheduler's copy writes the new value into
+every worker's copy and waits until all writes have landed; a worker that sees a request
+in its copy asks the scheduler's copy for the truth.
 """
 from __future__ import annotations
 
 import numpy as np
 from mpi4py import MPI
 
+from .topology import SCHEDULER_RANK
 from .waiting import wait_all
 
 _I8 = np.dtype(np.int64).itemsize
+REQUESTED = -1       # the control word: a pause is wanted, no step named yet
 
 
 class ClockBoard:
@@ -31,6 +39,12 @@ class ClockBoard:
         self.win.Lock_all(MPI.MODE_NOCHECK)
         np.frombuffer(self.win.tomemory(), dtype=np.int64, count=here)[:] = 0
         self.win.Sync()
+        # Every rank's own copy of the control word (the scheduler's is not read).
+        self.copies = MPI.Win.Allocate(_I8, _I8, comm=ctl)
+        self.copies.Lock_all(MPI.MODE_NOCHECK)
+        self._copy = np.frombuffer(self.copies.tomemory(), dtype=np.int64, count=1)
+        self._copy[:] = 0
+        self.copies.Sync()
         wait_all([ctl.Ibarrier()])                 # zeroed before anyone reads
         self._one = np.zeros(1, dtype=np.int64)
         self._old = np.zeros(1, dtype=np.int64)
@@ -64,37 +78,68 @@ class ClockBoard:
 
     def take(self, owner: int) -> int:
         """Take ``owner``'s next batch position (it may lie past the owner's end)."""
-        self.win.Fetch_and_op([self._add, MPI.INT64_T], [self._old, MPI.INT64_T], 0,
+        self.win.Fetch_and_op([self._add, MPI.INT64_T], [self._old, MPI.INT64_T],
+                              SCHEDULER_RANK,
                               2 * self.n + 1 + owner, MPI.SUM)
-        self.win.Flush(0)
+        self.win.Flush(SCHEDULER_RANK)
         return int(self._old[0])
 
     def control(self) -> int:
-        """The control word."""
-        return int(self._read(1, self.n)[0])
+        """This worker's copy of the control word: a plain load of its own memory."""
+        self.copies.Sync()
+        return int(self._copy[0])
 
-    def swap(self, expected: int, new: int) -> int:
-        """Set the control word to ``new`` if it is ``expected``; returns its old value."""
+    def request(self) -> None:
+        """Scheduler: ask for a pause, unless one is already asked for or named."""
+        if self._swap(0, REQUESTED) == 0:
+            self._spread(REQUESTED)
+
+    def clear(self) -> None:
+        """Scheduler: the pause is over (every worker is stopped, none reads)."""
+        self._replace(self.n, 0)
+        self._spread(0)
+
+    def name(self, step: int) -> int:
+        """A worker that saw a request: name ``step`` as the pause if no other worker has
+        named one yet; returns the step named (this one, or the earlier one)."""
+        old = self._swap(REQUESTED, step)
+        named = step if old == REQUESTED else old
+        if old == REQUESTED:
+            self._spread(step)
+        return named
+
+    def _swap(self, expected: int, new: int) -> int:
+        """Compare-and-swap on the scheduler's copy; returns its old value."""
         self._one[0], cmp = new, np.array([expected], dtype=np.int64)
         self.win.Compare_and_swap([self._one, MPI.INT64_T], [cmp, MPI.INT64_T],
-                                  [self._old, MPI.INT64_T], 0, self.n)
-        self.win.Flush(0)
+                                  [self._old, MPI.INT64_T], SCHEDULER_RANK, self.n)
+        self.win.Flush(SCHEDULER_RANK)
         return int(self._old[0])
+
+    def _spread(self, value: int) -> None:
+        """Write ``value`` into every worker's copy and wait until all have landed."""
+        word = np.array([value], dtype=np.int64)
+        for rank in range(1, self.ctl.Get_size()):
+            self.copies.Accumulate([word, MPI.INT64_T], rank, [0, 1, MPI.INT64_T],
+                                   MPI.REPLACE)
+        self.copies.Flush_all()
 
     def _replace(self, index: int, value: int) -> None:
         self._one[0] = value
-        self.win.Accumulate([self._one, MPI.INT64_T], 0, [index, 1, MPI.INT64_T], MPI.REPLACE)
-        self.win.Flush(0)
+        self.win.Accumulate([self._one, MPI.INT64_T], SCHEDULER_RANK, [index, 1, MPI.INT64_T],
+                            MPI.REPLACE)
+        self.win.Flush(SCHEDULER_RANK)
 
     def _read(self, count: int, first: int = 0) -> np.ndarray:
         self.win.Get_accumulate([self._nothing[:count], MPI.INT64_T],
-                                [self._all[:count], MPI.INT64_T], 0,
+                                [self._all[:count], MPI.INT64_T], SCHEDULER_RANK,
                                 [first, count, MPI.INT64_T], MPI.NO_OP)
-        self.win.Flush(0)
+        self.win.Flush(SCHEDULER_RANK)
         return self._all[:count]
 
     def close(self) -> None:
-        """Collective over ``ctl``: no worker reads any more; free the window."""
+        """Collective over ``ctl``: no worker reads any more; free the windows."""
         wait_all([self.ctl.Ibarrier()])
-        self.win.Unlock_all()
-        self.win.Free()
+        for win in (self.win, self.copies):
+            win.Unlock_all()
+            win.Free()

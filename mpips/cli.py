@@ -13,8 +13,8 @@ for _var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MK
 
 from . import __version__  # noqa: E402
 from .clocks import SYNC_MODES  # noqa: E402
-from .config import BALANCE_MODES, FORMATS, MODELS, PULL_MODES, TrainConfig, from_mapping, \
-    load_toml  # noqa: E402
+from .config import BALANCE_MODES, FORMATS, MODELS, PULL_MODES, REBALANCE_MODES, \
+    TrainConfig, from_mapping, load_toml  # noqa: E402
 from .data.parse import BAD_LINE_MODES  # noqa: E402
 from .optim import OPTIMIZERS  # noqa: E402
 
@@ -73,6 +73,24 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                        f"unless the job runs in BSP rounds (default {D.balance})")),
     ("--slow-worker", dict(metavar="I:FACTOR", help="test aid: make worker I (0-based) "
                            "FACTOR times slower by sleeping, to study stragglers")),
+    ("--standby", dict(type=int, metavar="N", help="extra server ranks that start without "
+                       "partitions; the balancer brings one in when the servers are the "
+                       "bottleneck (default 0)")),
+    ("--rebalance", dict(choices=REBALANCE_MODES, help="move partitions from busy to idle "
+                         "servers while the job runs (auto, the default, with 2 or more "
+                         "server ranks), or keep the placement fixed (off); tune with "
+                         "rebalance-margin, rebalance-window and rebalance-mib in --config")),
+    ("--window-headroom", dict(type=float, metavar="F", help="spare rows in each server's "
+                               "windows, as a share of its rows, so partitions can arrive "
+                               f"without new windows (default {D.window_headroom})")),
+    ("--slow-server", dict(metavar="I:FACTOR", help="test aid: server I (0-based) sleeps "
+                           "FACTOR - 1 times its own busy time, to study slow servers")),
+    ("--move-every", dict(type=int, metavar="N", help="test aid: move a seeded choice of "
+                          "partitions between the servers every N steps")),
+    ("--join-at", dict(metavar="STEP,...", help="bring the next standby server in before "
+                       "each of these steps (scheduled; the balancer may also)")),
+    ("--drain-at", dict(metavar="I:STEP,...", help="move all partitions of server I to the "
+                        "others before STEP; it then idles")),
     ("--delay-jitter", dict(type=float, metavar="T", help="test aid: every worker sleeps a "
                             "random 0..T seconds each step (seeded)")),
     ("--shuffle", dict(action=argparse.BooleanOptionalAction, help="visit each worker's "

@@ -13,12 +13,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .errors import MpipsError
-
-
-class ProtocolError(MpipsError):
-    """A push that the clock does not allow (a bug or a mixed-up job, never user input)."""
-
+from .errors import ProtocolError
 
 @dataclass
 class BspRound:
@@ -111,25 +106,6 @@ def may_start(clocks: np.ndarray, me: int, step: int, bound: Optional[int]) -> b
         return True
     others = np.delete(clocks, me)
     return bool(others.size == 0 or others.min() >= step - bound)
-
-
-REQUESTED = -1       # control word: a checkpoint is wanted, no step named yet
-
-
-def checkpoint_lead(bound: Optional[int]) -> int:
-    """How far past its own step the first worker that sees a checkpoint request may name
-    the stop, so that no worker has passed it: BSP 1 and SSP(S) S + 1 steps (no worker is
-    further ahead than that), ASP 0 (every worker stops at its next step)."""
-    return 0 if bound is None else bound + 1
-
-
-def stops_at(step: int, start: int, every: int, word: int) -> bool:
-    """Does a worker stop for a checkpoint before ``step``? At multiples of ``every``, and
-    at or after the step named in the control word ``word``; never at ``start``, where
-    the job began or resumed."""
-    if step <= start:
-        return False
-    return (every > 0 and step % every == 0) or (word > 0 and step >= word)
 
 
 def bound_violated(last_step: dict[int, int], worker: int, step: int, bound: int) -> bool:

@@ -22,6 +22,7 @@ FORMATS = ("criteo", "libsvm", "libfm", "libffm", "csv")
 MODELS = ("lr", "fm", "deepfm")
 PULL_MODES = ("auto", "get", "direct")
 BALANCE_MODES = ("auto", "on", "off")
+REBALANCE_MODES = ("auto", "off")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,16 @@ class TrainConfig:
     # Per-field hash buckets of a field's own: (field, buckets), from [fields.NAME].
     fields: tuple[tuple[str, int], ...] = ()
     slow_worker: Optional[str] = None      # test aid: "I:FACTOR"
+    standby: int = 0                       # extra server ranks that start without partitions
+    rebalance: str = "auto"                # move partitions off busy servers (balancer)
+    rebalance_margin: float = 0.15         # busiest server this far above the mean: imbalance
+    rebalance_window: int = 3              # load reports in a row that must show it
+    rebalance_mib: float = 256.0           # most MiB of rows and state moved per round
+    window_headroom: float = 0.5           # spare rows in each server's windows (a share)
+    slow_server: Optional[str] = None      # test aid: "I:FACTOR"
+    move_every: int = 0                    # test aid: move seeded partitions every N steps
+    join_at: tuple[int, ...] = ()          # steps at which the next standby server joins
+    drain_at: tuple[str, ...] = ()         # "I:STEP": server I is drained before STEP
     delay_jitter: float = 0.0              # test aid: up to this many seconds of sleep a step
     shuffle: bool = True                   # a seeded new order of each worker's batches each epoch
     run_name: str = "run"
@@ -101,7 +112,20 @@ class TrainConfig:
             if staleness < 0:
                 raise ConfigError(f"{where}staleness must be >= 0, got {staleness}")
         _choice("balance", self.balance, BALANCE_MODES)
+        _choice("rebalance", self.rebalance, REBALANCE_MODES)
         self.slow()
+        self.slow_server_factor()
+        self.drains()
+        if self.standby < 0 or self.move_every < 0 or any(s < 1 for s in self.join_at):
+            raise ConfigError("--standby and --move-every must be >= 0, and --join-at steps "
+                              ">= 1")
+        if not 0 < self.rebalance_margin < 10 or self.rebalance_window < 1 \
+                or not self.rebalance_mib > 0:
+            raise ConfigError("rebalance-margin must lie in (0, 10), rebalance-window be "
+                              ">= 1 and rebalance-mib > 0")
+        if not 0 <= self.window_headroom <= 10:
+            raise ConfigError(f"--window-headroom must lie in [0, 10], got "
+                              f"{self.window_headroom}")
         if self.checkpoint_every < 0 or not self.checkpoint_seconds >= 0:
             raise ConfigError("--checkpoint-every and --checkpoint-seconds must be >= 0")
         if self.checkpoint_keep < 1:
@@ -125,18 +149,29 @@ class TrainConfig:
 
     def slow(self) -> Optional[tuple[int, float]]:
         """``--slow-worker I:FACTOR`` as (worker, factor), or None."""
-        if self.slow_worker is None:
-            return None
-        try:
-            index, factor = self.slow_worker.split(":")
-            worker, slow = int(index), float(factor)
-        except ValueError:
-            raise ConfigError(f"--slow-worker must be I:FACTOR (e.g. 0:3), not "
-                              f"{self.slow_worker!r}") from None
-        if worker < 0 or not 1 <= slow <= 1000:
-            raise ConfigError(f"--slow-worker {self.slow_worker}: the worker must be >= 0 and "
-                              f"the factor in [1, 1000]")
-        return worker, slow
+        return _slow("slow-worker", "worker", self.slow_worker)
+
+    def slow_server_factor(self) -> Optional[tuple[int, float]]:
+        """``--slow-server I:FACTOR`` as (server, factor), or None."""
+        return _slow("slow-server", "server", self.slow_server)
+
+    def drains(self) -> list[tuple[int, int]]:
+        """``--drain-at I:STEP,...`` as (server, step) pairs."""
+        out = []
+        for item in self.drain_at:
+            try:
+                server, step = (int(x) for x in item.split(":"))
+            except ValueError:
+                raise ConfigError(f"--drain-at must be I:STEP (e.g. 1:40), not {item!r}") \
+                    from None
+            if server < 0 or step < 1:
+                raise ConfigError(f"--drain-at {item}: the server must be >= 0, the step >= 1")
+            out.append((server, step))
+        return out
+
+    def scheduled_steps(self) -> set[int]:
+        """Steps of scheduled joins and drains (every worker pauses before them)."""
+        return set(self.join_at) | {step for _, step in self.drains()}
 
     def sync_of(self, table: str) -> SyncPolicy:
         """The consistency policy of ``table``: its override, else the job's."""
@@ -147,6 +182,21 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _slow(flag: str, what: str, value: Optional[str]) -> Optional[tuple[int, float]]:
+    """A test aid's ``I:FACTOR`` as (index, factor), or None."""
+    if value is None:
+        return None
+    try:
+        index, factor = value.split(":")
+        who, slow = int(index), float(factor)
+    except ValueError:
+        raise ConfigError(f"--{flag} must be I:FACTOR (e.g. 0:3), not {value!r}") from None
+    if who < 0 or not 1 <= slow <= 1000:
+        raise ConfigError(f"--{flag} {value}: the {what} must be >= 0 and the factor in "
+                          f"[1, 1000]")
+    return who, slow
 
 
 def _flag(name: str) -> str:
@@ -164,6 +214,12 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     kind = {f.name: f.type for f in fields(TrainConfig)}[name]
     if kind == "tuple[int, ...]":
         return _int_list(name, value, where)
+    if kind == "tuple[str, ...]":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"{where}: {name.replace('_', '-')} must be a list of strings, "
+                              f"got {value!r}")
+        return tuple(v.strip() for v in items if v.strip())
     want = {"int": int, "float": float, "str": str, "Optional[str]": str, "bool": bool}[kind]
     ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):

@@ -20,3 +20,8 @@ class DataError(MpipsError):
 
 class CheckpointError(MpipsError):
     """A checkpoint that is missing, incomplete, damaged or does not fit this job."""
+
+
+class ProtocolError(RuntimeError):
+    """A message or step the protocol does not allow: a bug or a mixed-up job, never user
+    input, so it keeps its traceback (not an ``MpipsError``)."""

@@ -9,27 +9,33 @@ from typing import Optional
 import numpy as np
 from mpi4py import MPI
 
+from .board import ClockBoard
+from .checkpoint import manifest
+from .checkpoint.layout import resume_candidates
+from .checkpoint.manifest import check_setup, positions
+from .checkpoint.saving import agree_restore, restore_server, resume_placement, saved_map
+from .client import TableClient
+from .clocks import StalenessLog, Start, effective_sync, job_bound
 from .config import TrainConfig
 from .data.plan import DataPlan, plan_data
 from .data.schedule import worker_entries
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .models import Model, build_model
 from .optim import Optimizer
+from .pause import Coordinator, park
+from .load import LoadStats
+from .placement import Placement, moved_fraction
+from .rebalance import LoadWatch, Rebalancer, partition_bytes
+from .ring import PartitionMap, name_salt
+from .planner import Planner, check_schedule
+from .reports import reduce_server_stats, send_evaluation
 from .scheduler import run_scheduler
 from .server import run_server
-from .tables import Tables, shard_bytes
-from .board import ClockBoard
-from .checkpoint.layout import resume_candidates
-from .checkpoint.manifest import check_setup, positions
-from .checkpoint.moves import moved_fraction
-from .checkpoint.protocol import Coordinator, agree_restore, restore_server
-from .clocks import StalenessLog, Start, effective_sync, job_bound
-from .ring import PartitionMap, name_salt
 from .slurm import stop_requested
-from .wire import bcast_json
-from .reports import reduce_server_stats, send_evaluation
+from .store import ShardStore, shard_bytes
 from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
 from .waiting import wait_all
+from .wire import bcast_json
 from .worker import Worker
 
 
@@ -49,8 +55,9 @@ def describe(cfg: TrainConfig, roles: Roles, train_rows: int, test_rows: int) ->
     data = cfg.data or f"built-in synthetic data (seed {cfg.seed})"
     return (f"[mpips] {cfg.model} + {cfg.optimizer} (lr {cfg.lr}) on {data}: "
             f"{train_rows:,} train / {test_rows:,} test rows, {cfg.epochs} epoch(s), batch "
-            f"{cfg.batch_size}/worker; 1 scheduler, {roles.n_servers} server(s), "
-            f"{roles.n_workers} worker(s)" + batch_warning(cfg, train_rows, roles.n_workers))
+            f"{cfg.batch_size}/worker; 1 scheduler, {roles.active_servers} server(s), "
+            + (f"{roles.standby} standby, " if roles.standby else "")
+            + f"{roles.n_workers} worker(s)" + batch_warning(cfg, train_rows, roles.n_workers))
 
 
 def batch_warning(cfg: TrainConfig, train_rows: int, n_workers: int) -> str:
@@ -86,10 +93,19 @@ def check_memory(cfg: TrainConfig, model: Model, n_servers: int) -> None:
 def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
     """Checks made before any communication: ranks, memory, output file (on the scheduler,
     who writes it) and data files. ``agree_on_setup`` makes every rank share the verdict."""
-    n_servers, n_workers = plan_roles(size, cfg.servers)
+    n_servers, n_workers = plan_roles(size, cfg.servers, cfg.standby)
     data = plan_data(cfg)
     model = model_of(cfg, data)
-    check_memory(cfg, model, n_servers)
+    check_memory(cfg, model, cfg.servers)
+    check_schedule(cfg, cfg.servers, cfg.standby)
+    slow_server = cfg.slow_server_factor()
+    if slow_server is not None and slow_server[0] >= n_servers:
+        raise ConfigError(f"--slow-server {cfg.slow_server}: there are only {n_servers} "
+                          f"servers (0..{n_servers - 1})")
+    for server, step in cfg.drains():
+        if server >= n_servers:
+            raise ConfigError(f"--drain-at {server}:{step}: there are only {n_servers} "
+                              f"servers (0..{n_servers - 1})")
     names = [t.name for t in model.tables]
     for table, _, _ in cfg.tables:
         if table not in names:
@@ -123,21 +139,21 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     """Collective over ``comm``: train and evaluate; every rank returns its ``JobResult``.
     ``verbose`` False keeps the scheduler quiet (benchmarks run many jobs)."""
     data = data or prepare(cfg, comm.Get_size(), comm.Get_rank())
-    roles = split_roles(comm, cfg.servers)
+    roles = split_roles(comm, cfg.servers, cfg.standby)
     model = model_of(cfg, data)
     result = JobResult(roles.role)
     names = [t.name for t in model.tables]
     policies = [cfg.sync_of(n) for n in names]
     rounds, bound = job_bound(policies)
-    ssp = not rounds and bound is not None
     balanced = not rounds and cfg.balance != "off"
-    # The board carries SSP clocks and checkpoint requests (a timer, or the stop signal).
+    # The board carries SSP clocks and requested pauses (a timer, the stop signal, a move).
     board = ClockBoard(roles.ctl, roles.n_workers) if roles.ctl is not None else None
     optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1)
     # Rank 0 lists the checkpoints, so that every rank tries the same ones in turn.
     candidates = [Path(p) for p in bcast_json(comm, [
         str(p) for p in resume_candidates(cfg.resume, cfg.run_dir)]
         if cfg.resume and comm.Get_rank() == 0 else [])]
+    placement, saved = agree_placement(comm, cfg, model, roles, candidates)
     if roles.role == SCHEDULER:
         resumed = None
         if candidates:
@@ -145,7 +161,7 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             saved_workers = len(resumed["workers"])
             resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
                                                 roles.n_workers)
-            minimum = moved_rows(resumed, model, roles.n_servers)
+            minimum = moved_rows(model, saved, placement)
             if verbose:
                 print(resume_line(resumed, path, moved, minimum, model, roles, saved_workers),
                       flush=True)
@@ -153,58 +169,119 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
         if verbose:
             print(describe(cfg, roles, data.train_range[1] - data.train_range[0],
                            data.test_range[1] - data.test_range[0]), flush=True)
-        coord = Coordinator(cfg, roles, board, model.tables, optimizer.state_slots,
+        loads = load_watch(cfg, model, optimizer, roles, placement)
+        coord = Coordinator(cfg, roles, board, model.tables, optimizer.state_slots, placement,
+                            Planner(cfg, roles.active_servers, loads.rebalancer),
                             stop_requested, resumed["seconds"] if resumed else 0.0, verbose,
-                            balanced)
+                            balanced, loads.after_pause)
         result.metrics = run_scheduler(cfg, roles, board, names,
                                        dict(effective_sync(dict(zip(names, policies))),
-                                            balance=balanced), coord,
+                                            balance=balanced), coord, loads,
                                        verbose, resumed)
         return finish(comm, roles, result)
-    report = None
-    with Tables(model.tables, roles, optimizer, pull=cfg.pull) as tables:
-        resumed, start, log = None, None, None
-        if candidates:
-            load = None
-            if roles.role == SERVER:
+    if roles.role == SERVER:
+        with ShardStore(model.tables, roles, optimizer, placement, cfg.pull) as store:
+            start, log = None, None
+            if candidates:
                 log = StalenessLog(names)
-                load = lambda doc, path: restore_server(tables, log, doc, path)  # noqa: E731
-            resumed, _, _ = agree_restore(comm, candidates, cfg, load)
-            resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
-                                                roles.n_workers)
-            start = Start(tuple(positions(resumed)),
-                          tuple(w["finished"] for w in resumed["workers"]))
-        if roles.role == SERVER:
-            report = run_server(roles, tables, policies, cfg.seed, start, log,
-                                cfg.run_dir if cfg.checkpointing else None)
+                resumed, _, _ = agree_restore(
+                    comm, candidates, cfg, lambda doc, path: restore_server(store, log, doc,
+                                                                            path))
+                resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
+                                                    roles.n_workers)
+                start = Start(tuple(positions(resumed)),
+                              tuple(w["finished"] for w in resumed["workers"]))
+            slow = cfg.slow_server_factor()
+            report = run_server(store, policies, cfg.seed, start, log,
+                                cfg.run_dir if cfg.checkpointing else None,
+                                slow[1] if slow is not None and slow[0] == roles.index
+                                else 1.0, report=True)
             result.pushes = report.applied
-        else:
-            worker = Worker(cfg, roles, tables, model, data, bound, board, ssp,
-                            resumed["workers"][roles.index] if resumed else None, balanced)
-            worker.warm_up()
-            tables.ready()                     # the servers' shards are initialised
-            stopped = worker.train()
-            board.close()
-            wait_all([roles.group.Ibarrier()])  # every worker's last step is applied
-            worker.cache.free()
-            if not stopped:
-                send_evaluation(roles.ctl, worker.evaluate())
-            if return_params:
-                result.params = worker.pull_all()
-    if report is None:
-        reduce_server_stats(comm, names, bad_lines=data.bad_lines)
-    else:
         reduce_server_stats(comm, names, report.staleness.hist, report.applied,
                             report.violations, (report.peak_rss, report.table_bytes))
+        return finish(comm, roles, result)
+    with TableClient(model.tables, roles, placement, cfg.pull) as client:
+        resumed = None
+        if candidates:
+            resumed, _, _ = agree_restore(comm, candidates, cfg)
+            resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
+                                                roles.n_workers)
+        worker = Worker(cfg, roles, client, model, data, bound, board,
+                        not rounds and bound is not None,
+                        resumed["workers"][roles.index] if resumed else None, balanced,
+                        requests=cfg.checkpointing or rebalancing(cfg, roles),
+                        count_load=rebalancing(cfg, roles))
+        worker.warm_up()
+        client.ready()                         # the servers' shards are initialised
+        stopped = worker.train()
+        if not stopped:
+            park(roles, client)                # take part in moves until training is over
+        board.close()
+        wait_all([roles.group.Ibarrier()])     # every worker's last step is applied
+        worker.cache.free()
+        if not stopped:
+            send_evaluation(roles.ctl, worker.evaluate())
+        if return_params:
+            result.params = client.pull_all()
+    reduce_server_stats(comm, names, bad_lines=data.bad_lines)
     return finish(comm, roles, result)
 
 
-def moved_rows(doc: dict, model: Model, n_servers: int) -> int:
-    """Rows whose server differs between the checkpoint's ring and this job's: the fewest
+def rebalancing(cfg: TrainConfig, roles: Roles) -> bool:
+    """Does this job move partitions by load? (``--rebalance auto``, two server ranks or
+    more.)"""
+    return cfg.rebalance == "auto" and roles.n_servers > 1
+
+
+def load_watch(cfg: TrainConfig, model: Model, optimizer: Optimizer, roles: Roles,
+               placement: Placement) -> LoadWatch:
+    """The scheduler's load statistics, with a rebalancer when the job rebalances. The
+    rebalancer may bring standby servers in unless ``--join-at`` schedules them."""
+    stats = LoadStats(roles.n_servers, placement.pmap.partitions)
+    stats.placement_changed(placement.epoch)
+    rebalancer = None
+    if rebalancing(cfg, roles):
+        standby = [] if cfg.join_at else list(range(roles.active_servers, roles.n_servers))
+        rebalancer = Rebalancer(stats, partition_bytes(model.tables,
+                                                       len(optimizer.state_slots)),
+                                cfg.rebalance_margin, cfg.rebalance_window,
+                                cfg.rebalance_mib * 2**20, standby)
+    return LoadWatch(stats, rebalancer, roles.n_servers)
+
+
+def agree_placement(comm: MPI.Intracomm, cfg: TrainConfig, model: Model, roles: Roles,
+                    candidates: list[Path]) -> tuple[Placement, Optional[PartitionMap]]:
+    """Collective: the placement this job starts on, decided by rank 0 and sent to all:
+    a resumed job's from its newest checkpoint (``resume_placement``), else the ring over
+    the active servers. Also returns the checkpoint's own map (None for a fresh job)."""
+    found = None
+    if comm.Get_rank() == 0 and candidates:
+        try:
+            doc = manifest.load(candidates[0])
+            pmap, _ = saved_map(doc, candidates[0])
+            chosen = resume_placement(doc, candidates[0], model.tables, roles.n_servers,
+                                      roles.standby, cfg.window_headroom)
+            found = [chosen.epoch, pmap.n_servers, pmap.owner.tolist(),
+                     chosen.pmap.owner.tolist()]
+        except CheckpointError:         # damaged: the restore says so and tries the next
+            pass
+    found = bcast_json(comm, found)
+    if found is None:
+        return Placement.start(model.tables, roles.n_servers, roles.active_servers,
+                               cfg.window_headroom), None
+    epoch, saved_servers, saved, owner = found
+    pmap = PartitionMap(np.array(owner, np.int32), roles.n_servers)
+    return (Placement.of_map(model.tables, pmap, epoch, cfg.window_headroom),
+            PartitionMap(np.array(saved, np.int32), saved_servers))
+
+
+def moved_rows(model: Model, saved: Optional[PartitionMap], placement: Placement) -> int:
+    """Rows whose server differs between the checkpoint's map and this job's: the fewest
     that must move."""
-    old, new = PartitionMap.ring(doc["ring"]["servers"]), PartitionMap.ring(n_servers)
-    return int(round(sum(moved_fraction(t.rows, name_salt(t.name), old, new) * t.rows
-                         for t in model.tables)))
+    if saved is None:
+        return 0
+    return int(round(sum(moved_fraction(t.rows, name_salt(t.name), saved, placement.pmap)
+                         * t.rows for t in model.tables)))
 
 
 def resume_line(doc: dict, path: Path, moved: int, minimum: int, model: Model,

@@ -42,12 +42,16 @@ class Optimizer:
     def state_slots(self) -> tuple[str, ...]:
         return _SLOTS[self.name]
 
-    def new_state(self, shape: tuple[int, int]) -> dict[str, np.ndarray]:
-        """State arrays for a shard of ``shape``: Adagrad's accumulator starts at
-        ``initial_accumulator``, everything else at zero."""
-        start = {"accum": self.initial_accumulator}
-        return {s: np.full(shape, start.get(s, 0.0), dtype=np.float32)
-                for s in self.state_slots}
+    def new_state(self, shape: tuple[int, int], used: int | None = None
+                  ) -> dict[str, np.ndarray]:
+        """State arrays for a shard of ``shape``: in its first ``used`` rows (default all)
+        Adagrad's accumulator starts at ``initial_accumulator``, everything else at zero.
+        The rest is spare room for rows that arrive with their own state; it stays zero
+        pages, which cost no memory until written."""
+        out = {s: np.zeros(shape, dtype=np.float32) for s in self.state_slots}
+        if "accum" in out and self.initial_accumulator:
+            out["accum"][:shape[0] if used is None else used] = self.initial_accumulator
+        return out
 
     def apply(self, rows: np.ndarray, state: dict[str, np.ndarray], offsets: np.ndarray,
               grads: np.ndarray, step: int = 1) -> None:

@@ -1,4 +1,7 @@
-"""Messages from the workers to the scheduler (``ctl`` rank 0): progress and evaluation."""
+"""Messages to the scheduler and their decoding: workers' progress, evaluation and
+partition loads (on ``ctl``), servers' load (on the world), and the servers' statistics
+gathered when the job ends. The scheduler takes every message of a rank with one probe
+(``wire.poll_any``), so each rank's messages arrive in the order they were sent."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,9 +11,11 @@ import numpy as np
 from mpi4py import MPI
 
 from .clocks import StalenessLog
+from .load import ServerLoad
+from .push import Outbox
+from .topology import SCHEDULER_RANK, TAG_LOAD, TAG_PROGRESS
 from .waiting import wait_all
 
-TAG_PROGRESS = 21
 # A progress record: epoch, samples done, summed loss so far, samples planned, finished,
 # steps done.
 PROGRESS_FIELDS = 6
@@ -32,14 +37,27 @@ def send_progress(ctl: MPI.Intracomm, epoch: int, samples: int, loss: float, pla
     ctl.Send(msg, 0, TAG_PROGRESS)
 
 
-def poll_progress(ctl: MPI.Intracomm) -> Optional[tuple[int, np.ndarray]]:
-    """The next progress record from any worker, if one has arrived: (worker, record)."""
-    status = MPI.Status()
-    if not ctl.Iprobe(MPI.ANY_SOURCE, TAG_PROGRESS, status):
-        return None
-    msg = np.empty(PROGRESS_FIELDS, dtype=np.float64)
-    ctl.Recv(msg, status.Get_source(), TAG_PROGRESS)
-    return status.Get_source() - 1, msg
+def progress_of(buf: np.ndarray) -> np.ndarray:
+    """A received progress record."""
+    return buf.view(np.float64)[:PROGRESS_FIELDS].copy()
+
+
+def send_partition_load(ctl: MPI.Intracomm, outbox: Outbox, counts: np.ndarray) -> None:
+    """A worker's partition loads since its last report (float32, one per partition)."""
+    outbox.post(ctl, [np.ascontiguousarray(counts, np.float32)], [SCHEDULER_RANK], TAG_LOAD)
+
+
+def partition_load_of(buf: np.ndarray) -> np.ndarray:
+    return buf.view(np.float32)
+
+
+def send_server_load(world: MPI.Intracomm, load: ServerLoad) -> None:
+    """A server's load report (small: sent eagerly, returns at once)."""
+    world.Send(load.encode(), SCHEDULER_RANK, TAG_LOAD)
+
+
+def server_load_of(buf: np.ndarray) -> ServerLoad:
+    return ServerLoad.decode(buf.view(np.float64))
 
 
 def send_evaluation(ctl: MPI.Intracomm, ev: Evaluation) -> None:

@@ -166,11 +166,13 @@ class TableLayout:
 @dataclass(frozen=True)
 class Route:
     """Keys grouped by owning server: ``order[bounds[s]:bounds[s+1]]`` are the positions
-    (into the request) of the keys on server ``s``, and ``offsets`` their rows, same order."""
+    (into the request) of the keys on server ``s``, and ``offsets`` their rows, same order;
+    ``epoch`` names the placement whose layout gave them."""
 
     order: np.ndarray
     bounds: np.ndarray
     offsets: np.ndarray
+    epoch: int = 0
 
     def positions(self, server: int) -> np.ndarray:
         return self.order[self.bounds[server]:self.bounds[server + 1]]
@@ -183,8 +185,9 @@ class Route:
         return values if self.bounds.size == 2 else values[self.order]
 
 
-def route(layout: TableLayout, keys: np.ndarray) -> Route:
-    """Group ``keys`` by server (stable, so each server sees them in request order)."""
+def route(layout: TableLayout, keys: np.ndarray, epoch: int = 0) -> Route:
+    """Group ``keys`` by server (stable, so each server sees them in request order);
+    ``epoch``: the placement ``layout`` belongs to."""
     server, offset = layout.locate(keys)
     n = layout.pmap.n_servers
     if n == 1:
@@ -194,4 +197,4 @@ def route(layout: TableLayout, keys: np.ndarray) -> Route:
         order = np.argsort(server.astype(narrow), kind="stable")
     bounds = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(server, minlength=n), out=bounds[1:])
-    return Route(order, bounds, offset[order])
+    return Route(order, bounds, offset[order], epoch)

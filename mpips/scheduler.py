@@ -10,9 +10,13 @@ import numpy as np
 from .config import TrainConfig
 from .metrics import auc, logloss
 from .board import ClockBoard
-from .checkpoint.protocol import Coordinator
-from .reports import PROGRESS_FIELDS, Evaluation, finite_or_none, poll_progress, \
-    receive_evaluation, reduce_server_stats
+from .pause import Coordinator
+from .errors import ProtocolError
+from .rebalance import LoadWatch
+from .reports import PROGRESS_FIELDS, Evaluation, finite_or_none, partition_load_of, \
+    progress_of, receive_evaluation, reduce_server_stats, server_load_of
+from .topology import TAG_LOAD, TAG_PROGRESS, TAG_RECORD
+from .wire import doc_of, poll_any
 from .waiting import idle_poll
 from .topology import Roles
 
@@ -100,40 +104,69 @@ class Progress:
                 "eta_s": (planned - samples) / rate if rate > 0 else float("inf")}
 
     def line(self, r: dict) -> str:
-        """The progress line printed from a record."""
+        """The progress line printed from a record (with the servers' busy shares when
+        there are several servers)."""
         pct = 100.0 * r["samples"] / r["planned"] if r["planned"] else 100.0
+        busy = r.get("server_busy", [])
+        servers = "  servers busy " + " ".join(f"{b:.0%}" for b in busy) \
+            if len(busy) > 1 else ""
         return (f"[mpips] epoch {min(r['epoch'], self.epochs)}/{self.epochs} {pct:5.1f}% "
                 f"{r['samples']:,}/{r['planned']:,} samples  {r['samples_per_s']:,.0f} samples/s"
-                f"  loss {r['loss']:.4f}  ETA {_fmt_eta(r['eta_s'])}")
+                f"  loss {r['loss']:.4f}  ETA {_fmt_eta(r['eta_s'])}{servers}")
 
 
 def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, coord: Coordinator,
-                    verbose: bool = True, base: int = 0, expect_final: bool = False
-                    ) -> Progress:
-    """Receive progress until every worker has finished, printing every interval, and
-    coordinate checkpoints: until the final one is written, or the job stopped at one."""
+                    loads: LoadWatch, verbose: bool = True, base: int = 0,
+                    expect_final: bool = False) -> Progress:
+    """Receive progress until every worker has finished, printing every interval; take
+    the servers' and workers' load reports (and ask for a pause when the rebalancer wants
+    a move); coordinate pauses: until the final checkpoint is written, or the job stopped
+    at one, and every server has sent its last report."""
     progress = Progress(roles.n_workers, cfg.epochs, base)
     last_print = time.perf_counter()
 
-    def poll() -> Optional[bool]:
+    def from_worker(worker: int, tag: int, buf: np.ndarray) -> None:
         nonlocal last_print
-        got = poll_progress(roles.ctl)
-        if got is not None:
-            progress.update(*got)
+        if tag == TAG_PROGRESS:
+            progress.update(worker, progress_of(buf))
             due = time.perf_counter() - last_print >= cfg.progress_seconds
             if due and not progress.finished and progress.new_samples > 0:
                 last_print = time.perf_counter()
-                r = progress.record()
+                r = dict(progress.record(), **loads.progress())
                 log.write(r)
                 if verbose:
                     print(progress.line(r), flush=True)
+        elif tag == TAG_LOAD:
+            loads.stats.partitions(partition_load_of(buf))
+        elif tag == TAG_RECORD:
+            coord.on_worker(worker, doc_of(buf), progress.entry, progress.elapsed)
+        else:
+            raise ProtocolError(f"worker {worker} sent a message with tag {tag}")
+
+    def from_server(server: int, tag: int, buf: np.ndarray) -> None:
+        if tag == TAG_LOAD:
+            if loads.server(server, server_load_of(buf), coord.placement.active()) \
+                    and not coord.pending:
+                coord.request(move=True)
+        elif tag == TAG_RECORD:
+            coord.on_server(server, doc_of(buf), progress.entry, progress.elapsed)
+        else:
+            raise ProtocolError(f"server {server} sent a message with tag {tag}")
+
+    def poll() -> Optional[bool]:
+        got = poll_any(roles.ctl)
+        if got is not None:
+            from_worker(roles.ctl_worker(got[0]), got[1], got[2])
+        elif (got := poll_any(roles.world)) is not None:
+            from_server(roles.world_server(got[0]), got[1], got[2])
         coord.tick(progress.start)
-        handled = coord.poll(progress.entry, progress.elapsed)
-        return True if got is not None or handled else None
+        coord.check(progress.entry, progress.elapsed)
+        return True if got is not None else None
 
     def done() -> bool:
         final = not expect_final or coord.final_written
-        return coord.stopped or (progress.finished and final)
+        ended = coord.stopped or (progress.finished and final and coord.settled)
+        return ended and loads.all_final
 
     while not done():
         idle_poll(poll, 5e-3)
@@ -185,7 +218,7 @@ def summary(rec: dict) -> str:
 
 
 def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: list[str],
-                  sync: dict, coord: Coordinator, verbose: bool = True,
+                  sync: dict, coord: Coordinator, loads: LoadWatch, verbose: bool = True,
                   resumed: Optional[dict] = None) -> dict:
     """Follow training, then gather the evaluation and the servers' staleness; returns
     the final metrics record (``sync`` describes the consistency the tables got).
@@ -195,9 +228,11 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: lis
     workers = resumed["workers"] if resumed else []
     expect_final = cfg.checkpointing and not (workers and all(w["finished"] for w in workers))
     try:
-        progress = follow_progress(cfg, roles, log, coord, verbose,
+        progress = follow_progress(cfg, roles, log, coord, loads, verbose,
                                    sum(w["samples"] for w in workers), expect_final)
         seconds = time.perf_counter() - (progress.start or time.perf_counter())
+        if not coord.stopped:
+            coord.end()              # the parked workers go on to the evaluation
         board.close()
         if coord.stopped:
             rec = {"event": "stopped", "checkpoint": str(coord.written[-1]),
@@ -211,6 +246,8 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: lis
         if coord.written:
             rec["checkpoint"] = str(coord.written[-1])
         rec.update(sync)
+        rec.update(coord.move_log.summary(coord.placement.epoch), **loads.summary(),
+                   rebalance=loads.rebalancer is not None)
         rec.update(reduce_server_stats(roles.world, tables) or {})
         log.write(rec)
     finally:

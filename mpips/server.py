@@ -1,19 +1,20 @@
-"""The server role: hold shards and apply pushes -- in BSP rounds, or as they arrive."""
+"""The server role: a thin loop that feeds each message to ``serving.ServerMachine`` and
+carries out its actions on the ``ShardStore``: apply, acknowledge, pause, finish."""
 from __future__ import annotations
 
 import resource
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
-from .checkpoint.protocol import Saver
-from .clocks import BspRound, StalenessLog, SyncPolicy, Start, bound_violated, job_bound
-from .kernels.init import normal_rows
-from .ring import mix64, name_salt
-from .tables import Push, Tables
-from .topology import Roles
+from .clocks import StalenessLog, Start, SyncPolicy
+from .load import BusyMeter
+from .message import PushMessage
+from .pause import server_final, server_pause
+from .reports import send_server_load
+from .serving import Ack, Apply, Finish, Pause, ServerMachine
+from .store import ShardStore
 from .waiting import idle_poll
 
 
@@ -41,117 +42,82 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def table_bytes(tables: Tables) -> int:
-    """Raw bytes of this server's rows and optimiser state."""
-    return sum(t.shard.nbytes + sum(a.nbytes for a in t.state.values())
-               for t in tables.tables.values())
+class Slowness:
+    """The ``--slow-server`` test aid: sleep ``factor - 1`` times the time just spent
+    working, before acknowledging, so the server serves ``factor`` times slower. Time
+    overslept (a woken rank may wait for a core) is slept less later."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor, self._owed = factor, 0.0
+
+    def after(self, busy_s: float) -> None:
+        if self.factor <= 1:
+            return
+        self._owed += (self.factor - 1) * busy_s
+        if self._owed > 0:
+            began = time.perf_counter()
+            time.sleep(self._owed)
+            self._owed -= time.perf_counter() - began
 
 
-INIT_CHUNK = 1 << 20      # rows initialised at a time, to bound the temporary memory
+def serve(store: ShardStore, machine: ServerMachine, log: StalenessLog,
+          run_dir: Optional[Path], slow: Slowness, meter: BusyMeter, report: bool) -> bool:
+    """Serve until every worker has sent its last push or the job stops at a pause
+    (returns True then). The time spent receiving, applying (with the slow-server aid's
+    sleep) and acknowledging goes to ``meter``, which reports to the scheduler when
+    ``report``."""
+    world = store.roles.world
+
+    def poll() -> Optional[PushMessage]:
+        began = time.perf_counter()
+        msg = store.poll()
+        if msg is not None:
+            meter.add(time.perf_counter() - began)
+        if report and meter.due():
+            send_server_load(world, meter.report(store.placement.epoch))
+        return msg
+
+    actions = machine.begin()
+    while True:
+        for action in actions:
+            began = time.perf_counter()
+            if isinstance(action, Apply):
+                rows = store.apply(action.pushes, action.tables, log, action.step)
+                slow.after(time.perf_counter() - began)
+                meter.add(time.perf_counter() - began, rows=rows)
+            elif isinstance(action, Ack):
+                store.ack(action.pushes)
+                meter.add(time.perf_counter() - began, steps=1)
+            elif isinstance(action, Pause):
+                if server_pause(store.roles, store, log, run_dir, action.label,
+                                action.workers):
+                    return True
+                machine.resume(store.placement.epoch)
+            elif isinstance(action, Finish):
+                return False
+        actions = machine.on_message(idle_poll(poll))
 
 
-def init_shards(tables: Tables, index: int, seed: int) -> None:
-    """Initial parameters: zeros, or seeded normal columns where a table asks for them;
-    a row's values depend only on (seed, table, key), not on where it lives."""
-    for name, t in tables.tables.items():
-        t.shard[:] = 0.0
-        if t.spec.init_std > 0 and t.shard.shape[0]:
-            salt = np.uint64(mix64(np.uint64(seed) ^ np.uint64(name_salt(name, 1 << 62))))
-            for first, keys in t.layout.iter_keys(index, INIT_CHUNK):
-                normal_rows(t.shard[first:first + keys.size], keys, t.spec.init_from,
-                            t.spec.init_std, salt)
-
-
-@dataclass
-class Served:
-    """How serving ended: pushes applied, SSP violations, the steps done (the label of a
-    final checkpoint), and whether the job was stopped at a checkpoint."""
-
-    applied: int = 0
-    violations: int = 0
-    steps: int = 0
-    stopped: bool = False
-
-
-def serve_rounds(tables: Tables, immediate: list[int], in_round: list[int],
-                 log: StalenessLog, round_: BspRound, saver: Optional[Saver]) -> Served:
-    """BSP: each round applies one push per active worker in worker order; tables that are
-    not BSP are applied as each push arrives. Between rounds workers may stop for a
-    checkpoint (their markers arrive instead of pushes)."""
-    out = Served()
-    while round_.active:
-        pushes: dict[int, Push] = {}
-        while not round_.complete:
-            push = idle_poll(tables.poll_push)
-            if push.mark:
-                if saver is not None and (stop := saver.mark(push.worker, push.step,
-                                                             round_.active)) is not None:
-                    if stop:
-                        out.steps, out.stopped = round_.step, True
-                        return out
-                continue
-            round_.add(push.worker, push.step, push.last)
-            pushes[push.worker] = push
-            if immediate:
-                tables.apply([push], immediate, log)
-        in_order = [pushes[w] for w in round_.order()]
-        tables.apply(in_order, in_round, log, step=round_.step + 1)
-        tables.ack(in_order)
-        out.applied += len(in_order)
-        round_ = round_.next()
-    out.steps = round_.step
-    return out
-
-
-def serve_free(tables: Tables, bound: int | None, log: StalenessLog,
-               last_step: dict[int, int], saver: Optional[Saver]) -> Served:
-    """SSP and ASP: apply and acknowledge each push as it arrives; count pushes that break
-    the SSP bound (an independent check of the workers' clocks). ``last_step`` holds the
-    last step applied of every worker still training."""
-    out = Served(steps=max(last_step.values(), default=-1) + 1)
-    while last_step:
-        push = idle_poll(tables.poll_push)
-        if push.mark:
-            if saver is not None and saver.mark(push.worker, push.step, list(last_step)):
-                out.stopped = True
-                return out
-            continue
-        if bound is not None and bound_violated(last_step, push.worker, push.step, bound):
-            out.violations += 1
-        tables.apply([push], None, log)
-        tables.ack([push])
-        out.applied += 1
-        out.steps = max(out.steps, push.step + 1)
-        last_step[push.worker] = push.step
-        if push.last:
-            del last_step[push.worker]
-            if saver is not None and saver.check(list(last_step)):
-                out.stopped = True
-                return out
-    return out
-
-
-def run_server(roles: Roles, tables: Tables, policies: Sequence[SyncPolicy], seed: int = 0,
+def run_server(store: ShardStore, policies: Sequence[SyncPolicy], seed: int = 0,
                start: Optional[Start] = None, log: Optional[StalenessLog] = None,
-               run_dir: Optional[Path] = None) -> ServerReport:
-    """Serve until every worker has sent its last push (or the job stops at a
-    checkpoint). A resumed job passes ``start`` (where its workers stand) and ``log``,
-    with its shards already loaded; ``run_dir``: where checkpoints go, one of them when
-    training ends (None: the job writes none)."""
+               run_dir: Optional[Path] = None, slow_factor: float = 1.0,
+               report: bool = False) -> ServerReport:
+    """Serve until every worker has sent its last push (or the job stops at a pause). A
+    resumed job passes ``start`` (where its workers stand) and ``log``, with its shards
+    already loaded; ``run_dir``: where checkpoints go, one of them when training ends
+    (None: the job writes none); ``report``: send the scheduler load reports (a training
+    job's scheduler follows them)."""
     if start is None or log is None:
-        init_shards(tables, roles.index, seed)
-        start, log = Start.fresh(roles.n_workers), StalenessLog(tables.names)
-    tables.warm_up()
-    tables.ready()
-    saver = Saver(roles, tables, log, run_dir) if run_dir is not None else None
-    rounds, bound = job_bound(policies)
-    if rounds:
-        immediate = [i for i, p in enumerate(policies) if p.mode != "bsp"]
-        in_round = [i for i, p in enumerate(policies) if p.mode == "bsp"]
-        served = serve_rounds(tables, immediate, in_round, log, start.round(), saver)
-    else:
-        served = serve_free(tables, bound, log, start.last_steps(), saver)
-    if saver is not None and not served.stopped and served.applied:
-        saver.final(served.steps)
-    return ServerReport(served.applied, served.violations, log, peak_rss(),
-                        table_bytes(tables))
+        store.init(seed)
+        start, log = Start.fresh(store.roles.n_workers), StalenessLog(store.names)
+    store.warm_up()
+    store.ready()
+    machine = ServerMachine(policies, start, store.placement.epoch)
+    meter = BusyMeter()
+    stopped = serve(store, machine, log, run_dir, Slowness(slow_factor), meter, report)
+    if report:
+        send_server_load(store.roles.world, meter.final(store.placement.epoch))
+    if run_dir is not None and not stopped and machine.applied:
+        server_final(store.roles, store, log, run_dir, machine.steps)
+    return ServerReport(machine.applied, machine.violations, log, peak_rss(),
+                        store.table_bytes())

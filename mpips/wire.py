@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 from mpi4py import MPI
 
-from .waiting import wait_all
+from .waiting import idle_wait, wait_all
 
 
 def _bytes(doc: Any) -> np.ndarray:
@@ -75,3 +75,35 @@ def reduce_int(comm: MPI.Intracomm, value: int, op: MPI.Op = MPI.SUM) -> int:
 def all_ranks(comm: MPI.Intracomm, flag: bool) -> bool:
     """Collective: is ``flag`` true on every rank?"""
     return reduce_int(comm, int(bool(flag)), MPI.MIN) == 1
+
+
+def send_ints(comm: MPI.Comm, words: np.ndarray, dests: list[int], tag: int) -> None:
+    """The same int64 array to every rank in ``dests`` (returns once all are sent)."""
+    words = np.ascontiguousarray(words, dtype=np.int64)
+    wait_all([comm.Isend(words, d, tag) for d in dests])
+
+
+def wait_ints(comm: MPI.Comm, source: int, tag: int) -> np.ndarray:
+    """An int64 array of any length from ``source``, waited for politely."""
+    status = MPI.Status()
+    idle_wait(lambda: comm.Iprobe(source, tag, status))
+    words = np.empty(status.Get_count(MPI.INT64_T), dtype=np.int64)
+    comm.Recv(words, source, tag)
+    return words
+
+
+def poll_any(comm: MPI.Comm) -> Optional[tuple[int, int, np.ndarray]]:
+    """The next message for this rank from any rank with any tag, if one has arrived:
+    (source, tag, its bytes). Taking every tag with one probe keeps each sender's
+    messages in the order they were sent."""
+    status = MPI.Status()
+    if not comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
+        return None
+    buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+    comm.Recv([buf, MPI.BYTE], status.Get_source(), status.Get_tag())
+    return status.Get_source(), status.Get_tag(), buf
+
+
+def doc_of(buf: np.ndarray) -> Any:
+    """A JSON document received as bytes (``send_json``)."""
+    return _doc(buf)

@@ -8,18 +8,21 @@ from typing import Iterator
 import numpy as np
 
 from .balance import Pool, merge_factor, next_batch
-from .board import ClockBoard
-from .checkpoint.protocol import worker_checkpoint
-from .clocks import DONE, REQUESTED, checkpoint_lead, may_start, stops_at
+from .board import REQUESTED, ClockBoard
+from .client import TableClient
+from .clocks import DONE, may_start
 from .config import TrainConfig
 from .data import Batch, batch_of, share
 from .data.schedule import Rows, Schedule
 from .data.plan import DataPlan
 from .models import Lookup, Model
-from .reports import Evaluation, send_progress
+from .pause import pause_schedule, worker_pause
+from .pausing import pause_lead
+from .push import PushHandle
+from .load import PartitionMeter
+from .reports import Evaluation, send_partition_load, send_progress
 from .rowcache import RowCache
 from .ring import Route
-from .tables import FLAG_LAST, PushHandle, Tables
 from .topology import Roles
 from .waiting import idle_wait
 
@@ -48,13 +51,16 @@ class Prepared:
 class Worker:
     """One worker's training and evaluation over its share of the data."""
 
-    def __init__(self, cfg: TrainConfig, roles: Roles, tables: Tables, model: Model,
+    def __init__(self, cfg: TrainConfig, roles: Roles, client: TableClient, model: Model,
                  data: DataPlan, bound: int | None, board: ClockBoard, ssp: bool = False,
-                 resumed: dict | None = None, balanced: bool = False) -> None:
-        """``board`` carries checkpoint requests (and, with ``ssp``, the clocks; with
-        ``balanced``, the batch counters and speeds of ``balance``); ``resumed`` is this
-        worker's entry in the manifest of the checkpoint resumed."""
-        self.cfg, self.roles, self.tables, self.model, self.data = cfg, roles, tables, model, data
+                 resumed: dict | None = None, balanced: bool = False,
+                 requests: bool = False, count_load: bool = False) -> None:
+        """``board`` carries requested pauses (read when ``requests``: the job may ask for
+        checkpoints or moves) and, with ``ssp``, the clocks; with ``balanced``, the batch
+        counters and speeds of ``balance``. ``resumed`` is this worker's entry in the
+        manifest of the checkpoint resumed. With ``count_load`` the worker counts what
+        each partition gives it and reports it for the rebalancer."""
+        self.cfg, self.roles, self.client, self.model, self.data = cfg, roles, client, model, data
         self.plan = Schedule.of(cfg, data.train_range, roles.index, roles.n_workers) \
             .resumed(resumed)
         # The step's gradient is the mean over the global batch (all workers' batches).
@@ -71,7 +77,9 @@ class Worker:
         self._owed = 0.0                       # seconds the slow worker has still to sleep
         self.jitter = np.random.default_rng([cfg.seed, roles.index, 7])
         self.board, self.ssp = board, ssp
-        self.lead = checkpoint_lead(bound)
+        self.lead = pause_lead(bound)
+        self.pauses, self.requests = pause_schedule(cfg), requests
+        self.meter = PartitionMeter(client.placement.pmap.partitions) if count_load else None
         self.start, self.samples, self.loss, self.finished = 0, 0, 0.0, False
         if resumed is not None:
             self.start, self.finished = int(resumed["step"]), bool(resumed["finished"])
@@ -113,12 +121,10 @@ class Worker:
         return self.data.train.batches(*self.plan.rows, self.cfg.batch_size,
                                        order=order[skip:])
 
-    def pull(self, lookups: dict[str, Lookup]) -> dict[str, Route]:
-        """Fill each lookup's rows from the servers; returns the routes for the push."""
-        routes = {n: self.tables.route(n, lk.keys) for n, lk in lookups.items()}
+    def pull(self, lookups: dict[str, Lookup]) -> None:
+        """Fill each lookup's rows from the servers."""
         for n, lk in lookups.items():
-            self.tables.pull(n, routes[n], lk.rows)
-        return routes
+            self.client.pull(n, self.client.route(n, lk.keys), lk.rows)
 
     def prepare(self, batch: Batch | None) -> Prepared:
         """Deduplicate and route a batch's keys: no communication, so it can run while the
@@ -130,25 +136,29 @@ class Worker:
         else:
             lookups = self.model.lookups(batch)
         return Prepared(batch, lookups,
-                        {n: self.tables.route(n, lk.keys) for n, lk in lookups.items()})
+                        {n: self.client.route(n, lk.keys) for n, lk in lookups.items()})
 
-    def compute(self, prep: Prepared) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
-        """Pull a prepared batch's rows and compute its gradients: (gradient rows per
-        table, the server versions read before the pull, summed loss)."""
-        versions = self.tables.read_versions()
+    def compute(self, prep: Prepared) -> tuple[dict[str, np.ndarray], float]:
+        """Pull a prepared batch's rows (the client first reads the servers' versions,
+        which the push returns) and compute its gradients: (gradient rows per table,
+        summed loss). A batch routed before a change of placement is routed again."""
+        if any(r.epoch != self.client.placement.epoch for r in prep.routes.values()):
+            prep.routes = {n: self.client.route(n, lk.keys) for n, lk in prep.lookups.items()}
+        if self.meter is not None:
+            self.meter.count(self.client.placement.layouts, self.client.dims,
+                             [prep.lookups[n].keys for n in self.client.names])
+        self.client.read_versions()
         for n, lk in prep.lookups.items():
-            self.tables.pull(n, prep.routes[n], lk.rows)
+            self.client.pull(n, prep.routes[n], lk.rows)
         if prep.batch is None:
-            return {n: lk.rows for n, lk in prep.lookups.items()}, versions, 0.0
-        grads, loss = self.model.gradients(prep.batch, prep.lookups, self.scale)
-        return grads, versions, loss
+            return {n: lk.rows for n, lk in prep.lookups.items()}, 0.0
+        return self.model.gradients(prep.batch, prep.lookups, self.scale)
 
     def push(self, step: int, prep: Prepared, grads: dict[str, np.ndarray],
-             versions: np.ndarray, last: bool) -> PushHandle:
+             last: bool) -> PushHandle:
         """Send a step's gradient rows to their servers; the handle waits for the acks."""
-        return self.tables.push(step, FLAG_LAST if last else 0,
-                                {n: (prep.routes[n], grads[n]) for n in prep.lookups},
-                                versions)
+        return self.client.push(step, last, {n: (prep.routes[n], grads[n])
+                                             for n in prep.lookups})
 
     def pace(self, step_s: float) -> None:
         """Test aids: the slow worker sleeps (FACTOR - 1) times its step's own time (pull,
@@ -172,22 +182,22 @@ class Worker:
         if not (finished or now) and t - self._last_report < self.cfg.progress_seconds / 2:
             return
         self._last_report = t
+        if self.meter is not None and (finished or self.meter.due()):
+            send_partition_load(self.roles.ctl, self.client.outbox, self.meter.take())
         send_progress(self.roles.ctl, epoch, self.samples, self.loss, self.planned, finished,
                       steps)
 
     def stop_label(self, step: int) -> int | None:
-        """The checkpoint to stop for before ``step``, if any (see ``clocks.stops_at``).
+        """The pause to stop for before ``step``, if any (``PauseSchedule.stops_at``).
         The first worker to see a request names the step where every worker can stop. A
-        job that writes no checkpoints never stops (nor reads the control word)."""
-        if not self.cfg.checkpointing:
+        job that never asks for pauses does not read the control word."""
+        if not (self.requests or self.pauses.any):
             return None
-        word = self.board.control()
+        word = self.board.control() if self.requests else 0
         if word == REQUESTED:
             # A worker never stops at its start, so the earliest stop is the step after.
-            name = max(step + self.lead, self.start + 1)
-            old = self.board.swap(REQUESTED, name)
-            word = name if old == REQUESTED else old
-        if not stops_at(step, self.start, self.cfg.checkpoint_every, word):
+            word = self.board.name(max(step + self.lead, self.start + 1))
+        if not self.pauses.stops_at(step, self.start, word):
             return None
         return word if 0 < word <= step else step
 
@@ -301,7 +311,7 @@ class Worker:
         completed steps on ``board`` and, before the next step, waits there until no other
         worker is more than the bound behind. Under ASP the worker waits for nothing but
         its previous push, just before sending the next one (one push in flight).
-        Before a step the worker may stop for a checkpoint (``stop_label``).
+        Before a step the worker may pause for a checkpoint or a move (``stop_label``).
         """
         clocks = self.board if self.ssp else None
         if self.finished:
@@ -326,13 +336,13 @@ class Worker:
                 if in_flight is not None:
                     in_flight.wait()
                     in_flight = None
-                if worker_checkpoint(self.roles, self.tables, label, self.record(step, work)):
+                if worker_pause(self.roles, self.client, label, self.record(step, work)):
                     return True
             started = time.perf_counter()
-            grads, versions, batch_loss = self.compute(prep)
+            grads, batch_loss = self.compute(prep)
             if in_flight is not None:
                 in_flight.wait()
-            in_flight = self.push(step, prep, grads, versions, last=work.last)
+            in_flight = self.push(step, prep, grads, last=work.last)
             if not work.last:                # overlap the next batch with the servers' update
                 current = next(steps)
                 prep = self.prepare(current.batch)
@@ -369,12 +379,3 @@ class Worker:
         cat = lambda xs: np.concatenate(xs) if xs else np.empty(0)  # noqa: E731
         return Evaluation(cat(probs), cat(labels), cat(true_p))
 
-    def pull_all(self) -> dict[str, np.ndarray]:
-        """Every row of every table, pulled one-sidedly (for tests and inspection)."""
-        out = {}
-        for spec in self.model.tables:
-            lk = Lookup(np.arange(spec.rows, dtype=np.int64), np.empty(0, np.int64),
-                        np.empty((spec.rows, spec.dim), np.float32))
-            self.pull({spec.name: lk})
-            out[spec.name] = lk.rows
-        return out

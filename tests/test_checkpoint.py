@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 
 from mpips.checkpoint import layout, manifest
-from mpips.checkpoint.moves import moved_fraction, plan_reads
 from mpips.checkpoint.shardfile import ServerFile, write_server_file
-from mpips.clocks import ProtocolError, Start, checkpoint_lead, stops_at
+from mpips.clocks import Start
 from mpips.config import TrainConfig
-from mpips.errors import CheckpointError, ConfigError
+from mpips.errors import CheckpointError, ConfigError, ProtocolError
 from mpips.models import TableSpec
-from mpips.ring import PartitionMap, TableLayout, name_salt
+from mpips.pausing import PauseSchedule, pause_lead
 
 
 def make_checkpoint(run_dir, step, servers=1, keep=3):
@@ -141,31 +140,16 @@ def test_setup_refuses_to_mix_runs_and_to_resume_nothing(tmp_path):
         manifest.check_setup(cfg, 2, (0, 1000))
 
 
-@pytest.mark.parametrize("old_n,new_n", [(2, 3), (2, 1), (3, 2), (1, 4)])
-def test_read_plans_put_every_row_where_the_ring_says(old_n, new_n):
-    """Rebuilding every new shard from the old ones by the plans gives each key's row."""
-    rows, salt = 100_003, name_salt("emb")
-    old, new = PartitionMap.ring(old_n), PartitionMap.ring(new_n)
-    before, after = TableLayout.build(rows, salt, old), TableLayout.build(rows, salt, new)
-    shards = [before.keys_of(s).astype(np.float64) for s in range(old_n)]   # value = key
-    moved = 0
-    for j in range(new_n):
-        out = np.full(int(after.shard_rows[j]), -1.0)
-        for s, runs in plan_reads(rows, salt, old, new, j).items():
-            for a, b, n in zip(runs.src, runs.dst, runs.length):
-                out[b:b + n] = shards[s][a:a + n]
-            moved += runs.rows if s != j else 0
-        np.testing.assert_array_equal(out, after.keys_of(j))
-    assert moved / rows == pytest.approx(moved_fraction(rows, salt, old, new), abs=1e-12)
-    if new_n == old_n + 1:     # consistent hashing: about 1/(S+1) moves, all onto the new one
-        assert moved / rows < 1.1 / new_n
-
-
-def test_checkpoint_stops():
-    assert [checkpoint_lead(b) for b in (0, 3, None)] == [1, 4, 0]
-    assert stops_at(10, 0, 5, 0) and not stops_at(11, 0, 5, 0)
-    assert not stops_at(10, 10, 5, 0)                     # never where the job (re)started
-    assert stops_at(12, 0, 0, 12) and stops_at(13, 0, 0, 12) and not stops_at(11, 0, 0, 12)
+def test_pause_steps():
+    assert [pause_lead(b) for b in (0, 3, None)] == [1, 4, 0]
+    every5 = PauseSchedule(checkpoint_every=5)
+    assert every5.stops_at(10, 0, 0) and not every5.stops_at(11, 0, 0)
+    assert not every5.stops_at(10, 10, 0)                 # never where the job (re)started
+    never = PauseSchedule()
+    assert never.stops_at(12, 0, 12) and never.stops_at(13, 0, 12) \
+        and not never.stops_at(11, 0, 12)
+    both = PauseSchedule(checkpoint_every=6, move_every=4, steps=frozenset({7}))
+    assert [s for s in range(1, 13) if both.stops_at(s, 0, 0)] == [4, 6, 7, 8, 12]
 
 
 def test_start_of_a_resumed_job():

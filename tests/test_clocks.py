@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from mpips.clocks import (DONE, BspRound, ProtocolError, StalenessLog, SyncPolicy,
-                          bound_violated, effective_sync, job_bound, may_start)
+from mpips.clocks import (DONE, BspRound, StalenessLog, SyncPolicy, bound_violated,
+                          effective_sync, job_bound, may_start)
+from mpips.errors import ProtocolError
 
 
 def test_round_completes_with_one_push_per_worker_in_any_order():

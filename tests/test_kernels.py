@@ -31,7 +31,7 @@ def test_segment_sum_matches_add_at():
 
 def test_accumulate_rows_sums_pushes_in_order():
     """Several pushes summed by offset equal np.add.at; the slots are released after."""
-    slot = np.full(100, -1, np.int32)
+    slot = np.zeros(100, np.int32)
     pushes = [(rng.permutation(100)[:k], rng.normal(size=(k, 3)).astype(np.float32))
               for k in (30, 50, 0, 70)]
     total = sum(o.size for o, _ in pushes)
@@ -44,7 +44,7 @@ def test_accumulate_rows_sums_pushes_in_order():
         expect[offsets] += rows
     assert sorted(touched[:n]) == sorted(set(np.concatenate([o for o, _ in pushes])))
     assert np.array_equal(acc[:n], expect[touched[:n]])
-    assert (slot == -1).all()
+    assert (slot == 0).all()
 
 
 def test_gather_and_scatter_rows():

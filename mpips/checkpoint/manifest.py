@@ -25,7 +25,10 @@ VERSION = 1
 # Settings a resumed job may change; any other difference is refused.
 MAY_CHANGE = frozenset({"servers", "pull", "progress_seconds", "metrics_out", "checkpoint_dir",
                         "checkpoint_every", "checkpoint_seconds", "checkpoint_keep", "resume",
-                        "run_name", "slow_worker", "delay_jitter"})
+                        "run_name", "slow_worker", "delay_jitter", "standby", "rebalance",
+                        "rebalance_margin", "rebalance_window", "rebalance_mib",
+                        "window_headroom", "slow_server", "move_every", "join_at",
+                        "drain_at"})
 
 
 def settings(cfg: TrainConfig) -> dict:

@@ -56,17 +56,18 @@ def accumulate_rows(slot: np.ndarray, offsets: np.ndarray, rows: np.ndarray,
                     touched: np.ndarray, acc: np.ndarray, n: int) -> int:
     """Sum ``rows`` into ``acc`` by shard offset, in call order; returns the new count.
 
-    ``slot[offset]`` is -1 for a row not yet touched this step, else its index into
-    ``touched``/``acc``; calls for several pushes in worker order give a fixed summation
+    ``slot[offset]`` is 0 for a row not yet touched this step, else 1 + its index into
+    ``touched``/``acc`` (zero means untouched, so a fresh ``np.zeros`` array costs no
+    memory until used); calls for several pushes in worker order give a fixed summation
     order. ``release_slots`` resets ``slot`` afterwards.
     """
     d = rows.shape[1]
     for i in range(offsets.size):
         r = offsets[i]
-        s = slot[r]
+        s = slot[r] - 1
         if s < 0:
             s = n
-            slot[r] = n
+            slot[r] = n + 1
             touched[n] = r
             n += 1
             for j in range(d):
@@ -79,9 +80,9 @@ def accumulate_rows(slot: np.ndarray, offsets: np.ndarray, rows: np.ndarray,
 
 @nb.njit(cache=True, nogil=True)
 def release_slots(slot: np.ndarray, touched: np.ndarray) -> None:
-    """Mark the ``touched`` rows untouched again (``slot`` back to -1)."""
+    """Mark the ``touched`` rows untouched again (``slot`` back to 0)."""
     for i in range(touched.size):
-        slot[touched[i]] = -1
+        slot[touched[i]] = 0
 
 
 @nb.njit(cache=True, nogil=True)

@@ -10,16 +10,18 @@ from mpi4py import MPI
 from mpips import slurm
 from mpips.checkpoint import manifest
 from mpips.checkpoint.layout import complete_steps, server_file
-from mpips.checkpoint.protocol import agree_restore, restore_server
+from mpips.checkpoint.saving import agree_restore, restore_server
 from mpips.checkpoint.shardfile import ServerFile
 from mpips.clocks import StalenessLog
 from mpips.config import TrainConfig
 from mpips.data.plan import plan_data
 from mpips.job import model_of, train
+from mpips.client import TableClient
 from mpips.optim import Optimizer
+from mpips.placement import Placement
 from mpips.ring import PartitionMap, TableLayout, name_salt
-from mpips.tables import Tables
-from mpips.topology import SERVER, split_roles
+from mpips.store import ShardStore
+from mpips.topology import SERVER, WORKER, split_roles
 from mpips.wire import all_ranks
 from saved import final_state
 
@@ -72,21 +74,23 @@ def test_resume_a_two_server_checkpoint_on_three_and_on_one(shared_dir):
             continue
         # The restore alone: each server's shard and state against the files, by key.
         roles = split_roles(part, n_servers)
-        if roles.ps is not None:
-            with Tables(model.tables, roles, Optimizer("adagrad")) as tables:
-                log = StalenessLog(tables.names)
-                load = (lambda d, p: restore_server(tables, log, d, p)) \
-                    if roles.role == SERVER else None
-                _, _, moved = agree_restore(part, [step_dir], cfg, load)
-                if roles.role == SERVER:
-                    for spec in model.tables:
-                        t = tables.tables[spec.name]
-                        keys = t.layout.keys_of(roles.index)
-                        for what, arr in (("rows", t.shard), *t.state.items()):
-                            want = stored_table(step_dir, doc, spec.name, what, spec.rows,
-                                                spec.dim)[keys]
-                            ok &= bool(np.array_equal(arr, want))
-                tables.ready()
+        placement = Placement.start(model.tables, n_servers, n_servers)
+        if roles.role == SERVER:
+            with ShardStore(model.tables, roles, Optimizer("adagrad"), placement) as store:
+                log = StalenessLog(store.names)
+                agree_restore(part, [step_dir], cfg,
+                              lambda d, p: restore_server(store, log, d, p))
+                for i, spec in enumerate(model.tables):
+                    keys = placement.layouts[i].keys_of(roles.index)
+                    for what, arr in (("rows", store.rows(i)), *store.state_rows(i).items()):
+                        want = stored_table(step_dir, doc, spec.name, what, spec.rows,
+                                            spec.dim)[keys]
+                        ok &= bool(np.array_equal(arr, want))
+                store.ready()
+        elif roles.role == WORKER:
+            with TableClient(model.tables, roles, placement) as client:
+                agree_restore(part, [step_dir], cfg)
+                client.ready()
         else:
             agree_restore(part, [step_dir], cfg)
         roles.free()

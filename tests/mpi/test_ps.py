@@ -17,9 +17,11 @@ from mpips.job import train
 from mpips.kernels.init import normal_rows
 from mpips.ring import mix64, name_salt
 from mpips.models import TableSpec, build_model
+from mpips.client import TableClient
 from mpips.optim import Optimizer
+from mpips.placement import Placement
 from mpips.server import run_server
-from mpips.tables import FLAG_LAST, Tables
+from mpips.store import ShardStore
 from mpips.topology import SERVER, WORKER, split_roles
 from mpips.waiting import wait_all
 from mpips.wire import all_ranks
@@ -43,20 +45,23 @@ def test_pull_returns_exactly_what_servers_hold(pull):
     """Servers write known rows; workers' one-sided pulls return them, in request order."""
     for n_servers in server_counts():
         roles = split_roles(comm, n_servers)
+        placement = Placement.start(SPECS, n_servers, n_servers)
         ok = True
-        if roles.ps is not None:
-            with Tables(SPECS, roles, Optimizer("sgd", lr=1.0), pull=pull) as tables:
-                if roles.role == SERVER:
-                    for t in tables.tables.values():
-                        t.shard[:] = expected_value(t.layout.keys_of(roles.index), t.spec.dim)
-                tables.ready()
-                if roles.role == WORKER:
-                    rng = np.random.default_rng(roles.index)
-                    for spec in SPECS:
-                        keys = rng.permutation(np.unique(rng.integers(0, spec.rows, 3000)))
-                        out = np.empty((keys.size, spec.dim), np.float32)
-                        tables.pull(spec.name, tables.route(spec.name, keys), out)
-                        ok &= np.array_equal(out, expected_value(keys, spec.dim))
+        if roles.role == SERVER:
+            with ShardStore(SPECS, roles, Optimizer("sgd", lr=1.0), placement, pull) as store:
+                for i, spec in enumerate(SPECS):
+                    keys = placement.layouts[i].keys_of(roles.index)
+                    store.rows(i)[:] = expected_value(keys, spec.dim)
+                store.ready()
+        elif roles.role == WORKER:
+            with TableClient(SPECS, roles, placement, pull) as client:
+                client.ready()
+                rng = np.random.default_rng(roles.index)
+                for spec in SPECS:
+                    keys = rng.permutation(np.unique(rng.integers(0, spec.rows, 3000)))
+                    out = np.empty((keys.size, spec.dim), np.float32)
+                    client.pull(spec.name, client.route(spec.name, keys), out)
+                    ok &= np.array_equal(out, expected_value(keys, spec.dim))
         comm.Barrier()
         roles.free()
         assert all_ranks(comm, ok), f"pull ({pull}) differs with {n_servers} server(s)"
@@ -91,26 +96,26 @@ def test_push_and_update_match_numpy(optimizer):
     opt = Optimizer(optimizer, lr=0.1, l2=0.01, l1=0.01)
     for n_servers in server_counts():
         roles = split_roles(comm, n_servers)
+        placement = Placement.start(SPECS, n_servers, n_servers)
         ok = True
-        if roles.ps is not None:
-            with Tables(SPECS, roles, opt) as tables:
-                if roles.role == SERVER:
-                    run_server(roles, tables, [SyncPolicy(), SyncPolicy()])
-                else:
-                    tables.ready()
-                    for step in range(2):
-                        grads = {}
-                        for spec in SPECS:
-                            keys, g = worker_grads(roles.index + 10 * step, spec)
-                            grads[spec.name] = (tables.route(spec.name, keys), g)
-                        tables.push(step, FLAG_LAST if step == 1 else 0, grads,
-                                    tables.read_versions()).wait()
-                    wait_all([roles.group.Ibarrier()])
+        if roles.role == SERVER:
+            with ShardStore(SPECS, roles, opt, placement) as store:
+                run_server(store, [SyncPolicy(), SyncPolicy()])
+        elif roles.role == WORKER:
+            with TableClient(SPECS, roles, placement) as client:
+                client.ready()
+                for step in range(2):
+                    grads = {}
                     for spec in SPECS:
-                        expect = reference_update(spec, roles.n_workers, optimizer)
-                        got = np.empty_like(expect)
-                        tables.pull(spec.name, tables.route(spec.name, np.arange(spec.rows)), got)
-                        ok &= np.allclose(got, expect, rtol=1e-5, atol=1e-7)
+                        keys, g = worker_grads(roles.index + 10 * step, spec)
+                        grads[spec.name] = (client.route(spec.name, keys), g)
+                    client.read_versions()
+                    client.push(step, step == 1, grads).wait()
+                wait_all([roles.group.Ibarrier()])
+                for spec in SPECS:
+                    expect = reference_update(spec, roles.n_workers, optimizer)
+                    got = client.pull_all()[spec.name]
+                    ok &= np.allclose(got, expect, rtol=1e-5, atol=1e-7)
         comm.Barrier()
         roles.free()
         assert all_ranks(comm, ok), f"{optimizer} update differs with {n_servers} server(s)"

@@ -1,0 +1,169 @@
+"""A server's part of a checkpoint, and agreeing on one to resume from.
+
+A server writes its rows and optimiser state of every table in its local order, with the
+partitions it owns, the partition map and its epoch, its table versions and staleness
+counts. On resume a server reads back exactly the partitions the job's placement gives it,
+from whichever old files hold them, so a checkpoint resumes onto other numbers of servers
+and after any moves. The scheduler writes the manifest last and publishes the folder.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from ..clocks import StalenessLog
+from ..config import TrainConfig
+from ..errors import CheckpointError, MpipsError
+from ..models import TableSpec
+from ..placement import Placement, reads_of
+from ..ring import PartitionMap, TableLayout
+from ..store import ShardStore
+from ..wire import allgather_json, reduce_int
+from . import manifest
+from .layout import MANIFEST, partial_dir, publish, server_file, write_json
+from .shardfile import ServerFile, write_server_file
+
+
+def server_arrays(store: ShardStore, log: StalenessLog) -> dict[str, np.ndarray]:
+    """Everything a server saves: per table its rows, optimiser state and partition index;
+    the partition map and its epoch, the tables' versions and the staleness histograms."""
+    placement = store.placement
+    out = {"owner": placement.pmap.owner, "epoch": np.array([placement.epoch], np.int64),
+           "versions": store.versions.copy(), "staleness": log.hist}
+    mine = np.flatnonzero(placement.pmap.owner == store.me)
+    for i, name in enumerate(store.names):
+        out[f"tables/{name}/rows"] = store.rows(i)
+        for slot, arr in store.state_rows(i).items():
+            out[f"tables/{name}/{slot}"] = arr
+        out[f"tables/{name}/partitions"] = mine.astype(np.int32)
+        out[f"tables/{name}/partition_start"] = placement.layouts[i].base[mine]
+    return out
+
+
+def write_server_checkpoint(store: ShardStore, log: StalenessLog, run_dir: Path, step: int,
+                            final: bool) -> dict:
+    """Write this server's file of the checkpoint after ``step`` steps into the folder
+    being assembled; returns the record for the scheduler's manifest."""
+    folder = partial_dir(run_dir, step)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    name = server_file(store.me)
+    try:
+        entry = write_server_file(folder / name, server_arrays(store, log),
+                                  {"server": store.me, "step": step})
+    except OSError as exc:
+        raise CheckpointError(f"{folder}: cannot write the checkpoint ({exc})") from None
+    return {"index": store.me, "file": name, **entry, "step": step, "final": final,
+            "write_seconds": time.perf_counter() - started}
+
+
+def publish_checkpoint(cfg: TrainConfig, specs: Sequence[TableSpec], slots: Sequence[str],
+                       ring: dict, servers: Sequence[dict], workers: Sequence[dict],
+                       step: int, final: bool, seconds: float) -> Path:
+    """The scheduler's part: the manifest last, then the folder renamed into place."""
+    entries = [{k: v for k, v in s.items() if k not in ("step", "final", "kind")}
+               for s in servers]
+    doc = manifest.build(step, final, cfg, specs, slots, ring, entries, workers, seconds)
+    partial = partial_dir(cfg.run_dir, step)
+    try:
+        write_json(partial / MANIFEST, doc)
+        return publish(cfg.run_dir, partial, step, cfg.checkpoint_keep,
+                       {MANIFEST, *(s["file"] for s in entries)})
+    except OSError as exc:
+        raise CheckpointError(f"{partial}: cannot publish the checkpoint ({exc})") from None
+
+
+def saved_map(doc: dict, step_dir: Path) -> tuple[PartitionMap, int]:
+    """The partition map a checkpoint was written with, and its epoch (0 for checkpoints
+    written before placements had epochs)."""
+    entries = doc["servers"]
+    with ServerFile(step_dir / server_file(0), entries[0]) as f:
+        owner = f.read("owner")
+        epoch = int(f.read("epoch")[0]) if "epoch" in entries[0]["datasets"] else 0
+    return PartitionMap(owner, len(entries)), epoch
+
+
+def resume_placement(doc: dict, step_dir: Path, specs: Sequence[TableSpec], n_servers: int,
+                     standby: int, headroom: float) -> Placement:
+    """Where a resumed job's partitions live: the checkpoint's own map and epoch when the
+    servers are the same (so balancing carries on where it was); else the ring over the
+    active servers, at the next epoch."""
+    pmap, epoch = saved_map(doc, step_dir)
+    same = doc["ring"]["servers"] == n_servers and doc["ring"].get("standby", 0) == standby
+    if same:
+        return Placement.of_map(specs, pmap, epoch, headroom)
+    fresh = Placement.start(specs, n_servers, n_servers - standby, headroom)
+    return Placement.of_map(specs, fresh.pmap, epoch + 1, headroom)
+
+
+def restore_server(store: ShardStore, log: StalenessLog, doc: dict, step_dir: Path) -> int:
+    """Fill this server's shards, optimiser state, versions and staleness from a checkpoint,
+    reading only the partitions it owns now. Returns the rows that came from a file of
+    another server (they changed server)."""
+    me = store.me
+    entries = doc["servers"]
+    files: dict[int, ServerFile] = {}
+
+    def file(s: int) -> ServerFile:
+        if s not in files:
+            files[s] = ServerFile(step_dir / server_file(s), entries[s])
+        return files[s]
+
+    try:
+        old = PartitionMap(file(0).read("owner"), len(entries))
+        if old.partitions != store.placement.pmap.partitions:
+            raise CheckpointError(f"{step_dir}: {old.partitions} partitions, this mpips "
+                                  f"uses {store.placement.pmap.partitions}")
+        moved = 0
+        for i, (name, layout) in enumerate(zip(store.names, store.placement.layouts)):
+            before = TableLayout.build(layout.rows, layout.salt, old)
+            for s, runs in reads_of(before, layout, me).items():
+                for what, out in (("rows", store.rows(i)), *store.state_rows(i).items()):
+                    file(s).read_runs(f"tables/{name}/{what}", runs.src, runs.dst,
+                                      runs.length, out)
+                moved += runs.rows if s != me else 0
+        if len(entries) == store.roles.n_servers:      # each server its own counts
+            store.set_versions(file(me).read("versions"))
+            log.hist[:] = file(me).read("staleness")
+        else:     # the busiest old shard's versions; all staleness counts on server 0
+            old_servers = range(len(entries))
+            store.set_versions(np.max([file(s).read("versions") for s in old_servers],
+                                      axis=0))
+            if me == 0:
+                log.hist[:] = np.sum([file(s).read("staleness") for s in old_servers], axis=0)
+    finally:
+        for f in files.values():
+            f.close()
+    store.sync()
+    return moved
+
+
+def agree_restore(world: MPI.Intracomm, candidates: Sequence[Path], cfg: TrainConfig,
+                  load: Optional[Callable[[dict, Path], int]] = None
+                  ) -> tuple[dict, Path, int]:
+    """Collective over ``world``: try the checkpoints in order until every rank could use
+    one; a damaged one is skipped with a warning naming the bad file. ``load`` (servers)
+    restores a candidate and returns the rows it moved. Returns (manifest, folder, rows
+    moved summed over the servers)."""
+    for path in candidates:
+        error, moved = None, 0
+        try:
+            doc = manifest.load(path)
+            manifest.check_settings(doc, cfg, str(path))
+            if load is not None:
+                moved = load(doc, path)
+        except MpipsError as exc:
+            error = str(exc)
+        errors = allgather_json(world, error)
+        bad = [e for e in errors if e is not None]
+        if not bad:
+            return doc, path, reduce_int(world, moved)
+        if world.Get_rank() == 0:
+            print(f"mpips: warning: checkpoint {path} is unusable: {bad[0]}; trying an "
+                  f"older one", file=sys.stderr, flush=True)
+    raise CheckpointError(f"no usable checkpoint among {', '.join(map(str, candidates))}")

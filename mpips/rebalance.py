@@ -1,0 +1,184 @@
+"""Rebalancing: which partitions to move so that no server holds every step back. Pure.
+
+The scheduler feeds it, once per round of load reports, every active server's busy share
+(``load.LoadStats``). It wants a move when, for ``window`` rounds in a row, the busiest
+active server is busy more than ``1 + margin`` times the mean (and more than
+``MIN_BUSY``). A plan then moves partitions from the busiest servers to the least busy.
+Each server's busy share over the load of the partitions it holds is its cost per unit
+of load (a slow server's is high), which predicts what a partition adds to one server
+and takes from the other. Partitions go in order of load per byte (most first, so the
+fewest bytes move), each only if it narrows the gap between the two, until the busiest
+server is within ``margin / 2`` of the mean or ``max_bytes`` would be exceeded.
+
+It never oscillates on a steady load: it acts only on an imbalance seen ``window``
+rounds in a row, measures afresh after every pause, aims at half the margin that makes it
+act, and leaves a moved partition where it is for ``TABU_PLANS`` plans.
+
+With standby servers it brings the next one in when every active server is busy more than
+``JOIN_BUSY`` of the time for ``window`` rounds and they are balanced: the servers are
+then the bottleneck, and a join moves only the ring's minimum onto the new server.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .load import LoadStats, ServerLoad
+from .models import TableSpec
+from .placement import Moves, Placement, join
+from .ring import PARTITIONS, name_salt, partition_sizes
+
+MIN_BUSY = 0.05      # below this a server is as good as idle: nothing worth moving
+JOIN_BUSY = 0.5      # every server busy this share of the time: bring a standby in
+TABU_PLANS = 3       # plans for which a moved partition stays where it went
+
+
+def partition_bytes(specs: Sequence[TableSpec], state_slots: int,
+                    partitions: int = PARTITIONS) -> np.ndarray:
+    """Bytes of rows and optimiser state each partition holds over all tables."""
+    out = np.zeros(partitions)
+    for s in specs:
+        out += partition_sizes(s.rows, name_salt(s.name), partitions) * (s.dim * 4.0
+                                                                         * (1 + state_slots))
+    return out
+
+
+class Rebalancer:
+    """Decides when to move partitions and which (see the module's docstring)."""
+
+    def __init__(self, stats: LoadStats, part_bytes: np.ndarray, margin: float,
+                 window: int, max_bytes: float, standby: Sequence[int] = ()) -> None:
+        self.stats, self.bytes = stats, part_bytes
+        self.margin, self.window, self.max_bytes = margin, window, max_bytes
+        self.standby = list(standby)         # may join, in this order
+        self.history: list[tuple[tuple[int, ...], np.ndarray]] = []
+        self.tabu: dict[int, int] = {}
+
+    def observe(self, active: Sequence[int], shares: np.ndarray) -> Optional[str]:
+        """One round of the active servers' busy shares; returns what is wanted now:
+        ``"balance"``, ``"join"`` or None."""
+        self.history = [*self.history[-(self.window - 1):], (tuple(active),
+                                                             np.asarray(shares, float))]
+        return self.wanted()
+
+    def wanted(self) -> Optional[str]:
+        if len(self.history) < self.window or len({a for a, _ in self.history}) != 1:
+            return None
+        active = self.history[-1][0]
+        if len(active) > 1 and all(self._imbalanced(h) for _, h in self.history):
+            return "balance"
+        if self.standby and all(h.min() > JOIN_BUSY for _, h in self.history):
+            return "join"
+        return None
+
+    def _imbalanced(self, shares: np.ndarray) -> bool:
+        top = float(shares.max())
+        return top > MIN_BUSY and top > float(shares.mean()) * (1 + self.margin)
+
+    def restart(self) -> None:
+        """A pause happened: the next decisions rest on new measurements only."""
+        self.history = []
+
+    def plan(self, placement: Placement) -> Moves:
+        """The moves for what is wanted now (none if nothing is)."""
+        wanted, history = self.wanted(), self.history
+        self.restart()
+        self.tabu = {p: n - 1 for p, n in self.tabu.items() if n > 1}
+        if wanted == "join":
+            return join(placement, self.standby.pop(0))
+        active = list(history[-1][0]) if history else []
+        if wanted != "balance" or active != placement.active():
+            return Moves.none()
+        shares = np.zeros(placement.n_servers)
+        shares[active] = np.mean([h for _, h in history], axis=0)
+        return self._balance(placement, active, shares)
+
+    def _balance(self, placement: Placement, active: list[int], shares: np.ndarray
+                 ) -> Moves:
+        owner, load = placement.pmap.owner, self.stats.partition_load
+        held = np.bincount(owner, weights=load, minlength=placement.n_servers)
+        pred = shares.astype(float).copy()
+        known = [s for s in active if held[s] > 0 and pred[s] > 0]
+        if not known:
+            return Moves.none()
+        cost = np.full(placement.n_servers, float(np.median(pred[known] / held[known])))
+        cost[known] = pred[known] / held[known]
+        queues = {s: deque(self._candidates(owner, load, s)) for s in active}
+        target = float(pred[active].mean()) * (1 + self.margin / 2)
+        moved, parts, owners = 0.0, [], []
+        while True:
+            open_ = [s for s in active if queues[s]]
+            if not open_:
+                break
+            s = max(open_, key=lambda x: pred[x])
+            d = min(active, key=lambda x: pred[x])
+            if pred[s] <= target or d == s:
+                break
+            p = queues[s].popleft()
+            gain, cost_d = cost[s] * load[p], cost[d] * load[p]
+            if pred[d] + cost_d >= pred[s] - gain:
+                continue                         # too big: it would not narrow the gap
+            if moved + self.bytes[p] > self.max_bytes:
+                break
+            pred[s] -= gain
+            pred[d] += cost_d
+            moved += self.bytes[p]
+            parts.append(p)
+            owners.append(d)
+            self.tabu[p] = TABU_PLANS
+        return Moves(np.array(parts, np.int64), np.array(owners, np.int32), "balance")
+
+    def _candidates(self, owner: np.ndarray, load: np.ndarray, server: int) -> list[int]:
+        """The server's partitions that carry load and may move, most load per byte
+        first."""
+        mine = np.flatnonzero((owner == server) & (load > 0) & (self.bytes > 0))
+        mine = np.array([p for p in mine.tolist() if p not in self.tabu], dtype=np.int64)
+        if mine.size == 0:
+            return []
+        return mine[np.argsort(-load[mine] / self.bytes[mine], kind="stable")].tolist()
+
+
+class LoadWatch:
+    """The scheduler's use of load reports: the statistics, the rebalancer's decisions
+    (when it has one), and every server's report over the whole job."""
+
+    def __init__(self, stats: LoadStats, rebalancer: Optional[Rebalancer],
+                 n_servers: int) -> None:
+        self.stats, self.rebalancer, self.n_servers = stats, rebalancer, n_servers
+        self.finals: dict[int, ServerLoad] = {}
+
+    def server(self, s: int, load: ServerLoad, active: Sequence[int]) -> bool:
+        """A server's report; True when the rebalancer wants a pause for a move."""
+        if load.final:
+            self.finals[s] = load
+            return False
+        self.stats.server(s, load)
+        if self.rebalancer is None or not self.stats.round_complete(active):
+            return False
+        return self.rebalancer.observe(active, self.stats.shares[list(active)]) is not None
+
+    def after_pause(self, placement: Placement) -> None:
+        """Measure afresh after every pause (shares across a move or a wait mislead)."""
+        self.stats.placement_changed(placement.epoch)
+        if self.rebalancer is not None:
+            self.rebalancer.restart()
+
+    @property
+    def all_final(self) -> bool:
+        """Every server has sent its report over the whole job (its last message)."""
+        return len(self.finals) == self.n_servers
+
+    def progress(self) -> dict:
+        """For a progress record: each server's latest busy share and rows per step."""
+        return {"server_busy": [round(float(x), 4) for x in self.stats.shares],
+                "server_rows": [round(float(x), 1) for x in self.stats.rows_per_step],
+                "map_epoch": self.stats.epoch}
+
+    def summary(self) -> dict:
+        """For the final record: each server's busy share of the job's time."""
+        loads = [self.finals.get(s) for s in range(self.n_servers)]
+        return {"server_busy": [round(x.share, 4) if x else None for x in loads],
+                "server_rows_per_step": [round(x.rows / x.steps, 1) if x and x.steps
+                                         else 0.0 for x in loads]}

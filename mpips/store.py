@@ -1,0 +1,270 @@
+"""The server's side of the tables: its shards in RMA windows (``windows``), the optimiser
+state beside them, pushes applied and acknowledged, partitions moved to and from other
+servers when the placement changes.
+
+A server sums all pushes of a step in the order given (worker order under BSP) before one
+optimiser update per table, so the result depends neither on arrival order nor on the
+number of servers or on where partitions live.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from .clocks import StalenessLog
+from .errors import ProtocolError
+from .kernels.init import normal_rows
+from .kernels.sparse import accumulate_rows, release_slots
+from .message import PushMessage
+from .models import TableSpec
+from .optim import Optimizer
+from .placement import Placement, Runs, shift_rows, transfers
+from .push import Outbox, poll_push, send_acks
+from .ring import mix64, name_salt
+from .topology import TAG_MOVE, Roles
+from .waiting import wait_all
+from .windows import JobWindows
+
+_F4 = np.dtype(np.float32).itemsize
+INIT_CHUNK = 1 << 20      # rows initialised at a time, to bound the temporary memory
+
+
+def shard_bytes(spec: TableSpec, rows: int, optimizer: Optimizer) -> int:
+    """Bytes a server needs for ``rows`` rows of ``spec``: values, state, step slots."""
+    return rows * (spec.dim * _F4 * (1 + len(optimizer.state_slots)) + 4)
+
+
+@dataclass
+class MoveReport:
+    """What a change of placement cost this server."""
+
+    seconds: float
+    sent_rows: int
+    received_rows: int
+    bytes: int
+    new_windows: int
+
+
+class ShardStore:
+    """One server's shards of every table (collective over ``ps`` to build and close).
+
+    ``rows(i)`` is the server's part of table ``i`` (a view into its window); the window
+    holds ``capacity`` rows, the rest is room for partitions that may arrive."""
+
+    def __init__(self, specs: Sequence[TableSpec], roles: Roles, optimizer: Optimizer,
+                 placement: Placement, pull: str = "auto") -> None:
+        self.specs, self.roles, self.optimizer = list(specs), roles, optimizer
+        self.names = [s.name for s in specs]
+        self.dims = [s.dim for s in specs]
+        self.me, self.placement = roles.index, placement
+        cap = placement.capacity[:, self.me]
+        self.windows = JobWindows(roles.ps, self.names, self.dims, cap, self.me,
+                                  roles.n_servers, pull)
+        self.state = [optimizer.new_state((int(c), d), self._rows_of(i))
+                      for i, (c, d) in enumerate(zip(cap, self.dims))]
+        # Per window row: 1 + its index among this step's summed rows, 0 if untouched.
+        self.slot = [np.zeros(int(c), dtype=np.int32) for c in cap]
+        self.outbox = Outbox()
+
+    def __enter__(self) -> "ShardStore":
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        if kind is None:             # after an error the job aborts: no collectives then
+            self.close()
+
+    # ---- rows and versions ---------------------------------------------------------------
+    def _rows_of(self, table: int) -> int:
+        return int(self.placement.layouts[table].shard_rows[self.me])
+
+    def rows(self, table: int) -> np.ndarray:
+        """This server's rows of ``table`` in local order (a view of the window)."""
+        return self.windows.tables[table].shard[:self._rows_of(table)]
+
+    def state_rows(self, table: int) -> dict[str, np.ndarray]:
+        """The optimiser state of those rows (views)."""
+        n = self._rows_of(table)
+        return {k: v[:n] for k, v in self.state[table].items()}
+
+    @property
+    def versions(self) -> np.ndarray:
+        """Per table, the updates this server applied so far (a view)."""
+        return self.windows.versions.mine
+
+    def set_versions(self, versions: np.ndarray) -> None:
+        """Publish table versions (restored from a checkpoint, or after a move)."""
+        for i, v in enumerate(versions):
+            self.windows.versions.publish(i, int(v))
+
+    def table_bytes(self) -> int:
+        """Raw bytes of this server's rows and optimiser state."""
+        return sum(self.rows(i).nbytes + sum(a.nbytes for a in self.state_rows(i).values())
+                   for i in range(len(self.specs)))
+
+    def init(self, seed: int) -> None:
+        """Initial parameters: zeros, or seeded normal columns where a table asks for
+        them; a row's values depend only on (seed, table, key), not on where it lives."""
+        for i, spec in enumerate(self.specs):
+            shard = self.rows(i)
+            shard[:] = 0.0
+            if spec.init_std > 0 and shard.shape[0]:
+                salt = np.uint64(mix64(np.uint64(seed) ^ np.uint64(name_salt(spec.name,
+                                                                              1 << 62))))
+                for first, keys in self.placement.layouts[i].iter_keys(self.me, INIT_CHUNK):
+                    normal_rows(shard[first:first + keys.size], keys, spec.init_from,
+                                spec.init_std, salt)
+
+    def ready(self) -> None:
+        """Collective: the shards are written; workers may pull."""
+        self.sync()
+        self.windows.barrier()
+
+    def sync(self) -> None:
+        """Make this server's writes to its windows visible to one-sided readers."""
+        for w in self.windows.tables:
+            w.win.Sync()
+
+    # ---- pushes --------------------------------------------------------------------------
+    def poll(self) -> PushMessage | None:
+        """A worker's push or mark, if one has arrived."""
+        return poll_push(self.roles, self.dims)
+
+    def apply(self, pushes: Sequence[PushMessage], tables: Sequence[int] | None = None,
+              log: StalenessLog | None = None, step: int | None = None) -> int:
+        """Sum the pushes' rows in the given (worker) order, then one optimiser update per
+        table (all, or the indices in ``tables``). Each push's staleness -- the updates
+        applied since its rows were pulled -- goes to ``log``; then the version advances.
+        ``step`` (1-based, for Adam) is the BSP round; by default the pushes' own step.
+        Returns the rows applied. Offsets outside this server's rows are a
+        ``ProtocolError``: nothing is written then."""
+        applied = 0
+        for i in range(len(self.specs)) if tables is None else tables:
+            parts = [p.parts[i] for p in pushes]
+            total = sum(len(q) for q in parts)
+            if total == 0:
+                continue
+            n_rows = self._rows_of(i)
+            for p, q in zip(pushes, parts):
+                if len(q) and (int(q.offsets.min()) < 0 or int(q.offsets.max()) >= n_rows):
+                    raise ProtocolError(f"server {self.me}: a push from worker {p.worker} "
+                                        f"for table {self.names[i]!r} holds rows outside its "
+                                        f"{n_rows:,} (epoch {p.epoch})")
+            versions = self.versions
+            if log is not None:
+                for q in parts:
+                    if len(q):
+                        log.record(i, int(versions[i] - q.version))
+            touched = np.empty(total, dtype=np.int64)
+            acc = np.empty((total, self.dims[i]), dtype=np.float32)
+            n = 0
+            for q in parts:
+                n = accumulate_rows(self.slot[i], q.offsets, q.rows, touched, acc, n)
+            release_slots(self.slot[i], touched[:n])
+            self.optimizer.apply(self.windows.tables[i].shard, self.state[i], touched[:n],
+                                 acc[:n], step if step is not None
+                                 else max(p.step for p in pushes) + 1)
+            self.windows.tables[i].win.Sync()
+            self.windows.versions.publish(i, int(versions[i]) + 1)
+            applied += n
+        return applied
+
+    def ack(self, pushes: Sequence[PushMessage]) -> None:
+        """Tell each pushing worker that its step is applied (after ``apply``)."""
+        send_acks(self.roles, self.outbox, pushes)
+
+    def warm_up(self) -> None:
+        """Load the numba kernels of ``apply`` (empty calls, no rows change) before the
+        clock starts, not during the first push."""
+        for i, dim in enumerate(self.dims):
+            none = np.empty(0, dtype=np.int64)
+            grads = np.empty((0, dim), dtype=np.float32)
+            accumulate_rows(self.slot[i], none, grads, none.copy(), grads.copy(), 0)
+            release_slots(self.slot[i], none)
+            self.optimizer.apply(self.windows.tables[i].shard, self.state[i], none, grads, 1)
+
+    # ---- moves ---------------------------------------------------------------------------
+    def move(self, new: Placement) -> MoveReport:
+        """Collective over ``ps`` (workers call ``TableClient.adopt``): take up placement
+        ``new``. Rows and optimiser state of partitions that leave are packed and sent to
+        their new owners; the rows that stay are re-laid out in place (or copied into a
+        new window where this table's windows grow); arriving rows are written last. A
+        server that receives rows of a table takes the highest version of its senders'."""
+        began = MPI.Wtime()
+        old, me = self.placement, self.me
+        grown = old.grown(new)
+        old_windows = dict(zip(grown, self.windows.reallocate(
+            grown, [new.capacity[i, me] for i in grown])))
+        reqs: list[MPI.Request] = []
+        keep: list[np.ndarray] = []
+        arriving: list[tuple[int, Runs, np.ndarray]] = []
+        senders: list[set[int]] = [set() for _ in self.specs]
+        sent = received = 0
+        for i in range(len(self.specs)):
+            plan = transfers(old.layouts[i], new.layouts[i])
+            source = old_windows[i].shard if i in old_windows else self.windows.tables[i].shard
+            before = [source, *self.state[i].values()]
+            for (s, d), runs in sorted(plan.items()):
+                if s == me and d != me:              # leaving: packed before any re-layout
+                    buf = np.empty((len(before), runs.rows, self.dims[i]), np.float32)
+                    rows = runs.src_rows()
+                    for a, out in zip(before, buf):
+                        np.take(a, rows, axis=0, out=out)
+                    reqs.append(self.roles.group.Isend(buf, d, TAG_MOVE))
+                    keep.append(buf)
+                    sent += runs.rows
+                elif d == me and s != me:
+                    buf = np.empty((len(before), runs.rows, self.dims[i]), np.float32)
+                    reqs.append(self.roles.group.Irecv(buf, s, TAG_MOVE))
+                    arriving.append((i, runs, buf))
+                    senders[i].add(s)
+                    received += runs.rows
+            self._relayout(i, plan.get((me, me)), before, int(new.capacity[i, me]),
+                           i in old_windows)
+        wait_all(reqs)
+        for i, runs, buf in arriving:
+            for a, rows in zip(self._arrays(i), buf):
+                a[runs.dst_rows()] = rows
+        self._merge_versions(senders)
+        self.placement = new
+        self.sync()                          # visible before the barrier lets workers pull
+        self.windows.release(list(old_windows.values()))
+        bytes_moved = sum(b.nbytes for b in keep) + sum(b.nbytes for _, _, b in arriving)
+        return MoveReport(MPI.Wtime() - began, sent, received, bytes_moved, len(grown))
+
+    def _arrays(self, table: int) -> list[np.ndarray]:
+        """The window rows and the state arrays of a table, in the order moves pack them."""
+        return [self.windows.tables[table].shard, *self.state[table].values()]
+
+    def _relayout(self, table: int, staying: Runs | None, before: list[np.ndarray],
+                  capacity: int, new_window: bool) -> None:
+        """Put the rows that stay where the new layout wants them: in place (runs in
+        ``shift_order``, a bounded piece at a time), or copied into the new window and
+        new state arrays."""
+        if new_window:
+            self.state[table] = self.optimizer.new_state((capacity, self.dims[table]), 0)
+            self.slot[table] = np.zeros(capacity, dtype=np.int32)
+            if staying is not None:
+                for src, dst in zip(before, self._arrays(table)):
+                    dst[staying.dst_rows()] = src[staying.src_rows()]
+            return
+        if staying is not None:
+            shift_rows(self._arrays(table), staying)
+
+    def _merge_versions(self, senders: list[set[int]]) -> None:
+        """After a move: each table's version is at least that of every server that sent
+        rows of it, so versions never go back for the rows that moved."""
+        mine = np.array(self.versions, dtype=np.int64)
+        every = np.zeros((self.roles.n_servers, mine.size), dtype=np.int64)
+        wait_all([self.roles.group.Iallgather(mine, every)])
+        for i, frm in enumerate(senders):
+            if frm:
+                self.windows.versions.publish(i, int(max(mine[i], every[sorted(frm), i].max())))
+
+    def close(self) -> None:
+        """Collective over ``ps``: finish sends, wait for every rank, free the windows."""
+        self.outbox.flush()
+        self.windows.free()
+

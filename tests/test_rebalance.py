@@ -1,0 +1,181 @@
+"""The rebalancer on a simulated cluster, without processes: it evens out a slow server,
+then stops; its plans respect the byte bound and only move load from busier to idler
+servers; a steady load never makes it move partitions back and forth."""
+import numpy as np
+import pytest
+
+from mpips.load import BusyMeter, LoadStats, PartitionMeter, ServerLoad
+from mpips.models import TableSpec
+from mpips.placement import Placement
+from mpips.rebalance import JOIN_BUSY, LoadWatch, Rebalancer, partition_bytes
+from mpips.ring import TableLayout
+
+SPECS = [TableSpec("emb", 400_000, 9), TableSpec("bias", 1, 1), TableSpec("mlp", 1, 2000)]
+MiB = 2**20
+
+
+class Cluster:
+    """Servers whose busy share is a fixed part plus their cost per unit of load (a slow
+    server's is higher) times the load of the partitions they hold."""
+
+    def __init__(self, speed: list[float], seed: int = 0, standby: int = 0) -> None:
+        self.speed = np.array(speed + [1.0] * standby)
+        self.placement = Placement.start(SPECS, len(self.speed), len(speed))
+        rng = np.random.default_rng(seed)
+        self.load = rng.zipf(1.5, self.placement.pmap.partitions).astype(float)
+        self.load = np.minimum(self.load, 200.0)
+        self.load[rng.choice(self.load.size, 3000, replace=False)] = 0.0   # never touched
+        self.scale = 0.6 / (self.load.sum() / len(speed))
+
+    def shares(self) -> np.ndarray:
+        held = np.bincount(self.placement.pmap.owner, weights=self.load,
+                           minlength=self.speed.size)
+        return 0.02 + self.scale * held * self.speed
+
+    def rebalancer(self, **kw) -> tuple[Rebalancer, LoadStats]:
+        stats = LoadStats(self.speed.size, self.placement.pmap.partitions)
+        stats.partition_load = self.load.copy()
+        args = dict(margin=0.15, window=3, max_bytes=8 * MiB)
+        args.update(kw)
+        return Rebalancer(stats, partition_bytes(SPECS, 1), **args), stats
+
+    def run(self, rebalancer: Rebalancer, rounds: int) -> list:
+        """Feed ``rounds`` rounds of shares; move whenever a move is wanted. Returns the
+        plans made (placement changes)."""
+        plans = []
+        for _ in range(rounds):
+            active = self.placement.active()
+            shares = self.shares()
+            if rebalancer.observe(active, shares[active]) is not None:
+                moves = rebalancer.plan(self.placement)
+                plans.append((moves, shares, self.placement.pmap.owner[moves.partitions]))
+                if len(moves):
+                    self.placement = self.placement.after(moves)
+        return plans
+
+
+def test_a_slow_server_is_evened_out_and_then_left_alone():
+    """Server 0 three times slower: within a few plans every server is busy within the
+    margin of the mean; over 200 more rounds of the same load nothing moves again, and no
+    partition ever moves twice."""
+    cluster = Cluster([3.0, 1.0])
+    rebalancer, _ = cluster.rebalancer(max_bytes=64 * MiB)
+    before = cluster.shares()
+    plans = cluster.run(rebalancer, 60)
+    after = cluster.shares()
+    assert before.max() / before.mean() > 1.4
+    assert after.max() / after.mean() < 1.15
+    made = [m for m, _, _ in plans if len(m)]
+    assert 1 <= len(made) <= 8
+    assert cluster.run(rebalancer, 200) == []
+    moved = np.concatenate([m.partitions for m in made])
+    assert np.unique(moved).size == moved.size
+
+
+def test_even_servers_never_move():
+    cluster = Cluster([1.0, 1.0, 1.0], seed=2)
+    rebalancer, _ = cluster.rebalancer()
+    shares = cluster.shares()
+    assert shares.max() / shares.mean() < 1.15
+    assert cluster.run(rebalancer, 100) == []
+
+
+def test_noise_below_the_margin_moves_nothing():
+    """Busy shares that jitter by up to 10 % around an even load."""
+    cluster = Cluster([1.0, 1.0], seed=4)
+    rebalancer, _ = cluster.rebalancer()
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        shares = cluster.shares() * rng.uniform(0.95, 1.05, 2)
+        assert rebalancer.observe([0, 1], shares) is None
+
+
+def test_plans_respect_the_byte_bound_and_move_only_downhill():
+    """A tight bound (1/4 MiB a plan, about 600 sparse partitions) that stops plans:
+    each stays under it, takes from busier servers only and gives to idler ones only;
+    after a few plans the servers are even."""
+    cluster = Cluster([3.0, 1.0, 1.0], seed=1)
+    rebalancer, _ = cluster.rebalancer(max_bytes=MiB / 4)
+    nbytes = partition_bytes(SPECS, 1)
+    plans = cluster.run(rebalancer, 300)
+    assert len(plans) >= 2
+    assert max(nbytes[m.partitions].sum() for m, _, _ in plans) > 0.8 * MiB / 4   # bound
+    for moves, shares, before in plans:
+        assert nbytes[moves.partitions].sum() <= MiB / 4
+        mean = shares[[0, 1, 2]].mean()
+        assert (shares[before] > mean).all() and (shares[moves.owners] < mean).all()
+    final = cluster.shares()
+    assert final.max() / final.mean() < 1.15
+
+
+def test_most_load_per_byte_moves_first():
+    """From the one busy server, partitions go in order of load per byte."""
+    cluster = Cluster([1.5, 1.0], seed=3)
+    rebalancer, stats = cluster.rebalancer(max_bytes=64 * MiB)
+    (moves, _, before), *_ = cluster.run(rebalancer, 3)
+    assert len(moves) and (before == 0).all()
+    ratio = stats.partition_load[moves.partitions] / partition_bytes(SPECS, 1)[moves.partitions]
+    assert (np.diff(ratio) <= 1e-12).all()
+
+
+def test_a_standby_joins_when_every_server_is_busy():
+    """Two balanced servers, both busy over JOIN_BUSY: the standby joins (the ring's
+    minimum moves, all onto it); with the busy share under it, nobody joins."""
+    cluster = Cluster([1.0, 1.0], seed=5, standby=1)
+    cluster.scale *= (JOIN_BUSY + 0.2) / 0.6
+    rebalancer, _ = cluster.rebalancer(standby=[2])
+    plans = cluster.run(rebalancer, 3)
+    (moves, _, _), = plans
+    assert moves.reason == "join" and set(moves.owners.tolist()) == {2}
+    assert len(moves) / 65536 < 1.1 / 3 and rebalancer.standby == []
+    quiet = Cluster([1.0, 1.0], seed=5, standby=1)
+    quiet.scale *= (JOIN_BUSY - 0.2) / 0.6
+    assert quiet.run(quiet.rebalancer(standby=[2])[0], 20) == []
+
+
+def test_load_stats_keep_one_epoch_and_rounds():
+    stats = LoadStats(2, 16)
+    stats.placement_changed(3)
+    stats.server(0, ServerLoad(0.5, 1.0, 100, 10, 2))           # an older epoch: ignored
+    assert not stats.round_complete([0, 1]) and stats.shares[0] == 0
+    stats.server(0, ServerLoad(0.5, 1.0, 100, 10, 3))
+    assert not stats.round_complete([0, 1])
+    stats.server(1, ServerLoad(0.25, 1.0, 50, 10, 3))
+    stats.partitions(np.ones(16, np.float32))
+    assert stats.round_complete([0, 1]) and stats.shares.tolist() == [0.5, 0.25]
+    assert stats.rows_per_step.tolist() == [10.0, 5.0] and stats.partition_load[0] == 0.5
+    assert not stats.round_complete([0, 1])
+
+
+def test_meters():
+    clock = iter([0.0, 1.0, 2.5, 4.0]).__next__
+    meter = BusyMeter(clock)
+    meter.add(0.25, rows=10, steps=1)
+    first = meter.report(7)
+    assert (first.busy, first.wall, first.rows, first.steps, first.epoch) == (0.25, 1.0, 10,
+                                                                              1, 7)
+    meter.add(0.5, rows=5, steps=2)
+    total = meter.final(7)
+    assert total.final and total.busy == 0.75 and total.wall == 2.5 and total.rows == 15
+    assert ServerLoad.decode(total.encode()) == total
+    layout = TableLayout.build(1000, 3, Placement.start(SPECS, 1, 1).pmap)
+    pm = PartitionMeter(65536)
+    for _ in range(4):
+        pm.count([layout], [9], [np.array([0, 1, 2])])
+    counts = pm.take()
+    assert counts.sum() == 3 * 9 * 4 and pm.counts.sum() == 0
+
+
+def test_load_watch_waits_for_every_final_report():
+    watch = LoadWatch(LoadStats(2, 8), None, 2)
+    watch.server(0, ServerLoad(1, 2, 3, 4, 0, final=True), [0, 1])
+    assert not watch.all_final
+    watch.server(1, ServerLoad(1, 4, 3, 0, 0, final=True), [0, 1])
+    assert watch.all_final and watch.summary()["server_busy"] == [0.5, 0.25]
+
+
+@pytest.mark.parametrize("slots", [0, 2])
+def test_partition_bytes_cover_every_table(slots):
+    b = partition_bytes(SPECS, slots)
+    total = sum(s.rows * s.dim * 4 * (1 + slots) for s in SPECS)
+    assert b.sum() == pytest.approx(total)
