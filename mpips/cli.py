@@ -156,6 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "random 0..T seconds a step (default 0)")
     st.add_argument("--repeats", type=int, default=3, help="runs of each job (default 3)")
     st.add_argument("--json", action="store_true", help="print one JSON object")
+    ba = bsub.add_parser("balance", help="training samples/s with and without moving "
+                         "partitions by load, with even servers and one slow server, in "
+                         "one run")
+    ba.add_argument("--factor", type=float, default=3.0, help="how many times slower "
+                    "server 0 is (default 3)")
+    ba.add_argument("--rows", type=int, default=400_000, help="built-in rows per job, "
+                    "train + test (default 400,000)")
+    ba.add_argument("--epochs", type=int, default=2, help="epochs per job (default 2)")
+    ba.add_argument("--model", choices=MODELS, default="fm", help="model (default fm)")
+    ba.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                    help="server optimizer (default adam)")
+    ba.add_argument("--batch-size", type=int, default=512, help="rows per worker per step")
+    ba.add_argument("--embedding-dim", type=int, default=16, help="FM embedding size")
+    ba.add_argument("--repeats", type=int, default=3, help="runs of each job (default 3)")
+    ba.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -247,6 +262,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .bench_sync import check_straggler, run_straggler
 
         check, run_bench = check_straggler, run_straggler
+    elif args.bench == "balance":
+        from .bench_balance import check_balance, run_balance
+
+        check, run_bench = check_balance, run_balance
     else:
         from .bench import check_bench, run_pull_push
 

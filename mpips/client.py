@@ -127,10 +127,9 @@ class TableClient:
 
     def adopt(self, new: Placement) -> None:
         """Collective over ``ps`` with the servers' ``ShardStore.move``: route by ``new``
-        from now on; tables whose windows grow get new windows. Returns once every server
-        has its new rows in place."""
-        grown = self.placement.grown(new)
-        self.windows.release(self.windows.reallocate(grown, [0] * len(grown)))
+        from now on; the tables it rebuilt get new windows. Returns once every server has
+        its new rows in place."""
+        self.windows.release(self.windows.reallocate(new.rebuilt, [0] * len(new.rebuilt)))
         self.placement = new
 
     def pull_all(self) -> dict[str, np.ndarray]:

@@ -246,7 +246,7 @@ def load_watch(cfg: TrainConfig, model: Model, optimizer: Optimizer, roles: Role
                                                        len(optimizer.state_slots)),
                                 cfg.rebalance_margin, cfg.rebalance_window,
                                 cfg.rebalance_mib * 2**20, standby)
-    return LoadWatch(stats, rebalancer, roles.n_servers)
+    return LoadWatch(stats, rebalancer, placement)
 
 
 def agree_placement(comm: MPI.Intracomm, cfg: TrainConfig, model: Model, roles: Roles,

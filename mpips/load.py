@@ -79,6 +79,11 @@ class BusyMeter:
         self._busy, self._rows, self._steps, self._last = 0.0, 0, 0, now
         return out
 
+    def restart(self) -> None:
+        """After a pause: the next report covers only the time from now (the current
+        interval still counts in the totals)."""
+        self.report(-1)
+
     def final(self, epoch: int) -> ServerLoad:
         """The report over the whole job, from the meter's start."""
         return ServerLoad(self.total_busy + self._busy, self.clock() - self.started,
@@ -148,7 +153,7 @@ class LoadStats:
         return True
 
     def placement_changed(self, epoch: int) -> None:
-        """After a move: the shares measured before it no longer hold."""
+        """After a pause: a round counts only reports made after it (the shares shown
+        stay until they are replaced)."""
         self.epoch = epoch
         self.fresh[:] = False
-        self.shares[:] = 0.0

@@ -8,10 +8,12 @@ the same layouts from the map (``TableLayout.build``: a server's partitions back
 partition order), so only the moves travel, and a checkpoint's files have the same layout
 whatever moves came before.
 
-Each server's window of a table holds ``capacity`` rows, more than it needs
-(``headroom``; pages a server never writes cost no memory), so most moves re-lay rows out
-inside the window. Where a server would need more rows than its window holds, that
-table's windows are allocated anew, again with headroom (``grown``).
+A move changes no row that stays where it is: partitions that arrive at a server go after
+the rows it uses, those that leave leave holes (``TableLayout.appended``). Each server's
+window of a table holds ``capacity`` rows, more than it needs (``headroom``; pages a
+server never writes cost no memory). When arrivals would overflow a server's window, that
+table is laid out afresh for every server (``TableLayout.build``: no holes) in new windows
+with headroom again (``rebuilt``).
 """
 from __future__ import annotations
 
@@ -77,14 +79,16 @@ def _capacity(rows: int, headroom: float) -> int:
 
 @dataclass(frozen=True)
 class Placement:
-    """The partition map, its epoch, every table's layout, and the rows each server's
-    window of each table holds (``capacity``, tables x servers)."""
+    """The partition map, its epoch, every table's layout, the rows each server's window
+    of each table holds (``capacity``, tables x servers), and the tables whose windows
+    this placement made anew (``rebuilt``: its predecessor's windows were too small)."""
 
     epoch: int
     pmap: PartitionMap
     layouts: tuple[TableLayout, ...]
     capacity: np.ndarray
     headroom: float = HEADROOM
+    rebuilt: tuple[int, ...] = ()
 
     @classmethod
     def start(cls, specs: Sequence[TableSpec], n_servers: int, active: int,
@@ -117,22 +121,21 @@ class Placement:
         return np.flatnonzero(np.bincount(self.pmap.owner, minlength=self.n_servers)).tolist()
 
     def after(self, moves: Moves) -> "Placement":
-        """The next epoch's placement. A window keeps its capacity unless the new rows
-        exceed it; then it grows to the new rows plus headroom."""
+        """The next epoch's placement: arrivals appended, or, for a table whose windows
+        they would overflow, a fresh layout in new windows."""
         owner = self.pmap.owner.copy()
         owner[moves.partitions] = moves.owners
         pmap = PartitionMap(owner, self.n_servers)
-        layouts = tuple(TableLayout.build(t.rows, t.salt, pmap) for t in self.layouts)
-        capacity = self.capacity.copy()
-        for i, t in enumerate(layouts):
-            over = t.shard_rows > capacity[i]
-            capacity[i, over] = [_capacity(int(r), self.headroom) for r in t.shard_rows[over]]
-        return Placement(self.epoch + 1, pmap, layouts, capacity, self.headroom)
-
-    def grown(self, other: "Placement") -> list[int]:
-        """Tables whose windows ``other`` allocates anew (some capacity differs)."""
-        return [i for i in range(len(self.layouts))
-                if not np.array_equal(self.capacity[i], other.capacity[i])]
+        layouts, capacity, rebuilt = [], self.capacity.copy(), []
+        for i, t in enumerate(self.layouts):
+            layout = t.appended(pmap)
+            if (layout.shard_rows > capacity[i]).any():
+                layout = TableLayout.build(t.rows, t.salt, pmap)
+                capacity[i] = [_capacity(int(r), self.headroom) for r in layout.shard_rows]
+                rebuilt.append(i)
+            layouts.append(layout)
+        return Placement(self.epoch + 1, pmap, tuple(layouts), capacity, self.headroom,
+                         tuple(rebuilt))
 
     def moved_rows(self, other: "Placement") -> int:
         """Rows, over all tables, whose server differs in ``other``."""
@@ -202,34 +205,6 @@ def transfers(before: TableLayout, after: TableLayout) -> dict[tuple[int, int], 
 def reads_of(before: TableLayout, after: TableLayout, server: int) -> dict[int, Runs]:
     """For new owner ``server``: per old owner, the runs to read (restore, moves)."""
     return {s: r for (s, d), r in transfers(before, after).items() if d == server}
-
-
-SHIFT_CHUNK = 1 << 16     # rows copied at a time when a shard is re-laid out in place
-
-
-def shift_rows(arrays: Sequence[np.ndarray], runs: Runs) -> None:
-    """Re-lay rows out in place: ``a[dst:dst+n] = a[src:src+n]`` for every run and every
-    array, in ``shift_order``, a bounded piece at a time (from the end that is safe), so
-    a shard is rearranged with little more memory than it holds."""
-    for k in shift_order(runs):
-        src, dst, n = int(runs.src[k]), int(runs.dst[k]), int(runs.length[k])
-        pieces = range(0, n, SHIFT_CHUNK) if dst < src else \
-            range((n - 1) // SHIFT_CHUNK * SHIFT_CHUNK, -1, -SHIFT_CHUNK)
-        for lo in pieces:
-            hi = min(n, lo + SHIFT_CHUNK)
-            for a in arrays:
-                a[dst + lo:dst + hi] = a[src + lo:src + hi]
-
-
-def shift_order(runs: Runs) -> list[int]:
-    """An order in which the runs that stay on one server can be copied in place (its
-    window and state re-laid out for a new layout) without overwriting rows not yet
-    copied: those that move down in ascending order, then those that move up in
-    descending order. Both layouts keep the partitions in the same order, so no run's
-    destination covers a source still to be read."""
-    down = np.flatnonzero(runs.dst < runs.src)
-    up = np.flatnonzero(runs.dst > runs.src)
-    return down[np.argsort(runs.src[down])].tolist() + up[np.argsort(-runs.src[up])].tolist()
 
 
 def moved_fraction(rows: int, salt: int, old: PartitionMap, new: PartitionMap) -> float:

@@ -3,12 +3,18 @@
 The scheduler feeds it, once per round of load reports, every active server's busy share
 (``load.LoadStats``). It wants a move when, for ``window`` rounds in a row, the busiest
 active server is busy more than ``1 + margin`` times the mean (and more than
-``MIN_BUSY``). A plan then moves partitions from the busiest servers to the least busy.
-Each server's busy share over the load of the partitions it holds is its cost per unit
-of load (a slow server's is high), which predicts what a partition adds to one server
-and takes from the other. Partitions go in order of load per byte (most first, so the
-fewest bytes move), each only if it narrows the gap between the two, until the busiest
-server is within ``margin / 2`` of the mean or ``max_bytes`` would be exceeded.
+``MIN_BUSY``). A plan then moves partitions from the busiest servers to the least busy,
+in order of load per byte (most first, so the fewest bytes move), each only if it
+narrows the gap between the two, until the busiest server is within ``margin / 2`` of the
+mean or ``max_bytes`` would be exceeded.
+
+Each server's cost per unit of load (a slow server's is high) predicts what a partition
+adds to one server and takes from the other: at first its busy share over the load it
+holds; after a move, the change in its busy share over the change in its load (a server's
+busy time has a part that no move changes: receiving, acknowledging, calls per table), so
+later plans aim better. Busy shares are noisy on a shared machine, so a plan moves at
+most ``STEP`` of a server's load, and a marginal cost is believed only between half and
+one and a half times the average.
 
 It never oscillates on a steady load: it acts only on an imbalance seen ``window``
 rounds in a row, measures afresh after every pause, aims at half the margin that makes it
@@ -33,6 +39,7 @@ from .ring import PARTITIONS, name_salt, partition_sizes
 MIN_BUSY = 0.05      # below this a server is as good as idle: nothing worth moving
 JOIN_BUSY = 0.5      # every server busy this share of the time: bring a standby in
 TABU_PLANS = 3       # plans for which a moved partition stays where it went
+STEP = 0.25          # the most of a server's load one plan moves off it
 
 
 def partition_bytes(specs: Sequence[TableSpec], state_slots: int,
@@ -55,6 +62,7 @@ class Rebalancer:
         self.standby = list(standby)         # may join, in this order
         self.history: list[tuple[tuple[int, ...], np.ndarray]] = []
         self.tabu: dict[int, int] = {}
+        self._before: Optional[tuple[np.ndarray, np.ndarray]] = None   # owner, shares
 
     def observe(self, active: Sequence[int], shares: np.ndarray) -> Optional[str]:
         """One round of the active servers' busy shares; returns what is wanted now:
@@ -100,13 +108,13 @@ class Rebalancer:
         owner, load = placement.pmap.owner, self.stats.partition_load
         held = np.bincount(owner, weights=load, minlength=placement.n_servers)
         pred = shares.astype(float).copy()
-        known = [s for s in active if held[s] > 0 and pred[s] > 0]
-        if not known:
+        cost = self._costs(active, held, pred)
+        if cost is None:
             return Moves.none()
-        cost = np.full(placement.n_servers, float(np.median(pred[known] / held[known])))
-        cost[known] = pred[known] / held[known]
+        self._before = (owner.copy(), pred.copy())
         queues = {s: deque(self._candidates(owner, load, s)) for s in active}
         target = float(pred[active].mean()) * (1 + self.margin / 2)
+        room = STEP * held                       # load each server may still give away
         moved, parts, owners = 0.0, [], []
         while True:
             open_ = [s for s in active if queues[s]]
@@ -118,10 +126,11 @@ class Rebalancer:
                 break
             p = queues[s].popleft()
             gain, cost_d = cost[s] * load[p], cost[d] * load[p]
-            if pred[d] + cost_d >= pred[s] - gain:
+            if pred[d] + cost_d >= pred[s] - gain or load[p] > room[s]:
                 continue                         # too big: it would not narrow the gap
             if moved + self.bytes[p] > self.max_bytes:
                 break
+            room[s] -= load[p]
             pred[s] -= gain
             pred[d] += cost_d
             moved += self.bytes[p]
@@ -129,6 +138,26 @@ class Rebalancer:
             owners.append(d)
             self.tabu[p] = TABU_PLANS
         return Moves(np.array(parts, np.int64), np.array(owners, np.int32), "balance")
+
+    def _costs(self, active: list[int], held: np.ndarray, shares: np.ndarray
+               ) -> Optional[np.ndarray]:
+        """Each server's busy share per unit of load: the average (share over load), or,
+        where the last plan changed its load enough to tell, the marginal one (change of
+        share over change of load), kept between half and 1.5 times the average."""
+        known = [s for s in active if held[s] > 0 and shares[s] > 0]
+        if not known:
+            return None
+        cost = np.full(held.size, float(np.median(shares[known] / held[known])))
+        cost[known] = shares[known] / held[known]
+        if self._before is None:
+            return cost
+        owner0, shares0 = self._before
+        held0 = np.bincount(owner0, weights=self.stats.partition_load, minlength=held.size)
+        for s in known:
+            d_load, d_share = held[s] - held0[s], shares[s] - shares0[s]
+            if abs(d_load) > 0.05 * held[s] and abs(d_share) > 0.02 and d_load * d_share > 0:
+                cost[s] = float(np.clip(d_share / d_load, 0.5 * cost[s], 1.5 * cost[s]))
+        return cost
 
     def _candidates(self, owner: np.ndarray, load: np.ndarray, server: int) -> list[int]:
         """The server's partitions that carry load and may move, most load per byte
@@ -145,8 +174,9 @@ class LoadWatch:
     (when it has one), and every server's report over the whole job."""
 
     def __init__(self, stats: LoadStats, rebalancer: Optional[Rebalancer],
-                 n_servers: int) -> None:
-        self.stats, self.rebalancer, self.n_servers = stats, rebalancer, n_servers
+                 placement: Placement) -> None:
+        self.stats, self.rebalancer = stats, rebalancer
+        self.n_servers, self.owner = placement.n_servers, placement.pmap.owner
         self.finals: dict[int, ServerLoad] = {}
 
     def server(self, s: int, load: ServerLoad, active: Sequence[int]) -> bool:
@@ -162,6 +192,7 @@ class LoadWatch:
     def after_pause(self, placement: Placement) -> None:
         """Measure afresh after every pause (shares across a move or a wait mislead)."""
         self.stats.placement_changed(placement.epoch)
+        self.owner = placement.pmap.owner
         if self.rebalancer is not None:
             self.rebalancer.restart()
 
@@ -170,15 +201,31 @@ class LoadWatch:
         """Every server has sent its report over the whole job (its last message)."""
         return len(self.finals) == self.n_servers
 
+    def server_load(self) -> list[float]:
+        """Each server's share of the partitions' recent load (what workers pulled and
+        pushed, sampled), by where the partitions live now."""
+        load = self.stats.partition_load
+        total = float(load.sum())
+        held = np.bincount(self.owner, weights=load, minlength=self.n_servers)
+        return [round(float(x) / total, 4) if total else 0.0 for x in held]
+
     def progress(self) -> dict:
-        """For a progress record: each server's latest busy share and rows per step."""
+        """For a progress record: each server's latest busy share, rows per step and
+        share of the partitions' load, and the placement's epoch."""
         return {"server_busy": [round(float(x), 4) for x in self.stats.shares],
                 "server_rows": [round(float(x), 1) for x in self.stats.rows_per_step],
-                "map_epoch": self.stats.epoch}
+                "server_load": self.server_load(), "map_epoch": self.stats.epoch}
 
-    def summary(self) -> dict:
-        """For the final record: each server's busy share of the job's time."""
+    def summary(self, hottest: int = 8) -> dict:
+        """For the final record: each server's busy share of the job's time, rows per
+        step and share of the load, and the partitions with the most recent load."""
         loads = [self.finals.get(s) for s in range(self.n_servers)]
+        load = self.stats.partition_load
+        top = np.argsort(-load, kind="stable")[:hottest]
+        total = float(load.sum()) or 1.0
         return {"server_busy": [round(x.share, 4) if x else None for x in loads],
                 "server_rows_per_step": [round(x.rows / x.steps, 1) if x and x.steps
-                                         else 0.0 for x in loads]}
+                                         else 0.0 for x in loads],
+                "server_load": self.server_load(),
+                "hot_partitions": [[int(p), round(float(load[p]) / total, 5)]
+                                   for p in top if load[p] > 0]}

@@ -105,13 +105,19 @@ class PartitionMap:
 
 @dataclass(frozen=True)
 class TableLayout:
-    """Where every key of one table lives: server and row offset inside that server's shard."""
+    """Where every key of one table lives: server and row offset inside that server's shard.
+
+    ``build`` lays each server's partitions out back to back in partition order (the
+    canonical layout). ``appended`` changes owners without moving any row that stays: a
+    partition that arrives goes after the rows its new owner uses, the rows of one that
+    left become a hole. ``shard_rows`` counts the rows a server uses, holes included."""
 
     rows: int
     salt: int
     pmap: PartitionMap
     base: np.ndarray         # (partitions,) first local row of each partition on its owner
-    shard_rows: np.ndarray   # (n_servers,) rows held by each server
+    shard_rows: np.ndarray   # (n_servers,) rows used on each server, holes included
+    canonical: bool = True
 
     @classmethod
     def build(cls, rows: int, salt: int, pmap: PartitionMap) -> "TableLayout":
@@ -128,6 +134,29 @@ class TableLayout:
             shard_rows[s] = csum[-1] if csum.size else 0
         return cls(rows, salt, pmap, base, shard_rows)
 
+    def appended(self, pmap: PartitionMap) -> "TableLayout":
+        """The layout under ``pmap`` in which every partition that changes owner is put
+        after the rows its new owner uses (in partition order), and nothing else moves."""
+        size = partition_sizes(self.rows, self.salt, pmap.partitions)
+        base, used = self.base.copy(), self.shard_rows.copy()
+        moved = np.flatnonzero(self.pmap.owner != pmap.owner)
+        for s in np.unique(pmap.owner[moved]).tolist():
+            mine = moved[pmap.owner[moved] == s]
+            csum = np.cumsum(size[mine])
+            base[mine] = used[s] + csum - size[mine]
+            used[s] += int(csum[-1])
+        return TableLayout(self.rows, self.salt, pmap, base, used, canonical=False)
+
+    def held(self, server: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, their rows) of everything ``server`` holds, in any layout."""
+        P = self.pmap.partitions
+        size = partition_sizes(self.rows, self.salt, P)
+        mine = np.flatnonzero((self.pmap.owner == server) & (size > 0))
+        n = size[mine]
+        index = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+        keys = np.repeat((mine - self.salt) % P, n) + P * index
+        return keys, np.repeat(self.base[mine], n) + index
+
     def partition_of(self, keys: np.ndarray) -> np.ndarray:
         return (keys + self.salt) % self.pmap.partitions
 
@@ -140,14 +169,17 @@ class TableLayout:
         return self.pmap.owner[p], self.base[p] + keys // self.pmap.partitions
 
     def keys_of(self, server: int) -> np.ndarray:
-        """All keys held by ``server``, in local row order (for checkpoints and tests)."""
+        """All keys held by ``server`` in local row order, in a canonical layout."""
         chunks = [keys for _, keys in self.iter_keys(server)]
         return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
 
     def iter_keys(self, server: int, chunk_rows: int = 1 << 20
                   ) -> Iterator[tuple[int, np.ndarray]]:
         """(first local row, keys) for runs of whole partitions of about ``chunk_rows`` rows
-        held by ``server``, in local row order: bounded memory for very large shards."""
+        held by ``server``, in local row order: bounded memory for very large shards. Only
+        in a canonical layout (``held`` serves any layout)."""
+        if not self.canonical:
+            raise ValueError("iter_keys needs a canonical layout (TableLayout.build)")
         P = self.pmap.partitions
         mine = np.flatnonzero(self.pmap.owner == server)
         residue = (mine - self.salt) % P                  # k % P of the keys in each

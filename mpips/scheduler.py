@@ -17,7 +17,7 @@ from .reports import PROGRESS_FIELDS, Evaluation, finite_or_none, partition_load
     progress_of, receive_evaluation, reduce_server_stats, server_load_of
 from .topology import TAG_LOAD, TAG_PROGRESS, TAG_RECORD
 from .wire import doc_of, poll_any
-from .waiting import idle_poll
+from .waiting import MAX_SLEEP, idle_poll
 from .topology import Roles
 
 
@@ -168,8 +168,8 @@ def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, coord: Coor
         ended = coord.stopped or (progress.finished and final and coord.settled)
         return ended and loads.all_final
 
-    while not done():
-        idle_poll(poll, 5e-3)
+    while not done():            # poll often while a pause is under way: it holds everyone
+        idle_poll(poll, MAX_SLEEP if coord.pending else 5e-3)
     return progress
 
 

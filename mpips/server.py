@@ -93,6 +93,7 @@ def serve(store: ShardStore, machine: ServerMachine, log: StalenessLog,
                                 action.workers):
                     return True
                 machine.resume(store.placement.epoch)
+                meter.restart()
             elif isinstance(action, Finish):
                 return False
         actions = machine.on_message(idle_poll(poll))

@@ -21,7 +21,7 @@ from .kernels.sparse import accumulate_rows, release_slots
 from .message import PushMessage
 from .models import TableSpec
 from .optim import Optimizer
-from .placement import Placement, Runs, shift_rows, transfers
+from .placement import Placement, Runs, transfers
 from .push import Outbox, poll_push, send_acks
 from .ring import mix64, name_salt
 from .topology import TAG_MOVE, Roles
@@ -189,14 +189,14 @@ class ShardStore:
     def move(self, new: Placement) -> MoveReport:
         """Collective over ``ps`` (workers call ``TableClient.adopt``): take up placement
         ``new``. Rows and optimiser state of partitions that leave are packed and sent to
-        their new owners; the rows that stay are re-laid out in place (or copied into a
-        new window where this table's windows grow); arriving rows are written last. A
-        server that receives rows of a table takes the highest version of its senders'."""
+        their new owners; arriving rows are written where the new layout puts them (after
+        the rows in use; rows that stay do not move). A table that ``new`` rebuilt gets
+        new windows, into which the staying rows are copied. A server that receives rows
+        of a table takes the highest version of its senders'."""
         began = MPI.Wtime()
         old, me = self.placement, self.me
-        grown = old.grown(new)
-        old_windows = dict(zip(grown, self.windows.reallocate(
-            grown, [new.capacity[i, me] for i in grown])))
+        old_windows = dict(zip(new.rebuilt, self.windows.reallocate(
+            new.rebuilt, [new.capacity[i, me] for i in new.rebuilt])))
         reqs: list[MPI.Request] = []
         keep: list[np.ndarray] = []
         arriving: list[tuple[int, Runs, np.ndarray]] = []
@@ -207,7 +207,7 @@ class ShardStore:
             source = old_windows[i].shard if i in old_windows else self.windows.tables[i].shard
             before = [source, *self.state[i].values()]
             for (s, d), runs in sorted(plan.items()):
-                if s == me and d != me:              # leaving: packed before any re-layout
+                if s == me and d != me:
                     buf = np.empty((len(before), runs.rows, self.dims[i]), np.float32)
                     rows = runs.src_rows()
                     for a, out in zip(before, buf):
@@ -221,8 +221,8 @@ class ShardStore:
                     arriving.append((i, runs, buf))
                     senders[i].add(s)
                     received += runs.rows
-            self._relayout(i, plan.get((me, me)), before, int(new.capacity[i, me]),
-                           i in old_windows)
+            if i in old_windows:
+                self._new_arrays(i, plan.get((me, me)), before, int(new.capacity[i, me]))
         wait_all(reqs)
         for i, runs, buf in arriving:
             for a, rows in zip(self._arrays(i), buf):
@@ -232,26 +232,21 @@ class ShardStore:
         self.sync()                          # visible before the barrier lets workers pull
         self.windows.release(list(old_windows.values()))
         bytes_moved = sum(b.nbytes for b in keep) + sum(b.nbytes for _, _, b in arriving)
-        return MoveReport(MPI.Wtime() - began, sent, received, bytes_moved, len(grown))
+        return MoveReport(MPI.Wtime() - began, sent, received, bytes_moved, len(old_windows))
 
     def _arrays(self, table: int) -> list[np.ndarray]:
         """The window rows and the state arrays of a table, in the order moves pack them."""
         return [self.windows.tables[table].shard, *self.state[table].values()]
 
-    def _relayout(self, table: int, staying: Runs | None, before: list[np.ndarray],
-                  capacity: int, new_window: bool) -> None:
-        """Put the rows that stay where the new layout wants them: in place (runs in
-        ``shift_order``, a bounded piece at a time), or copied into the new window and
-        new state arrays."""
-        if new_window:
-            self.state[table] = self.optimizer.new_state((capacity, self.dims[table]), 0)
-            self.slot[table] = np.zeros(capacity, dtype=np.int32)
-            if staying is not None:
-                for src, dst in zip(before, self._arrays(table)):
-                    dst[staying.dst_rows()] = src[staying.src_rows()]
-            return
+    def _new_arrays(self, table: int, staying: Runs | None, before: list[np.ndarray],
+                    capacity: int) -> None:
+        """New state arrays beside the table's new window, with the rows that stay on
+        this server copied from the old window and state (``before``)."""
+        self.state[table] = self.optimizer.new_state((capacity, self.dims[table]), 0)
+        self.slot[table] = np.zeros(capacity, dtype=np.int32)
         if staying is not None:
-            shift_rows(self._arrays(table), staying)
+            for src, dst in zip(before, self._arrays(table)):
+                dst[staying.dst_rows()] = src[staying.src_rows()]
 
     def _merge_versions(self, senders: list[set[int]]) -> None:
         """After a move: each table's version is at least that of every server that sent

@@ -5,22 +5,17 @@ import pytest
 
 from mpips.models import TableSpec
 from mpips.placement import (Moves, Placement, drain, join, moved_fraction, reads_of,
-                             seeded_moves, shift_rows, transfers)
+                             seeded_moves, transfers)
 from mpips.ring import PartitionMap, TableLayout, name_salt
 
 SPECS = [TableSpec("emb", 100_003, 3), TableSpec("bias", 1, 1), TableSpec("mlp", 1, 40)]
 
 
-def values(layout: TableLayout, server: int, dim: int) -> np.ndarray:
-    """A server's rows with each row holding its key (and key + 0.5 in a second array)."""
-    return np.repeat(layout.keys_of(server).astype(np.float64)[:, None], dim, axis=1)
-
-
 def apply_move(old: Placement, new: Placement, shards: list[list[np.ndarray]]
                ) -> list[list[np.ndarray]]:
     """Every server takes up ``new`` as ``ShardStore.move`` does, on NumPy arrays of the
-    windows' capacity: leaving rows packed first, staying rows shifted in place (or copied
-    into a new array where the capacity grows), arriving rows written last."""
+    windows' capacity: leaving rows packed first, arriving rows written where the new
+    layout puts them; a rebuilt table's staying rows copied into new arrays."""
     out = []
     for i, spec in enumerate(SPECS):
         plan = transfers(old.layouts[i], new.layouts[i])
@@ -28,15 +23,13 @@ def apply_move(old: Placement, new: Placement, shards: list[list[np.ndarray]]
                   for pair, runs in plan.items() if pair[0] != pair[1]}
         tables = []
         for s in range(new.n_servers):
-            arr = shards[i][s]
-            staying = plan.get((s, s))
-            if new.capacity[i, s] != old.capacity[i, s]:
-                grown = np.full((new.capacity[i, s], spec.dim), np.nan)
+            arr, staying = shards[i][s], plan.get((s, s))
+            if i in new.rebuilt:
+                arr = np.full((new.capacity[i, s], spec.dim), np.nan)
                 if staying is not None:
-                    grown[staying.dst_rows()] = arr[staying.src_rows()]
-                arr = grown
-            elif staying is not None:
-                shift_rows([arr], staying)
+                    arr[staying.dst_rows()] = shards[i][s][staying.src_rows()]
+            else:
+                assert staying is None or np.array_equal(staying.src, staying.dst)
             tables.append(arr)
         for (src, dst), rows in packed.items():
             tables[dst][plan[src, dst].dst_rows()] = rows
@@ -45,23 +38,24 @@ def apply_move(old: Placement, new: Placement, shards: list[list[np.ndarray]]
 
 
 def check_layout(placement: Placement, shards: list[list[np.ndarray]]) -> None:
-    """Every server's first rows hold exactly the keys its layout gives it."""
+    """Every key's row is where the layout says, holding the key."""
     for i, spec in enumerate(SPECS):
+        layout = placement.layouts[i]
         for s in range(placement.n_servers):
-            layout = placement.layouts[i]
-            n = int(layout.shard_rows[s])
-            assert shards[i][s].shape[0] == placement.capacity[i, s] >= n
-            np.testing.assert_array_equal(shards[i][s][:n], values(layout, s, spec.dim))
+            assert shards[i][s].shape[0] == placement.capacity[i, s] >= layout.shard_rows[s]
+            keys, rows = layout.held(s)
+            np.testing.assert_array_equal(shards[i][s][rows, 0], keys)
 
 
 def initial_shards(p: Placement) -> list[list[np.ndarray]]:
+    """Every server's windows as NumPy arrays, each row holding its key."""
     out = []
     for i, spec in enumerate(SPECS):
         tables = []
         for s in range(p.n_servers):
             arr = np.full((p.capacity[i, s], spec.dim), np.nan)
-            n = int(p.layouts[i].shard_rows[s])
-            arr[:n] = values(p.layouts[i], s, spec.dim)
+            keys, rows = p.layouts[i].held(s)
+            arr[rows] = keys[:, None]
             tables.append(arr)
         out.append(tables)
     return out
@@ -77,7 +71,7 @@ def test_a_standby_server_joins_with_the_rings_minimum_and_no_new_windows():
     moved = p.pmap.moved(q.pmap)
     assert q.epoch == 1 and (q.pmap.owner[moved] == 3).all()
     assert moved.mean() <= 1.1 / 4 and moved.sum() == len(moves)
-    assert p.grown(q) == []
+    assert q.rebuilt == ()
     assert moved_fraction(100_003, name_salt("emb"), p.pmap, q.pmap) < 1.1 / 4
 
 
@@ -108,15 +102,20 @@ def test_seeded_moves_repeat_and_go_to_other_active_servers():
     assert len(seeded_moves(Placement.start(SPECS, 2, 1), 5, 10)) == 0
 
 
-def test_windows_grow_only_when_the_rows_no_longer_fit():
-    """Headroom 0.5: a server that takes half again of its rows fits; draining one of two
-    servers onto the other does not, so that table gets new windows."""
+def test_moves_append_and_rebuild_only_when_a_window_overflows():
+    """Headroom 0.5: moving 100 partitions appends them to the receiver and leaves the
+    rows that stay where they were; draining one of two servers onto the other
+    overflows its window, so that table is laid out afresh in new windows."""
     p = Placement.start(SPECS, 2, 2, headroom=0.5)
+    moves = Moves(np.flatnonzero(p.pmap.owner == 0)[:100], np.ones(100, np.int32))
+    r = p.after(moves)
+    assert r.rebuilt == () and not r.layouts[0].canonical
+    stay = np.flatnonzero(r.pmap.owner == p.pmap.owner)
+    assert np.array_equal(r.layouts[0].base[stay], p.layouts[0].base[stay])
+    assert (r.layouts[0].base[moves.partitions] >= p.layouts[0].shard_rows[1]).all()
     q = p.after(drain(p, 1))
-    assert 0 in p.grown(q)
+    assert 0 in q.rebuilt and q.layouts[0].canonical
     assert (q.capacity[0] >= q.layouts[0].shard_rows).all()
-    r = p.after(Moves(np.arange(100), np.ones(100, np.int32)))
-    assert p.grown(r) == []
 
 
 @pytest.mark.parametrize("old_n,new_n", [(2, 3), (2, 1), (3, 2), (1, 4)])
@@ -133,14 +132,16 @@ def test_read_plans_put_every_row_where_the_ring_says(old_n, new_n):
             out[runs.dst_rows()] = shards[s][runs.src_rows()]
             moved += runs.rows if s != j else 0
         np.testing.assert_array_equal(out, after.keys_of(j))
+        keys, at = after.held(j)
+        np.testing.assert_array_equal(out[at], keys)
     assert moved / rows == pytest.approx(moved_fraction(rows, salt, old, new), abs=1e-12)
     if new_n == old_n + 1:     # consistent hashing: about 1/(S+1) moves, all onto the new one
         assert moved / rows < 1.1 / new_n
 
 
-def test_moves_relay_shards_in_place_through_many_epochs():
-    """Seeded moves, a join, a drain and growing windows, one after another: after each,
-    every server's rows, re-laid out in place as the servers do, hold exactly its keys,
+def test_rows_follow_every_move_through_many_epochs():
+    """Seeded moves, a join, a drain and rebuilt windows, one after another: after each,
+    every key's row, moved as the servers move it, holds that key where the layout says,
     and the runs between two layouts move each changed row once."""
     p = Placement.start(SPECS, 4, 3, headroom=0.25)
     shards = initial_shards(p)
@@ -151,7 +152,7 @@ def test_moves_relay_shards_in_place_through_many_epochs():
     grew = 0
     for change in changes:
         q = p.after(change(p))
-        grew += len(p.grown(q))
+        grew += len(q.rebuilt)
         moved = sum(r.rows for (s, d), r in transfers(p.layouts[0], q.layouts[0]).items()
                     if s != d)
         assert moved == int(round(moved_fraction(100_003, name_salt("emb"), p.pmap, q.pmap)
@@ -160,17 +161,3 @@ def test_moves_relay_shards_in_place_through_many_epochs():
         check_layout(q, shards)
         p = q
     assert p.epoch == len(changes) and grew > 0 and p.active() == [1, 2]
-
-
-def test_shift_rows_handles_overlaps_larger_than_a_piece():
-    """Runs shifted by less than their length, longer than one piece (1 << 16 rows)."""
-    from mpips.placement import Runs
-
-    a = np.arange(300_000, dtype=np.float64)
-    want = a.copy()
-    runs = Runs(np.array([10, 150_000]), np.array([3, 150_007]), np.array([140_000, 100_000]))
-    for s, d, n in zip(runs.src, runs.dst, runs.length):
-        want[d:d + n] = a[s:s + n].copy()
-    shift_rows([a], runs)
-    np.testing.assert_array_equal(a[3:140_003], want[3:140_003])
-    np.testing.assert_array_equal(a[150_007:250_007], want[150_007:250_007])

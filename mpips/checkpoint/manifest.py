@@ -112,8 +112,11 @@ def describe(doc: dict, step_dir: Path) -> str:
              f"  model {cfg.get('model')} + {cfg.get('optimizer')} (lr {cfg.get('lr')}), "
              f"batch {cfg.get('batch_size')}, {cfg.get('epochs')} epoch(s), sync "
              f"{cfg.get('sync')}, data {cfg.get('data') or 'built-in'}",
-             f"  ring: {doc['ring']['servers']} server(s), {doc['ring'].get('partitions')} "
-             f"partitions"]
+             f"  ring: {doc['ring']['servers']} server(s)"
+             + (f" ({doc['ring']['standby']} of them standby)" if doc['ring'].get('standby')
+                else "")
+             + f", {doc['ring'].get('partitions')} partitions, placement epoch "
+             f"{doc['ring'].get('epoch', 0)}"]
     for t in doc["tables"]:
         state = ", ".join(t["state"]) or "none"
         lines.append(f"  table {t['name']}: {t['rows']:,} rows x {t['dim']}, state: {state}")

@@ -121,7 +121,7 @@ def restore_server(store: ShardStore, log: StalenessLog, doc: dict, step_dir: Pa
                                   f"uses {store.placement.pmap.partitions}")
         moved = 0
         for i, (name, layout) in enumerate(zip(store.names, store.placement.layouts)):
-            before = TableLayout.build(layout.rows, layout.salt, old)
+            before = saved_layout([file(s) for s in range(len(entries))], name, layout, old)
             for s, runs in reads_of(before, layout, me).items():
                 for what, out in (("rows", store.rows(i)), *store.state_rows(i).items()):
                     file(s).read_runs(f"tables/{name}/{what}", runs.src, runs.dst,
@@ -141,6 +141,19 @@ def restore_server(store: ShardStore, log: StalenessLog, doc: dict, step_dir: Pa
             f.close()
     store.sync()
     return moved
+
+
+def saved_layout(files: Sequence[ServerFile], name: str, like: TableLayout,
+                 pmap: PartitionMap) -> TableLayout:
+    """Table ``name``'s layout as the servers saved it (each file names the partitions it
+    held and where each starts, so any layout, moves and holes included, reads back)."""
+    base = np.zeros(pmap.partitions, dtype=np.int64)
+    used = np.zeros(pmap.n_servers, dtype=np.int64)
+    for s, f in enumerate(files):
+        parts = f.read(f"tables/{name}/partitions").astype(np.int64)
+        base[parts] = f.read(f"tables/{name}/partition_start")
+        used[s] = f.entry["datasets"][f"tables/{name}/rows"]["shape"][0]
+    return TableLayout(like.rows, like.salt, pmap, base, used, canonical=False)
 
 
 def agree_restore(world: MPI.Intracomm, candidates: Sequence[Path], cfg: TrainConfig,

@@ -10,7 +10,7 @@ from mpi4py import MPI
 from mpips import slurm
 from mpips.checkpoint import manifest
 from mpips.checkpoint.layout import complete_steps, server_file
-from mpips.checkpoint.saving import agree_restore, restore_server
+from mpips.checkpoint.saving import agree_restore, restore_server, saved_layout
 from mpips.checkpoint.shardfile import ServerFile
 from mpips.clocks import StalenessLog
 from mpips.config import TrainConfig
@@ -36,14 +36,14 @@ def sub(n: int):
 
 def stored_table(step_dir: Path, doc: dict, name: str, what: str, rows: int, dim: int):
     """A whole table (or its state ``what``) rebuilt from every server file, by key."""
-    old = None
     out = np.full((rows, dim), np.nan, np.float32)
-    for entry in doc["servers"]:
-        with ServerFile(step_dir / server_file(entry["index"]), entry) as f:
-            if old is None:
-                old = PartitionMap(f.read("owner"), len(doc["servers"]))
-            layout = TableLayout.build(rows, name_salt(name), old)
-            out[layout.keys_of(entry["index"])] = f.read(f"tables/{name}/{what}")
+    files = [ServerFile(step_dir / server_file(e["index"]), e) for e in doc["servers"]]
+    old = PartitionMap(files[0].read("owner"), len(files))
+    layout = saved_layout(files, name, TableLayout.build(rows, name_salt(name), old), old)
+    for s, f in enumerate(files):
+        keys, at = layout.held(s)
+        out[keys] = f.read(f"tables/{name}/{what}")[at]
+        f.close()
     return out
 
 
