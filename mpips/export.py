@@ -26,7 +26,7 @@ import json
 import time
 import zlib
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import h5py
 import numpy as np
@@ -40,7 +40,7 @@ from .config import TrainConfig
 from .data import Batch
 from .data.inputs import InputSpec
 from .errors import CheckpointError, ConfigError
-from .models import DeepFM, Model as Net, build_model
+from .models import DeepFM, Lookup, Model as Net, build_model
 
 FORMAT = "mpips-model"
 VERSION = 1
@@ -145,14 +145,9 @@ class Model:
 
     # ---- scoring -------------------------------------------------------------------------
     def predict_batch(self, batch: Batch) -> np.ndarray:
-        """Click probabilities (float64) of a batch of table keys: the rows each lookup
-        needs, then the model's own ``predict``, as a training job's workers evaluate."""
-        if len(batch) == 0:
-            return np.empty(0)
-        lookups = self.net.lookups(batch)
-        for name, lk in lookups.items():
-            np.take(self.tables[name], lk.keys, axis=0, out=lk.rows)
-        return self.net.predict(batch, lookups)
+        """Click probabilities (float64) of a batch of table keys (``score_batch``)."""
+        return score_batch(self.net, batch, lambda name, lk: np.take(
+            self.tables[name], lk.keys, axis=0, out=lk.rows))
 
     def predict(self, lines: str | Iterable[str], header: Optional[str] = None) -> np.ndarray:
         """Probabilities of raw text lines in the model's format (with or without their
@@ -195,6 +190,18 @@ def export(checkpoint: str, out: str, onnx: Optional[str] = None) -> Model:
         write_onnx(model, onnx)
         print(f"[mpips] wrote the MLP tower to {onnx} (ONNX)", flush=True)
     return model
+
+
+def score_batch(net: Net, batch: Batch, fill: Callable[[str, Lookup], None]) -> np.ndarray:
+    """Probabilities of a batch as a training job's workers evaluate it: the unique keys
+    each table is looked up at, their rows filled by ``fill(table, lookup)`` (from memory,
+    or pulled from servers), then the model's own ``predict``."""
+    if len(batch) == 0:
+        return np.empty(0)
+    lookups = net.lookups(batch)
+    for name, lk in lookups.items():
+        fill(name, lk)
+    return net.predict(batch, lookups)
 
 
 def _fields(cfg: TrainConfig, dims: dict[str, tuple[int, int]]) -> Optional[int]:

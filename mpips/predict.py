@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,12 @@ class Cut:
     def batches(self) -> list[tuple[int, int]]:
         return [(w, b) for w, (lo, hi) in enumerate(self.shares())
                 for b in range(-(-(hi - lo) // self.batch_rows))]
+
+    def rows(self, picks: Sequence[tuple[int, int]]) -> int:
+        """Rows in the batches ``picks``."""
+        shares = self.shares()
+        return sum(min(self.batch_rows, shares[w][1] - shares[w][0] - b * self.batch_rows)
+                   for w, b in picks)
 
 
 def read_cut(source: Source, cut: Cut, picks: Sequence[tuple[int, int]]) -> Iterator[Batch]:
@@ -151,8 +156,9 @@ def write_predictions(path: Path, probs: np.ndarray) -> None:
 class Meter:
     """Progress of long scoring: a line every ``every`` seconds (rows, rate, ETA)."""
 
-    def __init__(self, total: int, every: float, quiet: bool = False) -> None:
-        self.total, self.every, self.quiet = total, every, quiet
+    def __init__(self, total: int, every: float, quiet: bool = False,
+                 label: str = "predict") -> None:
+        self.total, self.every, self.quiet, self.label = total, every, quiet, label
         self.start = self.last = time.perf_counter()
         self.done = 0
 
@@ -163,7 +169,7 @@ class Meter:
             return
         self.last = now
         rate = self.done / (now - self.start)
-        print(f"[mpips] predict {100 * self.done / max(self.total, 1):5.1f}% "
+        print(f"[mpips] {self.label} {100 * self.done / max(self.total, 1):5.1f}% "
               f"{self.done:,}/{self.total:,} rows  {rate:,.0f} rows/s  ETA "
               f"{(self.total - self.done) / rate:.1f}s", flush=True)
 
@@ -219,24 +225,55 @@ def check_metrics_out(path: Optional[str]) -> None:
                           f"does not exist")
 
 
+@dataclass
+class PredictJob:
+    """A checked prediction run: the model, the rows to score, where the output goes."""
+
+    model: Model
+    rows: Rows
+    out: Optional[Path]          # None on the ranks that do not write
+    metrics_out: Optional[str]
+
+    @property
+    def cut(self) -> Cut:
+        return self.rows.cut(self.model)
+
+    def opening(self) -> str:
+        return (f"[mpips] predict: {self.model.describe()} on {self.rows.name} "
+                f"({self.rows.hi - self.rows.lo:,} rows)")
+
+    def conclude(self, probs: np.ndarray, labels: np.ndarray, seconds: float,
+                 **extra: object) -> dict:
+        """Write the probabilities and the record; print the closing lines."""
+        write_predictions(self.out, probs)
+        rec = record(self.model, self.rows, self.out, probs, labels, seconds, **extra)
+        finish(rec, self.metrics_out)
+        return rec
+
+
+def prepare(model_path: str, data: Optional[str], out: Optional[str],
+            fmt: Optional[str] = None, config: Optional[str] = None,
+            on_bad: Optional[str] = None, metrics_out: Optional[str] = None,
+            read: bool = True) -> PredictJob:
+    """Every check before any scoring: the output paths (None: this rank writes none),
+    the model (``read`` False: a checkpoint whose tables stay on disk), the data and how
+    to read them."""
+    path = check_out(out) if out is not None else None
+    check_metrics_out(metrics_out)
+    model = Model.open(model_path) if read else Model.from_checkpoint(model_path, read=False)
+    inputs, cfg = data_settings(model, config, fmt, on_bad)
+    return PredictJob(model, open_rows(model, inputs, cfg, data), path, metrics_out)
+
+
 def run_predict(model_path: str, data: Optional[str], out: str, fmt: Optional[str] = None,
                 config: Optional[str] = None, on_bad: Optional[str] = None,
                 metrics_out: Optional[str] = None, progress_seconds: float = 2.0) -> dict:
     """Score ``data`` with the model at ``model_path`` in this process; returns the
-    record written to ``metrics_out``."""
-    path = check_out(out)
-    check_metrics_out(metrics_out)
-    model = Model.open(model_path)
-    inputs, cfg = data_settings(model, config, fmt, on_bad)
-    rows = open_rows(model, inputs, cfg, data)
-    cut = rows.cut(model)
-    meter = Meter(rows.hi - rows.lo, progress_seconds)
-    print(f"[mpips] predict: {model.describe()} on {rows.name} ({rows.hi - rows.lo:,} rows)",
-          file=sys.stdout, flush=True)
-    probs, labels = score(model.predict_batch, read_cut(rows.source, cut, cut.batches()),
-                          meter)
-    seconds = meter.seconds
-    write_predictions(path, probs)
-    rec = record(model, rows, path, probs, labels, seconds)
-    finish(rec, metrics_out)
-    return rec
+    record (also written to ``metrics_out``)."""
+    job = prepare(model_path, data, out, fmt, config, on_bad, metrics_out)
+    print(job.opening(), flush=True)
+    cut = job.cut
+    meter = Meter(job.rows.hi - job.rows.lo, progress_seconds)
+    probs, labels = score(job.model.predict_batch,
+                          read_cut(job.rows.source, cut, cut.batches()), meter)
+    return job.conclude(probs, labels, meter.seconds)
