@@ -63,6 +63,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and "
                     "the PNGs (created if missing)")
     rp.add_argument("--title", help="the page's title (default: the metrics files' names)")
+    rp.add_argument("--score-checkpoints", action="store_true", help="also score every "
+                    "checkpoint each run kept on its test rows, for test AUC over training")
 
 
 def run_tool(args: argparse.Namespace) -> int:
@@ -95,5 +97,5 @@ def _one_process(args: argparse.Namespace) -> int:
     else:
         from .report import report
 
-        report(args.metrics, args.out, args.title)
+        report(args.metrics, args.out, args.title, args.score_checkpoints)
     return 0

@@ -225,6 +225,14 @@ def check_metrics_out(path: Optional[str]) -> None:
                           f"does not exist")
 
 
+def own_test_scores(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels of the training job's own test rows (quietly)."""
+    rows = open_rows(model, model.inputs, model.cfg, None)
+    cut = rows.cut(model)
+    return score(model.predict_batch, read_cut(rows.source, cut, cut.batches()),
+                 Meter(rows.hi - rows.lo, 0.0, quiet=True))
+
+
 @dataclass
 class PredictJob:
     """A checked prediction run: the model, the rows to score, where the output goes."""
