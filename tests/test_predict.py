@@ -249,3 +249,31 @@ def test_under_mpiexec_with_servers(criteo, tmp_path):
                      *args)
         assert res.returncode == 2 and "Traceback" not in res.stderr
         assert res.stderr.count("mpips: error") in (1, 3) and not (tmp_path / "x.csv").exists()
+
+
+def test_onnx_mlp_tower_computes_the_models_mlp(criteo, tmp_path):
+    """``mpips export --onnx``: DeepFM's MLP tower run by onnxruntime gives the model's
+    own MLP logits (float32 against float64); LR has no tower, a one-line error."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    tmp, _, test, _ = criteo
+    h5, graph = tmp_path / "d.h5", tmp_path / "d.onnx"
+    res = subprocess.run([sys.executable, "-m", "mpips", "export", str(tmp / "ck" / "deepfm"),
+                          "--out", str(h5), "--onnx", str(graph)], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    model = Model.load(h5)
+    batch, _ = model.inputs.batch(test.read_text().splitlines()[:400])
+    lookups = model.net.lookups(batch)
+    for name, lk in lookups.items():
+        lk.rows[:] = model.tables[name][lk.keys]
+    _, acts, weights = model.net._forward(batch, lookups)
+    want = (acts[-1] @ weights[-1][0] + weights[-1][1])[:, 0]
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"embeddings": acts[0].astype(np.float32)})[0][:, 0]
+    assert got.shape == (400,) and np.allclose(got, want, rtol=1e-4, atol=1e-5)
+    res = subprocess.run([sys.executable, "-m", "mpips", "export", str(tmp / "ck" / "lr"),
+                          "--out", str(tmp_path / "l.h5"), "--onnx", str(tmp_path / "l.onnx")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().endswith("not lr")
+    assert not (tmp_path / "l.onnx").exists() and not (tmp_path / "l.h5").exists()
