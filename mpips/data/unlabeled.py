@@ -7,7 +7,6 @@ whether its header has the label column).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from .csvdata import CsvFormat, CsvSchema
@@ -16,33 +15,13 @@ from .parse import Format, Parsed
 CRITEO_COLUMNS = 40
 
 
-@dataclass
 class Unlabeled:
     """``fmt`` for lines that lack the label: ``prefix + line + suffix`` is parsed."""
 
-    fmt: Format
-    prefix: str = ""
-    suffix: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.fmt.name
-
-    @property
-    def fields(self) -> int:
-        return self.fmt.fields
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.fmt.names
-
-    @property
-    def padded(self) -> bool:
-        return self.fmt.padded
-
-    @property
-    def header(self) -> bool:
-        return self.fmt.header
+    def __init__(self, fmt: Format, prefix: str = "", suffix: str = "") -> None:
+        self.fmt, self.prefix, self.suffix = fmt, prefix, suffix
+        self.name, self.fields, self.names = fmt.name, fmt.fields, fmt.names
+        self.padded, self.header = fmt.padded, fmt.header
 
     def start(self, n: int) -> Any:
         return self.fmt.start(n)
