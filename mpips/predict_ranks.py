@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from mpi4py import MPI
@@ -24,6 +25,7 @@ from .data import share
 from .errors import ConfigError
 from .export import score_batch
 from .failures import abort_on_error, agree_on_setup
+from .models import Lookup
 from .optim import Optimizer
 from .predict import Meter, PredictJob, prepare, read_cut, score
 from .reports import Evaluation, receive_evaluation, send_evaluation
@@ -53,6 +55,13 @@ def run_predict_ranks(args: argparse.Namespace, comm: MPI.Intracomm = MPI.COMM_W
         return status
     return abort_on_error(lambda: predict_ranks(found["job"], args.servers, comm,
                                                 args.progress_seconds), comm)
+
+
+def puller(tables: Tables) -> Callable[[str, Lookup], None]:
+    """Fill a lookup's rows from the servers, one-sidedly (as a worker's pull)."""
+    def pull(name: str, lk: Lookup) -> None:
+        tables.pull(name, tables.route(name, lk.keys), lk.rows)
+    return pull
 
 
 def predict_ranks(job: PredictJob, n_servers: int, comm: MPI.Intracomm,
@@ -85,9 +94,7 @@ def predict_ranks(job: PredictJob, n_servers: int, comm: MPI.Intracomm,
                 lo, hi = share(0, len(picks), roles.index, roles.n_workers)
                 meter = Meter(cut.rows(picks[lo:hi]), progress_seconds, quiet=roles.index != 0,
                               label="predict (worker 0)")
-                probs, labels = score(lambda batch: score_batch(net, batch, lambda name, lk:
-                                      tables.pull(name, tables.route(name, lk.keys),
-                                                  lk.rows)),
+                probs, labels = score(lambda batch: score_batch(net, batch, puller(tables)),
                                       read_cut(job.rows.source, cut, picks[lo:hi]), meter)
                 send_evaluation(roles.ctl, Evaluation(probs, labels, np.empty(0)))
     wait_all([comm.Ibarrier()])

@@ -277,3 +277,51 @@ def test_onnx_mlp_tower_computes_the_models_mlp(criteo, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.strip().endswith("not lr")
     assert not (tmp_path / "l.onnx").exists() and not (tmp_path / "l.h5").exists()
+
+
+def test_prepared_rows_score_like_their_text(criteo, tmp_path):
+    """The test file prepared by 'mpips prep' gives the text's probabilities and the job's
+    metrics; prepared with another hashing seed, it is refused naming the folder."""
+    tmp, _, test, finals = criteo
+    for seed in ("0", "3"):
+        res = launch(1, "prep", str(test), "--out", str(tmp_path / f"prep{seed}"), "--seed",
+                     seed)
+        assert res.returncode == 0, res.stderr
+    rec = predict(tmp / "ck" / "fm", tmp_path / "s.npy", "--data", str(tmp_path / "prep0"))
+    assert (rec["auc"], rec["logloss"]) == (finals["fm"]["auc"], finals["fm"]["logloss"])
+    text = predict(tmp / "ck" / "fm", tmp_path / "t.npy", "--data", str(test))
+    assert np.array_equal(np.load(tmp_path / "s.npy"), np.load(tmp_path / "t.npy"))
+    assert text["rows"] == rec["rows"] == 1500
+    with pytest.raises(DataError, match="prep3: prepared with another format, schema or "
+                                        "hashing seed"):
+        run_predict(str(tmp / "ck" / "fm"), str(tmp_path / "prep3"), str(tmp_path / "x.npy"))
+
+
+def test_csv_columns_are_found_by_the_header(tmp_path):
+    """A CSV model scores a file whose columns come in another order (and one without the
+    label) as it scores its own test file; raw lines take the training header."""
+    rng = np.random.default_rng(4)
+    rows = [(int(rng.random() < 0.3), f"{rng.normal(5, 3):.2f}", f"s{rng.integers(30)}",
+             f"a{rng.integers(50)}") for _ in range(2400)]
+    write(tmp_path, "train.csv", "clicked,price,site,ad\n"
+          + "".join(f"{y},{p},{s},{a}\n" for y, p, s, a in rows[:1800]))
+    test = write(tmp_path, "test.csv", "clicked,price,site,ad\n"
+                 + "".join(f"{y},{p},{s},{a}\n" for y, p, s, a in rows[1800:]))
+    moved = write(tmp_path, "moved.csv", "ad,site,extra,price\n"
+                  + "".join(f"{a},{s},x,{p}\n" for _, p, s, a in rows[1800:]))
+    cfg = write(tmp_path, "c.toml", 'format = "csv"\n[csv]\nlabel = "clicked"\n'
+                'numeric = ["price"]\ncategorical = ["site", "ad"]\n')
+    final = train(tmp_path, "csv", "--config", str(cfg), "--data", str(tmp_path / "train.csv"),
+                  "--test", str(test), "--model", "fm", "--embedding-dim", "4")
+    rec = predict(tmp_path / "ck" / "csv", tmp_path / "t.npy", "--data", str(test),
+                  "--config", str(cfg))
+    assert (rec["auc"], rec["logloss"]) == (final["auc"], final["logloss"])
+    bare = predict(tmp_path / "ck" / "csv", tmp_path / "m.npy", "--data", str(moved))
+    assert not bare["labeled"]
+    want = np.load(tmp_path / "t.npy")
+    assert np.array_equal(np.load(tmp_path / "m.npy"), want)
+    lines = test.read_text().splitlines()[1:]
+    model = Model.from_checkpoint(tmp_path / "ck" / "csv")
+    assert np.array_equal(model.predict(lines), want)
+    assert np.array_equal(model.predict([f"{a},{s},x,{p}" for _, p, s, a in rows[1800:]],
+                                        header="ad,site,extra,price"), want)

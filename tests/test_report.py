@@ -1,6 +1,7 @@
 """``mpips report``: every plot of a BSP and an ASP run, the per-server plots when the
 metrics carry them, and one-line errors for bad metrics files."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,20 @@ def test_bad_metrics_are_one_line_errors(tmp_path, text, message):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"mpips: error: {path}{message}")
     assert not (tmp_path / "rep" / "index.html").exists()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium here (apt-get "
+                    "install chromium)")
+def test_a_headless_browser_shows_the_plots(tmp_path):
+    """Chromium renders the page with its embedded plots: the lines' blue (matplotlib's
+    first colour) covers thousands of pixels of the screenshot."""
+    page = report([str(fake_run(tmp_path / "new.jsonl", True))], str(tmp_path / "rep"))
+    shot = tmp_path / "shot.png"
+    res = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                          "--hide-scrollbars", "--window-size=1000,3000",
+                          f"--screenshot={shot}", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and shot.exists(), res.stderr
+    rgb = imread(shot)[..., :3] * 255
+    blue = np.abs(rgb - [31, 119, 180]).max(axis=-1) < 12
+    assert blue.sum() > 5000
