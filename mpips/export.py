@@ -149,6 +149,13 @@ class Model:
         return score_batch(self.net, batch, lambda name, lk: np.take(
             self.tables[name], lk.keys, axis=0, out=lk.rows))
 
+    def warm_batch(self) -> Batch:
+        """One row of key 0, the model's width: scoring it loads the kernels, so that a
+        rate measured afterwards does not count their loading."""
+        width = self.inputs.width or 1
+        return Batch(np.zeros((1, width), np.int64), np.ones((1, width), np.float32),
+                     np.zeros(1, np.float32))
+
     def predict(self, lines: str | Iterable[str], header: Optional[str] = None) -> np.ndarray:
         """Probabilities of raw text lines in the model's format (with or without their
         label; CSV: under ``header``, by default the training file's header)."""

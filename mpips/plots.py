@@ -98,12 +98,15 @@ def throughput(runs: Sequence[Run]) -> Optional[Figure]:
         color = COLORS[i % len(COLORS)]
         if t.size:
             ax.plot(t, rate, marker=".", color=color, label=f"{run.name}: per interval")
-        mean = (run.final or {}).get("samples_per_s")
+        final = run.final or {}
+        mean, seconds = final.get("samples_per_s"), final.get("seconds")
         if isinstance(mean, float):
-            ax.axhline(mean, color=color, ls="--", lw=1,
-                       label=f"{run.name}: whole run {mean:,.0f}")
+            end = max(seconds or 0.0, t[-1] if t.size else 0.0) or 1.0
+            ax.hlines(mean, 0.0, end, colors=color, linestyles="--", lw=1,
+                      label=f"{run.name}: whole run {mean:,.0f}")
     ax.set(xlabel="seconds of training", ylabel="samples/s", title="Throughput")
     ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return fig

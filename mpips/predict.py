@@ -280,6 +280,7 @@ def run_predict(model_path: str, data: Optional[str], out: str, fmt: Optional[st
     record (also written to ``metrics_out``)."""
     job = prepare(model_path, data, out, fmt, config, on_bad, metrics_out)
     print(job.opening(), flush=True)
+    job.model.predict_batch(job.model.warm_batch())
     cut = job.cut
     meter = Meter(job.rows.hi - job.rows.lo, progress_seconds)
     probs, labels = score(job.model.predict_batch,

@@ -89,6 +89,7 @@ def predict_ranks(job: PredictJob, n_servers: int, comm: MPI.Intracomm,
             agree_restore(comm, [step_dir], cfg, load)
             tables.ready()
             if roles.role != SERVER:
+                score_batch(net, job.model.warm_batch(), puller(tables))
                 cut = job.cut
                 picks = cut.batches()
                 lo, hi = share(0, len(picks), roles.index, roles.n_workers)

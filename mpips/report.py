@@ -48,13 +48,14 @@ SETTINGS = ("data", "test", "format", "batch_size", "lr", "l2", "table_rows",
 
 @dataclass
 class Plot:
-    """One figure of the page: its file, heading and caption (``png`` None: left out,
-    ``caption`` then says why)."""
+    """One figure of the page: its file, heading, caption, and why it is left out when
+    the metrics lack what it shows (``png`` None)."""
 
     file: str
     heading: str
     caption: str
     png: Optional[bytes]
+    missing: str = ""
 
 
 def report(paths: Sequence[str], out: str, title: Optional[str] = None,
@@ -74,24 +75,29 @@ def report(paths: Sequence[str], out: str, title: Optional[str] = None,
         raise ConfigError(f"--out {out}: cannot create the folder ({exc})") from None
     scored = {r.name: checkpoint_auc(r) for r in runs} if score_checkpoints else {}
     figures = [Plot("loss.png", "Training loss", "Mean log-loss of the samples trained in "
-                    "each progress interval.", _png(plots.loss(runs))),
+                    "each progress interval.", _png(plots.loss(runs)), "no progress "
+                    "records (a run shorter than --progress-seconds writes none)"),
                Plot("auc.png", "Validation and test AUC", "Validation AUC where the "
                     "progress records carry it (val_auc), test AUC of each checkpoint "
                     "(with --score-checkpoints), the final test AUC (star) and the best "
-                    "achievable AUC of the built-in data.", _png(plots.auc(runs, scored))),
+                    "achievable AUC of the built-in data.", _png(plots.auc(runs, scored)),
+                    "no val_auc, no final record, no checkpoint scored"),
                Plot("throughput.png", "Throughput", "Samples/s between progress records, "
-                    "and over the whole run.", _png(plots.throughput(runs)))]
+                    "and over the whole run.", _png(plots.throughput(runs)),
+                    "no progress and no final record")]
     for run in runs:
         slug = _slug(run.name)
         figures += [
             Plot(f"staleness-{slug}.png", f"Staleness: {run.name}", "Per table, how many "
                  "updates the rows of each shard update had missed (0 under BSP).",
-                 _png(plots.staleness(run))),
+                 _png(plots.staleness(run)), "no final record with staleness"),
             Plot(f"workers-{slug}.png", f"Work per worker: {run.name}", "Samples and steps "
-                 "each worker trained.", _png(plots.workers(run))),
+                 "each worker trained.", _png(plots.workers(run)),
+                 "no final record with worker_samples"),
             Plot(f"servers-{slug}.png", f"Load per server: {run.name}", "Busy share and "
-                 "rows served per step of each server (server_busy, server_rows).",
-                 _png(plots.server_load(run)))]
+                 "rows served per step of each server.", _png(plots.server_load(run)),
+                 "these metrics carry no server_busy or server_rows (written by an mpips "
+                 "that does not measure per-server load)")]
     for fig in figures:
         if fig.png is not None:
             atomic_write(folder / fig.file, fig.png)
@@ -197,7 +203,7 @@ def page_html(title: str, runs: Sequence[Run], figures: Sequence[Plot],
     left = [f for f in figures if f.png is None]
     if left:
         parts.append("<h2>Not drawn</h2><ul>" + "".join(
-            f"<li>{esc(f.heading)}: these metrics lack it ({esc(f.caption)})</li>"
+            f"<li>{esc(f.heading)}: {esc(f.missing)}</li>"
             for f in left) + "</ul>")
     if scored:
         parts.append("<p>Test AUC at checkpoints: " + "; ".join(

@@ -56,7 +56,8 @@ def test_every_plot_of_a_bsp_and_an_asp_run(runs, tmp_path):
         image = imread(out / name)
         assert image.shape[0] > 200 and image.shape[1] > 400 and image.std() > 0
     text = page.read_text()
-    assert "Load per server: bsp" in text.split("Not drawn")[1]   # no such metrics yet
+    assert "Load per server: bsp: these metrics carry no server_busy" in \
+        text.split("Not drawn")[1]                     # no such metrics yet
     for label in ("test AUC", "samples/s", "staleness mean", "batch-size", "pacing"):
         assert f"<td>{label}</td>" in text
     assert "<td>bsp</td>" in text and "<td>async</td>" in text
