@@ -18,7 +18,7 @@ from mpips.checkpoint.shardfile import ServerFile
 from mpips.data.synthetic import SyntheticCTR
 from mpips.errors import CheckpointError, ConfigError, DataError
 from mpips.export import Model
-from mpips.predict import Cut, read_cut, run_predict
+from mpips.predict import Cut, eval_batch_rows, read_cut, run_predict
 from mpips.ring import PartitionMap, TableLayout, name_salt
 from textdata import criteo_text, libsvm_text, write
 
@@ -209,10 +209,12 @@ def test_the_cut_is_the_workers_evaluation_cut():
     cut = Cut(1000, 3000, 3, 300)
     got = list(read_cut(src, cut, cut.batches()))
     want = [b for w in range(3) for b in src.batches(*cut.shares()[w], 300)]
-    assert [len(b) for b in got] == [len(b) for b in want] == [300, 300, 66, 300, 300, 67, 300, 300, 67]
+    sizes = [300, 300, 66, 300, 300, 67, 300, 300, 67]
+    assert [len(b) for b in got] == [len(b) for b in want] == sizes
     for a, b in zip(got, want):
         assert np.array_equal(a.keys, b.keys)
-    assert TrainConfig().batch_size < 8192 and Cut(0, 1, 1, 8192).batches() == [(0, 0)]
+    assert cut.rows(cut.batches()[2:5]) == 66 + 600
+    assert eval_batch_rows(TrainConfig().batch_size) == 8192 and eval_batch_rows(9000) == 9000
 
 
 def test_deepfm_on_libsvm_keeps_its_width(tmp_path):

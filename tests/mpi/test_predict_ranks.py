@@ -17,9 +17,9 @@ comm = MPI.COMM_WORLD
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("model", ["lr", "deepfm"])
 def test_servers_and_workers_score_like_one_process(shared_dir, model):
-    """A model trained on S servers and scored on another number of servers and workers:
-    the job's own test rows get the probabilities of one process to the bit, and the
-    training job's AUC and log-loss."""
+    """A model trained on 2 servers (1 at 3 ranks) and scored on 1 server and the other
+    ranks as workers: the job's own test rows get the probabilities of one process to the
+    bit, and the training job's AUC and log-loss."""
     n = comm.Get_size()
     cfg = TrainConfig(model=model, synthetic_rows=60_000, batch_size=256, epochs=1,
                       table_rows=1 << 14, embedding_dim=4, hidden=(16, 8), seed=5,
