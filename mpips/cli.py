@@ -13,6 +13,7 @@ for _var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MK
 
 from . import __version__  # noqa: E402
 from .clocks import SYNC_MODES  # noqa: E402
+from .cli_tools import TOOLS, add_parsers, run_tool  # noqa: E402
 from .config import BALANCE_MODES, FORMATS, MODELS, PULL_MODES, REBALANCE_MODES, \
     TrainConfig, from_mapping, load_toml  # noqa: E402
 from .data.parse import BAD_LINE_MODES  # noqa: E402
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kw in TRAIN_OPTIONS:
         tr.add_argument(flag, **kw)
     add_prep_parser(sub)
+    add_parsers(sub)
     ins = sub.add_parser("inspect", help="print a checkpoint's manifest and verify its "
                          "checksums (no mpiexec needed)")
     ins.add_argument("path", metavar="PATH", help="a checkpoint folder, or a run folder "
@@ -205,6 +207,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in TOOLS:
+        return run_tool(args)
     if args.command == "inspect":
         from .checkpoint.inspect import inspect
 

@@ -14,7 +14,7 @@ from .clocks import DONE, may_start
 from .config import TrainConfig
 from .data import Batch, batch_of, share
 from .data.schedule import Rows, Schedule
-from .data.plan import DataPlan
+from .data.plan import DataPlan, eval_batch_rows
 from .models import Lookup, Model
 from .pause import pause_schedule, worker_pause
 from .pausing import pause_lead
@@ -369,7 +369,7 @@ class Worker:
         """Predict this worker's share of the test rows with the final parameters."""
         rows = share(*self.data.test_range, self.roles.index, self.roles.n_workers)
         probs, labels, true_p = [], [], []
-        for batch in self.data.test.batches(*rows, max(self.cfg.batch_size, 8192)):
+        for batch in self.data.test.batches(*rows, eval_batch_rows(self.cfg.batch_size)):
             lookups = self.model.lookups(batch)
             self.pull(lookups)
             probs.append(self.model.predict(batch, lookups))

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..config import TrainConfig
+from ..config import TrainConfig, from_mapping
 from ..data.schedule import worker_entries
 from ..errors import CheckpointError, ConfigError
 from ..models import TableSpec
@@ -34,6 +34,17 @@ MAY_CHANGE = frozenset({"servers", "pull", "progress_seconds", "metrics_out", "c
 def settings(cfg: TrainConfig) -> dict:
     """The settings as JSON values (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_of(values: dict, where: str) -> TrainConfig:
+    """The settings a manifest holds (``settings``'s inverse) as a ``TrainConfig``; a
+    setting it lacks has its default, one this mpips does not know is an error."""
+    items = {k: tuple(tuple(x) for x in v) if k in ("tables", "fields") else v
+             for k, v in values.items() if v is not None}
+    try:
+        return from_mapping(items, where)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def build(step: int, final: bool, cfg: TrainConfig, specs: Sequence[TableSpec],

@@ -21,12 +21,13 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, MpipsError
 from ..models import TableSpec
 from ..placement import Placement, reads_of
-from ..ring import PartitionMap, TableLayout
+from ..ring import PartitionMap
 from ..store import ShardStore
 from ..wire import allgather_json, reduce_int
 from . import manifest
 from .layout import MANIFEST, partial_dir, publish, server_file, write_json
 from .shardfile import ServerFile, write_server_file
+from .whole import saved_layout
 
 
 def server_arrays(store: ShardStore, log: StalenessLog) -> dict[str, np.ndarray]:
@@ -121,7 +122,8 @@ def restore_server(store: ShardStore, log: StalenessLog, doc: dict, step_dir: Pa
                                   f"uses {store.placement.pmap.partitions}")
         moved = 0
         for i, (name, layout) in enumerate(zip(store.names, store.placement.layouts)):
-            before = saved_layout([file(s) for s in range(len(entries))], name, layout, old)
+            before = saved_layout([file(s) for s in range(len(entries))], name, layout.rows,
+                                  old)
             for s, runs in reads_of(before, layout, me).items():
                 for what, out in (("rows", store.rows(i)), *store.state_rows(i).items()):
                     file(s).read_runs(f"tables/{name}/{what}", runs.src, runs.dst,
@@ -141,19 +143,6 @@ def restore_server(store: ShardStore, log: StalenessLog, doc: dict, step_dir: Pa
             f.close()
     store.sync()
     return moved
-
-
-def saved_layout(files: Sequence[ServerFile], name: str, like: TableLayout,
-                 pmap: PartitionMap) -> TableLayout:
-    """Table ``name``'s layout as the servers saved it (each file names the partitions it
-    held and where each starts, so any layout, moves and holes included, reads back)."""
-    base = np.zeros(pmap.partitions, dtype=np.int64)
-    used = np.zeros(pmap.n_servers, dtype=np.int64)
-    for s, f in enumerate(files):
-        parts = f.read(f"tables/{name}/partitions").astype(np.int64)
-        base[parts] = f.read(f"tables/{name}/partition_start")
-        used[s] = f.entry["datasets"][f"tables/{name}/rows"]["shape"][0]
-    return TableLayout(like.rows, like.salt, pmap, base, used, canonical=False)
 
 
 def agree_restore(world: MPI.Intracomm, candidates: Sequence[Path], cfg: TrainConfig,

@@ -40,11 +40,20 @@ def block_crcs(arr: np.ndarray, rows_per_block: int) -> np.ndarray:
                      for lo in range(0, n, rows_per_block)], dtype=np.uint32)
 
 
+def dataset_entry(arr: np.ndarray) -> tuple[np.ndarray, dict]:
+    """An array's block checksums, and its entry in a manifest: shape, dtype, block size
+    and the CRC32 of the block checksums."""
+    rows = block_rows(arr.shape, arr.dtype.itemsize)
+    crcs = block_crcs(arr, rows)
+    return crcs, {"shape": list(arr.shape), "dtype": arr.dtype.str, "block_rows": rows,
+                  "blocks_crc32": zlib.crc32(crcs.data)}
+
+
 def write_server_file(path: Path, arrays: Mapping[str, np.ndarray],
                       attrs: Mapping[str, int | str]) -> dict:
     """Write ``arrays`` (name -> array) to ``path`` atomically: a temporary name, fsync,
-    rename. Returns the manifest's entry for the file: its size and, per dataset, shape,
-    dtype, block size and the CRC32 of its block checksums."""
+    rename. Returns the manifest's entry for the file: its size and, per dataset, its
+    ``dataset_entry``. ``attrs`` are the file's attributes (``format`` may be replaced)."""
     tmp = tmp_name(path)
     entries = {}
     with h5py.File(tmp, "w", libver="latest") as f:
@@ -52,12 +61,9 @@ def write_server_file(path: Path, arrays: Mapping[str, np.ndarray],
         for key, value in attrs.items():
             f.attrs[key] = value
         for name, arr in arrays.items():
-            rows = block_rows(arr.shape, arr.dtype.itemsize)
-            crcs = block_crcs(arr, rows)
+            crcs, entries[name] = dataset_entry(arr)
             f.create_dataset(name, data=arr)
             f.create_dataset(f"crc/{name}", data=crcs)
-            entries[name] = {"shape": list(arr.shape), "dtype": arr.dtype.str,
-                             "block_rows": rows, "blocks_crc32": zlib.crc32(crcs.data)}
     commit(path)
     return {"bytes": path.stat().st_size, "datasets": entries}
 

@@ -46,12 +46,13 @@ class CsvSchema:
         return self.numeric + self.categorical
 
 
-def read_header(path: Path, schema: CsvSchema) -> list[str]:
-    """The header's column names; an error names the file and a schema column it lacks."""
+def read_header(path: Path, schema: CsvSchema, label: bool = True) -> list[str]:
+    """The header's column names; an error names the file and a schema column it lacks
+    (the label column too, unless ``label`` is False: data to score may lack it)."""
     with open(path, "r", encoding="utf-8", errors="replace", newline="") as fh:
         first = fh.readline().rstrip("\r\n").lstrip("\ufeff")
     header = next(csv.reader([first], delimiter=schema.delimiter), [])
-    for name in (schema.label, *schema.columns):
+    for name in (schema.label, *schema.columns) if label else schema.columns:
         if name not in header:
             raise DataError(f"{path}: the header has no column {name!r} (the [csv] schema "
                             f"names it); header: {', '.join(header[:12])}")

@@ -20,6 +20,15 @@ from .synthetic import SyntheticCTR
 from .textsource import TextSource, check_file
 
 
+EVAL_ROWS = 8192            # a worker evaluates at least this many rows a batch
+
+
+def eval_batch_rows(batch_size: int) -> int:
+    """Rows per batch when test rows are scored (the training job's evaluation and
+    ``mpips predict`` cut them alike, so their predictions agree to the bit)."""
+    return max(batch_size, EVAL_ROWS)
+
+
 @dataclass
 class DataPlan:
     """Train rows ``train_range`` of ``train``; test rows ``test_range`` of ``test``."""

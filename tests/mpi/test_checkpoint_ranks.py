@@ -10,7 +10,8 @@ from mpi4py import MPI
 from mpips import slurm
 from mpips.checkpoint import manifest
 from mpips.checkpoint.layout import complete_steps, server_file
-from mpips.checkpoint.saving import agree_restore, restore_server, saved_layout
+from mpips.checkpoint.saving import agree_restore, restore_server
+from mpips.checkpoint.whole import saved_layout
 from mpips.checkpoint.shardfile import ServerFile
 from mpips.clocks import StalenessLog
 from mpips.config import TrainConfig
@@ -19,7 +20,7 @@ from mpips.job import model_of, train
 from mpips.client import TableClient
 from mpips.optim import Optimizer
 from mpips.placement import Placement
-from mpips.ring import PartitionMap, TableLayout, name_salt
+from mpips.ring import PartitionMap
 from mpips.store import ShardStore
 from mpips.topology import SERVER, WORKER, split_roles
 from mpips.wire import all_ranks
@@ -39,7 +40,7 @@ def stored_table(step_dir: Path, doc: dict, name: str, what: str, rows: int, dim
     out = np.full((rows, dim), np.nan, np.float32)
     files = [ServerFile(step_dir / server_file(e["index"]), e) for e in doc["servers"]]
     old = PartitionMap(files[0].read("owner"), len(files))
-    layout = saved_layout(files, name, TableLayout.build(rows, name_salt(name), old), old)
+    layout = saved_layout(files, name, rows, old)
     for s, f in enumerate(files):
         keys, at = layout.held(s)
         out[keys] = f.read(f"tables/{name}/{what}")[at]
