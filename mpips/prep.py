@@ -155,18 +155,16 @@ def _convert(job: PrepJob, formats: list[Format], pieces: list[Piece], index: in
         with open_input(path) as fh:
             stored = piece.begin
             for data in line_blocks(fh, piece.begin, None if codec(path) else piece.end):
-                first, n = line, data.count(b"\n") + (not data.endswith(b"\n"))
-                body = memoryview(data)
-                if fmt.header and line == 1:           # each file's own header
-                    body, first = body[data.find(b"\n") + 1 if b"\n" in data else
-                                       len(data):], 2
-                parsed, nbad = parse_bytes(fmt, body, job.cfg.seed, path, first,
+                header = int(fmt.header and line == 1)    # each file's own header
+                body = data[bytes(data).find(b"\n") + 1 or len(data):] \
+                    if header else data
+                parsed, nbad = parse_bytes(fmt, body, job.cfg.seed, path, line + header,
                                            job.cfg.on_bad_line)
                 writer.append(parsed)
                 bad += nbad
                 positives += float(parsed.labels.sum())
                 present += parsed.present.sum(axis=0)
-                line += n
+                line += header + len(parsed) + nbad
                 done = fh.consumed if isinstance(fh, Decompressed) else stored + len(data)
                 progress.advance(done - stored, len(parsed))
                 stored = done

@@ -57,7 +57,7 @@ class Decompressed(io.RawIOBase):
         return True
 
     def tell(self) -> int:
-        return self._out - len(self._pending)
+        return self._out - (len(self._buf) - self._at)
 
     @property
     def consumed(self) -> int:
@@ -66,13 +66,18 @@ class Decompressed(io.RawIOBase):
 
     def read(self, n: int = -1) -> bytes:
         """Up to ``n`` decompressed bytes (all that is left for n < 0); b"" at the end."""
-        want = n if n >= 0 else None
-        while (want is None or len(self._pending) < want) and not self._done:
-            self._pending += self._more()
-        take = len(self._pending) if want is None else min(want, len(self._pending))
-        out = bytes(self._pending[:take])
-        del self._pending[:take]
-        return out
+        out, need = [], n if n >= 0 else float("inf")
+        while need > 0:
+            if self._at == len(self._buf):
+                if self._done:
+                    break
+                self._buf, self._at = self._more(), 0
+                continue
+            take = int(min(need, len(self._buf) - self._at))
+            out.append(self._buf[self._at:self._at + take])
+            self._at += take
+            need -= take
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def readinto(self, b: Any) -> int:
         data = self.read(len(b))
@@ -103,7 +108,7 @@ class Decompressed(io.RawIOBase):
         self._raw.seek(snap.raw if snap else 0)
         self._out = snap.out if snap else 0
         self._state = snap.state.copy() if snap else self._new()
-        self._pending = bytearray()
+        self._buf, self._at = b"", 0              # output not yet read, and where
         self._done = False
 
     def _new(self) -> Any:

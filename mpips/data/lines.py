@@ -116,19 +116,23 @@ def read_lines(fh: IO[bytes], begin: int, end: int) -> list[str]:
 
 
 def line_blocks(fh: IO[bytes], begin: int = 0, end: Optional[int] = None
-                ) -> Iterator[bytes]:
+                ) -> Iterator[memoryview]:
     """Bytes [begin, end) of ``fh`` (line starts; None: to the end) in blocks of whole
     lines of about ``CHUNK`` bytes, read once, in order."""
     fh.seek(begin)
-    carry = b""
-    for _, a in _chunks(fh, end):
-        data = carry + a.tobytes()
+    pos, carry = begin, b""
+    while end is None or pos < end:
+        data = fh.read(CHUNK if end is None else min(CHUNK, end - pos))
+        if not data:
+            break
+        pos += len(data)
+        data = carry + data if carry else data
         cut = data.rfind(b"\n") + 1
         if cut:
-            yield data[:cut]
+            yield memoryview(data)[:cut]
         carry = data[cut:]
     if carry:
-        yield carry
+        yield memoryview(carry)
 
 
 @dataclass(frozen=True)
