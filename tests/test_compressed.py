@@ -94,13 +94,25 @@ def test_prep_of_compressed_files_equals_prep_of_plain(tmp_path, fmt, make):
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-def test_csv_gz_header(tmp_path):
-    text = "clicked,site,age\n1,a,3\n0,b,\n1,a,40\n"
-    cfg = {"format": "csv", "test_fraction": 0.5}
-    schema = {"csv": {"label": "clicked", "numeric": ["age"], "categorical": ["site"]}}
-    rows = [all_rows(from_mapping({**cfg, **schema, "data": str(p)}))
-            for p in (write(tmp_path, "c.csv", text), gz(tmp_path / "c.csv.gz", text.encode()))]
-    assert all(np.array_equal(x, y) for x, y in zip(*rows))
+def test_csv_gz_header_and_prep(tmp_path):
+    """A gzipped CSV reads like the plain one (its header from the stream); prep of a
+    plain and a gzipped CSV, each with its header, into 3 shards gives the same rows."""
+    head, rows = "clicked,site,age\n", ["1,a,3\n", "0,b,\n", "1,a,40\n", "0,c,2.5\n"] * 40
+    text = head + "".join(rows)
+    schema = {"format": "csv", "test_fraction": 0.5,
+              "csv": {"label": "clicked", "numeric": ["age"], "categorical": ["site"]}}
+    plain, packed = write(tmp_path, "c.csv", text), gz(tmp_path / "c.csv.gz", text.encode())
+    got = [all_rows(from_mapping({**schema, "data": str(p)})) for p in (plain, packed)]
+    assert all(np.array_equal(x, y) for x, y in zip(*got))
+    toml = write(tmp_path, "s.toml", '[csv]\nlabel = "clicked"\nnumeric = ["age"]\n'
+                 'categorical = ["site"]\n')
+    both = write(tmp_path, "both.csv", text + "".join(rows))
+    for name, inputs in (("one", [both]), ("two", [plain, packed])):
+        m = prep(*map(str, inputs), "--format", "csv", "--config", str(toml), "--out",
+                 str(tmp_path / name), "--shards", "3")
+        assert m.rows == 320
+    a, b = (all_rows(TrainConfig(data=str(tmp_path / n))) for n in ("one", "two"))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def test_zst_training_is_refused_with_a_hint(tmp_path):
