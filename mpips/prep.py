@@ -24,7 +24,7 @@ from mpi4py import MPI
 
 from .config import TrainConfig, from_mapping, load_toml
 from .data import share
-from .data.compressed import Decompressed, codec, input_size, open_input
+from .data.compressed import Decompressed, input_size, open_input
 from .data.lines import Piece, count_lines, line_blocks, max_colons, split_inputs
 from .data.parse import Format, parse_bytes
 from .data.plan import text_format
@@ -124,8 +124,8 @@ def _formats(job: PrepJob, pieces: list[Piece], comm: MPI.Intracomm) -> list[For
     if cfg.format not in ("libsvm", "libfm", "libffm"):
         return [text_format(p, cfg) for p in job.inputs]
     per = 2 if cfg.format == "libffm" else 1
-    local = max([max_colons(job.inputs[p.file], p.begin, p.end) // per for p in pieces],
-                default=0)
+    local = max([max_colons(job.inputs[p.file], p.begin, p.stop(job.inputs[p.file])) // per
+                 for p in pieces], default=0)
     width = reduce_int(comm, local, MPI.MAX)
     return [text_format(p, cfg, width) for p in job.inputs]
 
@@ -154,7 +154,7 @@ def _convert(job: PrepJob, formats: list[Format], pieces: list[Piece], index: in
         line = starts[(piece.file, piece.begin)]
         with open_input(path) as fh:
             stored = piece.begin
-            for data in line_blocks(fh, piece.begin, None if codec(path) else piece.end):
+            for data in line_blocks(fh, piece.begin, piece.stop(path)):
                 header = int(fmt.header and line == 1)    # each file's own header
                 body = data[bytes(data).find(b"\n") + 1 or len(data):] \
                     if header else data

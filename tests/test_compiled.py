@@ -113,6 +113,7 @@ def test_criteo(end):
     assert same(CriteoFormat(), criteo_text(300, 5).encode()) == 0
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")   # 1e39 -> float32 inf
 @pytest.mark.parametrize("end", ["\n", ""])
 def test_libsvm_and_libfm(end):
     assert same(LibSVMFormat(6), mixed(libsvm_text(400), LIBSVM_ODD, 2, end)) > 10

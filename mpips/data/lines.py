@@ -144,6 +144,11 @@ class Piece:
     begin: int
     end: int
 
+    def stop(self, path: Path) -> Optional[int]:
+        """Where reading the piece of ``path`` stops: its end, or None (the stream's end)
+        for a compressed file."""
+        return None if codec(path) else self.end
+
 
 def split_inputs(paths: Sequence[Path], parts: int) -> list[list[Piece]]:
     """The inputs, as one byte sequence, cut into ``parts`` near-equal parts at line starts.
