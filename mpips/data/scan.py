@@ -14,6 +14,7 @@ import numba as nb
 import numpy as np
 
 from ..kernels.init import _mix as mix   # Murmur3's finaliser, as mpips.ring.mix64
+from .hashing import bucketize
 
 NL, CR, TAB, SPACE = 10, 13, 9, 32
 MISSING = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -174,11 +175,39 @@ def half_octave(x: float, exact_power: bool) -> tuple[bool, int]:
     return sure, int(k)
 
 
+def _odd_half_octaves() -> np.ndarray:
+    """``T[k]`` for odd k: the least count whose ``bucketize`` is 2 + k (the count nearest
+    2**(k/2) from above), read off NumPy itself, so that the kernel's integer test
+    agrees with the reference's floating log2 wherever that rounds; even half-octaves
+    start at powers of two, where every log2 is exact (checked here too)."""
+    out = np.zeros(64, np.int64)
+    for k in range(5, 62, 2):
+        near = math.isqrt(1 << k)
+        v = np.arange(max(near - 2, 4), near + 3)
+        got = bucketize(v) - 2
+        first = int(np.argmax(got >= k))
+        assert (got[:first] == k - 1).all() and (got[first:] == k).all() and first > 0
+        out[k] = v[first]
+    powers = 2 ** np.arange(2, 31)
+    assert (bucketize(powers) == 2 + 2 * np.arange(2, 31)).all()
+    assert (bucketize(powers - 1)[1:] == 1 + 2 * np.arange(3, 31)).all()
+    return out
+
+
+ODD_HALF_OCTAVES = _odd_half_octaves()
+
+
 @nb.njit(cache=True, nogil=True)
 def count_raw(v: np.int64) -> tuple[bool, np.uint64]:
     """The raw value of a present count (``hashing.encode_counts``): counts <= 3 as they
-    are, larger ones 2 + their half-octave; offset clear of MISSING."""
+    are, larger ones 2 + their half-octave; offset clear of MISSING. Below 2**31 the
+    half-octave comes from the count's bits and ``ODD_HALF_OCTAVES``; above, from log2,
+    with whether it is certain."""
     if v <= 3:
         return True, np.uint64(v) + COUNT_BASE
+    if v < 2147483648:
+        e = math.frexp(float(v))[1] - 1                 # v in [2**e, 2**(e + 1))
+        k = 2 * e + (v >= ODD_HALF_OCTAVES[2 * e + 1])
+        return True, np.uint64(2 + k) + COUNT_BASE
     sure, k = half_octave(float(v), (v & (v - 1)) == 0)
     return sure, np.uint64(2 + k) + COUNT_BASE
