@@ -90,14 +90,26 @@ def parse_bytes(fmt: Format, data: bytes | memoryview, seed: int, path: object,
     parsed, ok = fmt.compiled(buf, starts, ends, seed)
     good = np.ones(starts.size, dtype=bool)
     for i in np.flatnonzero(~ok):
-        text = buf[starts[i]:ends[i]].tobytes().decode("utf-8", errors="replace")
-        row, bad = parse_block(fmt, [text], seed, path, first_line + int(i), on_bad)
+        row, bad = parse_reference(fmt, buf[starts[i]:ends[i]], seed, path,
+                                   first_line + int(i), on_bad)
         if bad:
             good[i] = False
         else:
             for name in ("ids", "vals", "labels", "present"):
                 getattr(parsed, name)[i] = getattr(row, name)[0]
     return (parsed if good.all() else parsed.take(good)), starts.size - int(good.sum())
+
+
+def parse_reference(fmt: Format, data: bytes | memoryview | np.ndarray, seed: int,
+                    path: object, first_line: int, on_bad: str = "error"
+                    ) -> tuple[Parsed, int]:
+    """What ``parse_bytes`` gives, by the reference alone: the bytes decoded (bad UTF-8
+    replaced), split at newlines, each line parsed in Python."""
+    text = bytes(data).decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return parse_block(fmt, lines, seed, path, first_line, on_bad)
 
 
 def parse_label(text: str) -> float:

@@ -13,7 +13,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ..kernels.init import _mix as mix   # Murmur3's finaliser, as mpips.ring.mix64
+from ..kernels.init import _mix as mix  # noqa: F401  (Murmur3's finaliser, as ring.mix64)
 from .hashing import bucketize
 
 NL, CR, TAB, SPACE = 10, 13, 9, 32
@@ -109,9 +109,9 @@ def scan_hex(buf: np.ndarray, a: int, b: int) -> tuple[int, np.uint64]:
 def scan_float(buf: np.ndarray, a: int, b: int) -> tuple[int, float]:
     """``[+-]digits[.digits][(e|E)[+-]digits]`` -> (status, the correctly rounded double).
 
-    Exact when the digits form an integer m <= 2**53 (at most 18 digits) and the decimal exponent e is within
-    +-22: m * 10**e is then one IEEE operation on exact operands (Clinger's fast path).
-    Other valid numbers are SLOW, left to Python's ``float``."""
+    Exact when the digits form an integer m <= 2**53 (at most 18 digits) and the decimal
+    exponent e is within +-22: m * 10**e is then one IEEE operation on exact operands
+    (Clinger's fast path). Other valid numbers are SLOW, left to Python's ``float``."""
     i, neg = a, False
     if i < b and (buf[i] == 43 or buf[i] == 45):
         neg = buf[i] == 45
