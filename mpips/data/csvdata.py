@@ -24,7 +24,7 @@ from .blake2 import blake2b64
 from .compressed import open_input
 from .hashing import MISSING, FieldHashing, hash_ids, salts
 from .parse import BadLine, Parsed, parse_label
-from .scan import OK, SLOW, SPACE, TAB, half_octave, mix, scan_float, strip_cr
+from .scan import OK, REFERENCE, SLOW, SPACE, TAB, half_octave, mix, scan_float, strip_cr
 
 _MISSING = int(MISSING)
 _BUCKET_BASE = np.uint64(1 << 32)
@@ -161,7 +161,7 @@ class CsvFormat:
         ids = np.empty((n, self.fields), np.uint64)
         labels = np.empty(n, np.float32)
         present = np.empty((n, self.fields), bool)
-        slow = np.full(n, _REFERENCE, np.int64)
+        slow = np.full(n, REFERENCE, np.int64)
         salt = salts(np.arange(self.fields), seed)
         if d < 128 and (d >= SPACE or d == TAB) and d != _QUOTE:
             _csv_rows(buf, starts, ends, d, self._kind, self._slot, salt, ids, labels,
@@ -172,7 +172,7 @@ class CsvFormat:
             _slow_cells(buf, starts, ends, rows, d, self._kind, self._slot, where)
             values = np.array([float(buf[a:b].tobytes()) for _, _, a, b in where])
             bad = ~np.isfinite(values)
-            slow[where[bad, 0]] = _REFERENCE
+            slow[where[bad, 0]] = REFERENCE
             raw = float_buckets(values)
             ids[where[:, 0], where[:, 1]] = hash_ids(raw, salt[where[:, 1]])
             present[where[:, 0], where[:, 1]] = True
@@ -180,7 +180,6 @@ class CsvFormat:
 
 
 _IGNORED, _LABEL, _NUMERIC, _CATEGORICAL = 0, 1, 2, 3
-_REFERENCE = -1
 _QUOTE = 34
 _TRUE, _FALSE = np.frombuffer(b"true", np.uint8), np.frombuffer(b"false", np.uint8)
 
@@ -248,31 +247,31 @@ def _number_raw(v: float) -> tuple[bool, np.uint64]:
 
 @nb.njit(cache=True, nogil=True)
 def _csv_line(buf, a, b, delim, kind, slot, salt, ids, present, i, work) -> tuple[int, float]:
-    """Cells of one line into row ``i``: (SLOW numbers or _REFERENCE, label)."""
+    """Cells of one line into row ``i``: (SLOW numbers or REFERENCE, label)."""
     col, at, slow, label = 0, a, 0, -1.0
     while True:
         end = at
         while end < b and buf[end] != delim:
             end += 1
         if col >= kind.size:
-            return _REFERENCE, label
+            return REFERENCE, label
         k = kind[col]
         if k == _LABEL:
             label = _label(buf, at, end)
             if label < 0:
-                return _REFERENCE, label
+                return REFERENCE, label
         elif k == _NUMERIC:
             na, nb_, ascii_ = _stripped(buf, at, end)
             raw = MISSING
             if not ascii_:
-                return _REFERENCE, label
+                return REFERENCE, label
             if nb_ > na:
                 status, v = scan_float(buf, na, nb_)
                 sure, raw = _number_raw(v)
                 if status == SLOW:
                     slow += 1
                 elif status != OK or not sure:
-                    return _REFERENCE, label
+                    return REFERENCE, label
             ids[i, slot[col]] = mix(raw ^ salt[slot[col]])
             present[i, slot[col]] = raw != MISSING
         elif k == _CATEGORICAL:
@@ -283,7 +282,7 @@ def _csv_line(buf, a, b, delim, kind, slot, salt, ids, present, i, work) -> tupl
         if end == b:
             break
         at = end + 1
-    return (slow if col == kind.size else _REFERENCE), label
+    return (slow if col == kind.size else REFERENCE), label
 
 
 @nb.njit(cache=True, nogil=True)

@@ -11,7 +11,7 @@ from ..ring import mix64
 
 MISSING = np.uint64(0xFFFFFFFFFFFFFFFF)   # raw value standing for an empty field
 PAD_ID = np.uint64(0xFFFFFFFFFFFFFFFF)    # id of an unused slot (libSVM rows are padded)
-_COUNT_BASE = 1 << 32                      # keeps negative counts' buckets clear of MISSING
+COUNT_BASE = np.uint64(1 << 32)  # keeps negative counts' buckets clear of MISSING
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)   # salts: column * GOLDEN + seed
 
 
@@ -26,7 +26,7 @@ def bucketize(values: np.ndarray) -> np.ndarray:
 
 def encode_counts(counts: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Raw values of count fields: their bucket, or ``MISSING`` where the field is empty."""
-    buckets = (bucketize(counts) + _COUNT_BASE).astype(np.uint64)
+    buckets = (bucketize(counts) + int(COUNT_BASE)).astype(np.uint64)
     return np.where(present, buckets, MISSING)
 
 

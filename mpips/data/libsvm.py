@@ -19,9 +19,8 @@ import numpy as np
 
 from .hashing import GOLDEN, PAD_ID, hash_ids, salts
 from .parse import BadLine, Parsed, parse_label
-from .scan import OK, SLOW, SPACE, TAB, mix, plain_ascii, scan_float, scan_uint, strip_cr
-
-REFERENCE = -1       # a line the kernel leaves to the reference parser
+from .scan import (OK, REFERENCE, SLOW, SPACE, TAB, mix, plain_ascii, scan_float, scan_uint,
+                   strip_cr)
 
 
 @dataclass

@@ -14,11 +14,10 @@ import numba as nb
 import numpy as np
 
 from ..kernels.init import _mix as mix  # noqa: F401  (Murmur3's finaliser, as ring.mix64)
-from .hashing import bucketize
+from .hashing import COUNT_BASE, bucketize
 
 NL, CR, TAB, SPACE = 10, 13, 9, 32
-MISSING = np.uint64(0xFFFFFFFFFFFFFFFF)
-COUNT_BASE = np.uint64(1 << 32)
+REFERENCE = -1        # a line a kernel leaves to the reference parser
 # A scanned number: OK, or SLOW (valid syntax the exact fast path cannot convert: the
 # caller converts the token with Python's float), or BAD (not in the subset scanned here).
 OK, SLOW, BAD = 0, 1, 2
@@ -73,35 +72,6 @@ def scan_uint(buf: np.ndarray, a: int, b: int, most: int) -> tuple[int, np.uint6
         if d < 0 or d > 9:
             return BAD, np.uint64(0)
         v = v * np.uint64(10) + np.uint64(d)
-    return OK, v
-
-
-@nb.njit(cache=True, nogil=True)
-def scan_int(buf: np.ndarray, a: int, b: int) -> tuple[int, np.int64]:
-    """An optional ``-`` and 1 to 18 digits (always a 64-bit integer) -> (status, value)."""
-    neg = b > a and buf[a] == 45
-    status, v = scan_uint(buf, a + neg, b, 18)
-    x = np.int64(v)
-    return status, -x if neg else x
-
-
-@nb.njit(cache=True, nogil=True)
-def scan_hex(buf: np.ndarray, a: int, b: int) -> tuple[int, np.uint64]:
-    """1 to 16 hex digits (either case) -> (status, value)."""
-    if b <= a or b - a > 16:
-        return BAD, np.uint64(0)
-    v = np.uint64(0)
-    for i in range(a, b):
-        c = buf[i]
-        if 48 <= c <= 57:
-            d = c - 48
-        elif 97 <= c <= 102:
-            d = c - 87
-        elif 65 <= c <= 70:
-            d = c - 55
-        else:
-            return BAD, np.uint64(0)
-        v = (v << np.uint64(4)) | np.uint64(d)
     return OK, v
 
 
