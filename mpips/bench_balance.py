@@ -19,9 +19,10 @@ import statistics
 
 from mpi4py import MPI
 
+from .bench_sync import interleaved
 from .config import TrainConfig
 from .errors import ConfigError
-from .job import prepare, train
+from .job import prepare
 
 # (label, slow server, rebalance)
 MODES = (("even static", False, "off"), ("even balanced", False, "auto"),
@@ -95,16 +96,8 @@ def report(rec: dict) -> str:
 
 def run_balance(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
     """Collective over ``comm``: every job in turn; rank 0 prints the table."""
-    runs: dict[str, list[dict]] = {}
-    for i in range(args.repeats):
-        for mode, _, cfg in configs(args):
-            metrics = train(cfg, comm, verbose=False).metrics
-            if metrics is not None:
-                runs.setdefault(mode, []).append(figures(metrics))
-                if not args.json:
-                    print(f"  repeat {i + 1}/{args.repeats} {mode:14} "
-                          f"{metrics['samples_per_s']:>12,.0f} samples/s  "
-                          f"{metrics['moves']} moves", flush=True)
+    runs = interleaved([(mode, f"{mode:14}", cfg) for mode, _, cfg in configs(args)], args,
+                       comm, figures, lambda m: f"  {m['moves']} moves")
     if comm.Get_rank() == 0:
         rec = table(runs, args, comm.Get_size())
         print(json.dumps(rec) if args.json else report(rec), flush=True)

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import statistics
+from typing import Callable, Hashable
 
 from mpi4py import MPI
 
@@ -105,18 +106,32 @@ def report(rec: dict) -> str:
     return "\n".join(lines)
 
 
-def run_straggler(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
-    """Collective over ``comm``: every job in turn; rank 0 prints the table."""
-    runs: dict[tuple[str, bool], list[dict]] = {}
+Job = tuple[Hashable, str, TrainConfig]        # (key of its figures, label, settings)
+
+
+def interleaved(jobs: list[Job], args: argparse.Namespace, comm: MPI.Intracomm,
+                figures: Callable[[dict], dict],
+                note: Callable[[dict], str] = lambda metrics: "") -> dict[Hashable, list]:
+    """Collective over ``comm``: every job in turn, ``args.repeats`` times; per key, the
+    figures of each run (on rank 0, which prints a line per run unless ``args.json``)."""
+    runs: dict[Hashable, list] = {}
     for i in range(args.repeats):
-        for mode, slow, cfg in configs(args):
+        for key, label, cfg in jobs:
             metrics = train(cfg, comm, verbose=False).metrics
             if metrics is not None:
-                runs.setdefault((mode, slow), []).append(figures(metrics))
+                runs.setdefault(key, []).append(figures(metrics))
                 if not args.json:
-                    print(f"  repeat {i + 1}/{args.repeats} {mode:12} "
-                          f"{'straggler' if slow else 'even':9} "
-                          f"{metrics['samples_per_s']:>12,.0f} samples/s", flush=True)
+                    print(f"  repeat {i + 1}/{args.repeats} {label} "
+                          f"{metrics['samples_per_s']:>12,.0f} samples/s{note(metrics)}",
+                          flush=True)
+    return runs
+
+
+def run_straggler(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
+    """Collective over ``comm``: every job in turn; rank 0 prints the table."""
+    jobs = [((mode, slow), f"{mode:12} {'straggler' if slow else 'even':9}", cfg)
+            for mode, slow, cfg in configs(args)]
+    runs = interleaved(jobs, args, comm, figures)
     if comm.Get_rank() == 0:
         rec = table(runs, args, comm.Get_size())
         print(json.dumps(rec) if args.json else report(rec), flush=True)

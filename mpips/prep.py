@@ -1,11 +1,14 @@
 """``mpips prep IN... --format F --out DIR [--shards K]``: text into binary shards.
 
 The inputs, taken as one byte sequence, are cut at line starts into K near-equal parts;
-part j becomes ``shard-0000j.h5`` and rank r converts the contiguous parts ``share(0, K, r,
-R)`` (so with K = R each rank converts about 1/R of the bytes; with K < R some ranks have
-nothing to do, with K > R a rank writes several shards). Shards hold their lines in input
-order, so row i of the data set is the same row whatever R and K. Rank 0 writes the
-manifest once every shard is in place (see ``mpips.data.shards``).
+a compressed input (``.gz``, ``.zst``) is never cut: it goes whole into the part that
+holds its middle byte. Part j becomes ``shard-0000j.h5`` and rank r converts the
+contiguous parts ``share(0, K, r, R)`` (so with K = R each rank converts about 1/R of the
+bytes; with K < R some ranks have nothing to do, with K > R a rank writes several shards).
+Shards hold their lines in input order, so row i of the data set is the same row whatever
+R and K. Lines are parsed by the formats' compiled parsers (``parse_bytes``). Rank 0
+prints the progress of all ranks while they work, and writes the manifest once every
+shard is in place (see ``mpips.data.shards``).
 """
 from __future__ import annotations
 
@@ -21,13 +24,15 @@ from mpi4py import MPI
 
 from .config import TrainConfig, from_mapping, load_toml
 from .data import share
-from .data.lines import Piece, blocks, count_lines, max_colons, read_lines, split_inputs
-from .data.parse import Format, parse_block
+from .data.compressed import Decompressed, input_size, open_input
+from .data.lines import Piece, count_lines, line_blocks, max_colons, split_inputs
+from .data.parse import Format, parse_bytes
 from .data.plan import text_format
 from .data.shards import Manifest, ShardWriter, clear, manifest_of, manifest_record, \
     shard_name, write_manifest
 from .data.textsource import check_first_line
 from .errors import ConfigError
+from .prep_progress import PrepProgress
 from .wire import bcast_json, gather_json, reduce_int
 
 
@@ -84,8 +89,10 @@ def check_prep(args: argparse.Namespace, size: int) -> PrepJob:
     return PrepJob(cfg, inputs, out, shards)
 
 
-def run_prep(job: PrepJob, comm: MPI.Intracomm, verbose: bool = True) -> Manifest:
-    """Collective: convert this rank's parts, then rank 0 writes the manifest."""
+def run_prep(job: PrepJob, comm: MPI.Intracomm, verbose: bool = True,
+             progress_seconds: float = 10.0) -> Manifest:
+    """Collective: convert this rank's parts (rank 0 printing everyone's progress every
+    ``progress_seconds``), then rank 0 writes the manifest."""
     t0 = time.perf_counter()
     rank, size = comm.Get_rank(), comm.Get_size()
     if rank == 0:
@@ -96,7 +103,10 @@ def run_prep(job: PrepJob, comm: MPI.Intracomm, verbose: bool = True) -> Manifes
     mine = range(*share(0, job.shards, rank, size))
     formats = _formats(job, [p for j in mine for p in parts[j]], comm)
     starts = first_lines(job.inputs, [p for j in mine for p in parts[j]])
-    stats = [_convert(job, formats, parts[j], j, run, starts) for j in mine]
+    progress = PrepProgress(comm, sum(input_size(p) for p in job.inputs), progress_seconds,
+                            verbose)
+    stats = [_convert(job, formats, parts[j], j, run, starts, progress) for j in mine]
+    progress.finish()
     gathered = gather_json(comm, [s.doc() for s in stats])
     manifest = None
     if rank == 0:
@@ -114,8 +124,8 @@ def _formats(job: PrepJob, pieces: list[Piece], comm: MPI.Intracomm) -> list[For
     if cfg.format not in ("libsvm", "libfm", "libffm"):
         return [text_format(p, cfg) for p in job.inputs]
     per = 2 if cfg.format == "libffm" else 1
-    local = max([max_colons(job.inputs[p.file], p.begin, p.end) // per for p in pieces],
-                default=0)
+    local = max([max_colons(job.inputs[p.file], p.begin, p.stop(job.inputs[p.file])) // per
+                 for p in pieces], default=0)
     width = reduce_int(comm, local, MPI.MAX)
     return [text_format(p, cfg, width) for p in job.inputs]
 
@@ -133,7 +143,8 @@ def first_lines(inputs: list[Path], pieces: list[Piece]) -> dict[tuple[int, int]
 
 
 def _convert(job: PrepJob, formats: list[Format], pieces: list[Piece], index: int,
-             run: str, starts: dict[tuple[int, int], int]) -> ShardStats:
+             run: str, starts: dict[tuple[int, int], int], progress: PrepProgress
+             ) -> ShardStats:
     """Parse the pieces of part ``index`` into its shard, a bounded block at a time."""
     fields = formats[0].fields
     writer = ShardWriter(job.out / shard_name(index), fields, run)
@@ -141,19 +152,22 @@ def _convert(job: PrepJob, formats: list[Format], pieces: list[Piece], index: in
     for piece in pieces:
         path, fmt = job.inputs[piece.file], formats[piece.file]
         line = starts[(piece.file, piece.begin)]
-        with open(path, "rb") as fh:
-            for a, b in blocks(path, piece.begin, piece.end):
-                lines = read_lines(fh, a, b)
-                first, n = line, len(lines)
-                if fmt.header and line == 1:           # each file's own header
-                    lines, first = lines[1:], 2
-                parsed, nbad = parse_block(fmt, lines, job.cfg.seed, path, first,
+        with open_input(path) as fh:
+            stored = piece.begin
+            for data in line_blocks(fh, piece.begin, piece.stop(path)):
+                header = int(fmt.header and line == 1)    # each file's own header
+                body = data[bytes(data).find(b"\n") + 1 or len(data):] \
+                    if header else data
+                parsed, nbad = parse_bytes(fmt, body, job.cfg.seed, path, line + header,
                                            job.cfg.on_bad_line)
                 writer.append(parsed)
                 bad += nbad
                 positives += float(parsed.labels.sum())
                 present += parsed.present.sum(axis=0)
-                line += n
+                line += header + len(parsed) + nbad
+                done = fh.consumed if isinstance(fh, Decompressed) else stored + len(data)
+                progress.advance(done - stored, len(parsed))
+                stored = done
     return ShardStats(index, writer.commit(), bad, positives, present)
 
 

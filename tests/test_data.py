@@ -43,6 +43,30 @@ def test_synthetic_shape_and_oracle():
     assert top > 0.2
 
 
+# Distinct keys per batch of the Criteo Kaggle sample (default hashing, 2**21 rows): the
+# mean over its whole batches of 1,024 rows, and its first 4,096 rows.
+KAGGLE_KEYS_PER_BATCH = {1024: 8206, 4096: 22847}
+
+
+def test_synthetic_keys_per_batch_are_like_real_logs():
+    """The generator's skew is calibrated: distinct keys per batch within 20 % of the
+    Kaggle sample's at 1,024 and 4,096 rows (the old Zipf(1.5) data had 2,395 and 4,781)."""
+    ds = SyntheticCTR(rows=40_000)
+    for rows, real in KAGGLE_KEYS_PER_BATCH.items():
+        found = np.mean([np.unique(ds.batch(a, a + rows).keys).size
+                         for a in range(0, 40_000 - rows + 1, 8192)])
+        assert 0.8 * real <= found <= 1.2 * real, (rows, found, real)
+
+
+@pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")
+def test_kaggle_keys_per_batch():
+    """The figures the calibration test holds the generator to."""
+    src = criteo(KAGGLE, 1 << 21)
+    per_1024 = [np.unique(b.keys).size for b in src.batches(0, 7168, 1024)]
+    assert round(np.mean(per_1024)) == KAGGLE_KEYS_PER_BATCH[1024]
+    assert np.unique(next(src.batches(0, 4096, 4096)).keys).size == KAGGLE_KEYS_PER_BATCH[4096]
+
+
 def test_share_covers_rows_once():
     for n, parts in ((10, 3), (7, 7), (2, 5), (1000, 4)):
         ranges = [share(5, 5 + n, i, parts) for i in range(parts)]

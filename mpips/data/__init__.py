@@ -88,6 +88,22 @@ def shuffle_block(batch_size: int) -> int:
     return max(1, SHUFFLE_BLOCK_ROWS // batch_size)
 
 
+def pick_runs(picks: Iterable[int], span: int) -> Iterator[tuple[list[int], int, int]]:
+    """Consecutive ``picks`` that lie within ``span`` batches of each other (a block of a
+    shuffled epoch, or a run in order), as (run, lowest, highest): a reader fetches the
+    rows of a run at once, then serves its batches in the order asked."""
+    run: list[int] = []
+    first = last = 0
+    for b in map(int, picks):
+        if run and max(last, b) - min(first, b) >= span:
+            yield run, first, last
+            run = []
+        first, last = (min(first, b), max(last, b)) if run else (b, b)
+        run.append(b)
+    if run:
+        yield run, first, last
+
+
 def epoch_order(n_batches: int, epoch: int, seed: int, worker: int, block: int = 1
                 ) -> np.ndarray:
     """A worker's batch indices for one epoch, seeded by (seed, worker, epoch): blocks of

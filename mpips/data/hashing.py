@@ -11,8 +11,8 @@ from ..ring import mix64
 
 MISSING = np.uint64(0xFFFFFFFFFFFFFFFF)   # raw value standing for an empty field
 PAD_ID = np.uint64(0xFFFFFFFFFFFFFFFF)    # id of an unused slot (libSVM rows are padded)
-_COUNT_BASE = 1 << 32                      # keeps negative counts' buckets clear of MISSING
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+COUNT_BASE = np.uint64(1 << 32)  # keeps negative counts' buckets clear of MISSING
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)   # salts: column * GOLDEN + seed
 
 
 def bucketize(values: np.ndarray) -> np.ndarray:
@@ -26,7 +26,7 @@ def bucketize(values: np.ndarray) -> np.ndarray:
 
 def encode_counts(counts: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Raw values of count fields: their bucket, or ``MISSING`` where the field is empty."""
-    buckets = (bucketize(counts) + _COUNT_BASE).astype(np.uint64)
+    buckets = (bucketize(counts) + int(COUNT_BASE)).astype(np.uint64)
     return np.where(present, buckets, MISSING)
 
 
@@ -36,7 +36,7 @@ FIELD_NAMES = tuple(f"I{i}" for i in range(1, 14)) + tuple(f"C{i}" for i in rang
 def salts(columns: np.ndarray, seed: int) -> np.ndarray:
     """The salt of each column (or libFFM field) number: distinct values hash apart."""
     with np.errstate(over="ignore"):
-        return mix64(np.asarray(columns, dtype=np.uint64) * _GOLDEN + np.uint64(seed))
+        return mix64(np.asarray(columns, dtype=np.uint64) * GOLDEN + np.uint64(seed))
 
 
 def hash_ids(raw: np.ndarray, salt: np.ndarray) -> np.ndarray:

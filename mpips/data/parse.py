@@ -1,5 +1,11 @@
 """Parsing blocks of text lines in any format, with one policy for bad lines: an error
-naming the file and line (``--on-bad-line error``), or skipped and counted (``skip``)."""
+naming the file and line (``--on-bad-line error``), or skipped and counted (``skip``).
+
+``parse_block`` is the reference: Python, a line at a time. ``parse_bytes`` is what the
+readers use: the format's numba kernel parses a block of bytes, and the few lines it does
+not take (bad lines, and rare valid spellings outside its plain subset) go through the
+reference one by one, so rows, error messages and skip counts are the reference's.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import DataError
+from .scan import line_bounds
 
 BAD_LINE_MODES = ("error", "skip")
 
@@ -52,6 +59,10 @@ class Format(Protocol):
     def finish(self, block: Any, seed: int) -> Parsed:
         """The block's rows, hashed with ``seed``."""
 
+    def compiled(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, seed: int
+                 ) -> tuple[Parsed, np.ndarray]:
+        """Lines [starts, ends) of ``buf`` (uint8) -> (rows, which lines were parsed)."""
+
 
 def parse_block(fmt: Format, lines: list[str], seed: int, path: object, first_line: int,
                 on_bad: str = "error") -> tuple[Parsed, int]:
@@ -68,6 +79,37 @@ def parse_block(fmt: Format, lines: list[str], seed: int, path: object, first_li
     parsed = fmt.finish(block, seed)
     bad = len(lines) - int(good.sum())
     return (parsed.take(good) if bad else parsed), bad
+
+
+def parse_bytes(fmt: Format, data: bytes | memoryview, seed: int, path: object,
+                first_line: int, on_bad: str = "error") -> tuple[Parsed, int]:
+    """The lines of ``data`` (as ``parse_block`` splits them) numbered from
+    ``first_line`` -> (their good rows, number of bad lines)."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts, ends = line_bounds(buf)
+    parsed, ok = fmt.compiled(buf, starts, ends, seed)
+    good = np.ones(starts.size, dtype=bool)
+    for i in np.flatnonzero(~ok):
+        row, bad = parse_reference(fmt, buf[starts[i]:ends[i]], seed, path,
+                                   first_line + int(i), on_bad)
+        if bad:
+            good[i] = False
+        else:
+            for name in ("ids", "vals", "labels", "present"):
+                getattr(parsed, name)[i] = getattr(row, name)[0]
+    return (parsed if good.all() else parsed.take(good)), starts.size - int(good.sum())
+
+
+def parse_reference(fmt: Format, data: bytes | memoryview | np.ndarray, seed: int,
+                    path: object, first_line: int, on_bad: str = "error"
+                    ) -> tuple[Parsed, int]:
+    """What ``parse_bytes`` gives, by the reference alone: the bytes decoded (bad UTF-8
+    replaced), split at newlines, each line parsed in Python."""
+    text = bytes(data).decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return parse_block(fmt, lines, seed, path, first_line, on_bad)
 
 
 def parse_label(text: str) -> float:

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from ..errors import DataError
-from . import Batch, n_batches, shuffle_block
+from . import Batch, n_batches, pick_runs, shuffle_block
 from .hashing import PAD_ID, FieldHashing
 from .shards import Manifest, read_manifest
 
@@ -47,24 +47,16 @@ class ShardSource:
         picks that lie within one shuffle block of each other (a block of a shuffled
         epoch, or a run in order) are read together, then served in the order asked."""
         nb = n_batches(stop - start, batch_size)
-        picks = list(range(nb)) if order is None else [int(b) for b in order]
-        per_block = shuffle_block(batch_size)
+        picks = range(nb) if order is None else order
         files: dict[int, h5py.File] = {}
         try:
-            i = 0
-            while i < len(picks):
-                first = last = picks[i]
-                j = i + 1
-                while j < len(picks) and max(last, picks[j]) - min(first, picks[j]) < per_block:
-                    first, last = min(first, picks[j]), max(last, picks[j])
-                    j += 1
+            for run, first, last in pick_runs(picks, shuffle_block(batch_size)):
                 lo = start + first * batch_size
                 hi = min(start + (last + 1) * batch_size, stop)
                 ids, vals, labels = self._read(files, lo, hi)
-                for b in picks[i:j]:
+                for b in run:
                     rows = slice((b - first) * batch_size, (b - first + 1) * batch_size)
                     yield Batch(self.hashing.rows(ids[rows]), vals[rows], labels[rows])
-                i = j
         finally:
             for f in files.values():
                 f.close()

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .csvdata import CsvFormat, CsvSchema
 from .parse import Format, Parsed
+from .scan import strip_cr
 
 CRITEO_COLUMNS = 40
 
@@ -31,6 +34,27 @@ class Unlabeled:
 
     def finish(self, block: Any, seed: int) -> Parsed:
         return self.fmt.finish(block, seed)
+
+    def compiled(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, seed: int
+                 ) -> tuple[Parsed, np.ndarray]:
+        """The format's kernel on the lines with the placeholder put in (their trailing
+        carriage returns left out, as the reference strips them)."""
+        pre = np.frombuffer(self.prefix.encode(), np.uint8)
+        suf = np.frombuffer(self.suffix.encode(), np.uint8)
+        ends = ends.copy()
+        for i in np.flatnonzero(ends > starts):
+            ends[i] = strip_cr(buf, int(starts[i]), int(ends[i]))
+        n = ends - starts
+        size = n + pre.size + suf.size
+        first = np.cumsum(size) - size
+        out = np.empty(int(size.sum()), np.uint8)
+        for k, byte in enumerate(pre):
+            out[first + k] = byte
+        src = np.repeat(starts - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+        out[np.repeat(first + pre.size - starts, n) + src] = buf[src]
+        for k, byte in enumerate(suf):
+            out[first + pre.size + n + k] = byte
+        return self.fmt.compiled(out, first, first + size, seed)
 
 
 def has_label(fmt: Format, first_line: str) -> bool:

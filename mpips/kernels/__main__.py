@@ -7,6 +7,10 @@ import time
 
 import numpy as np
 
+from ..data.criteo import CriteoFormat
+from ..data.csvdata import CsvFormat, CsvSchema
+from ..data.libsvm import LibSVMFormat
+from ..data.parse import parse_bytes
 from .fm import add_field_grads, field_inputs, fm_grad, fm_logits
 from .init import normal_rows
 from .lr import lr_grad, lr_logits
@@ -42,4 +46,9 @@ normal_rows(fm_rows, uniq, 1, 0.01, np.uint64(1))
 fm_grad(fm_rows, 0.0, inv2, vals, np.ones(1, dtype=np.float32), 1.0)
 fm_logits(fm_rows, 0.0, inv2, vals)
 add_field_grads(field_inputs(fm_rows, inv2, vals), inv2, vals, np.zeros_like(fm_rows))
+row = "\t".join(["1", *["-5"] * 13, *["a1"] * 26]) + "\n"
+parse_bytes(CriteoFormat(), row.encode(), 0, "warm-up", 1)
+parse_bytes(LibSVMFormat(2, ffm=True), b"1 0:2:1.123456789012345678 1:3:1\n", 0, "warm-up", 1)
+parse_bytes(CsvFormat(CsvSchema("y", ("a",), ("b",)), ["y", "a", "b"]),
+            b"1,2.123456789012345678,x\n", 0, "warm-up", 1)
 print(f"mpips: numba kernels ready in {time.perf_counter() - t0:.1f}s")

@@ -4,6 +4,7 @@ Rows are compared in order (which implies as a multiset): prep under all ranks o
 job and under one rank give the same rows; BSP training on the shards gives bit-identical
 parameters to training on the text.
 """
+import gzip
 import shutil
 from pathlib import Path
 
@@ -22,10 +23,10 @@ from textdata import KAGGLE, criteo_text, libsvm_text
 comm = MPI.COMM_WORLD
 
 
-def inputs(folder: Path, fmt: str) -> list[Path]:
-    """Two text files (the Kaggle sample as the first when it is there). The libSVM ones
-    end with one line wider than all others, in the last rank's part only, so the ranks
-    must agree on the width."""
+def inputs(folder: Path, fmt: str, packed: bool = False) -> list[Path]:
+    """Two text files (the Kaggle sample as the first when it is there), gzipped with
+    ``packed`` (then each goes whole to one rank). The libSVM ones end with one line wider
+    than all others, in the last rank's part only, so the ranks must agree on the width."""
     make = criteo_text if fmt == "criteo" else libsvm_text
     paths = [folder / "a.txt", folder / "b.txt"]
     if comm.Get_rank() == 0:
@@ -37,14 +38,17 @@ def inputs(folder: Path, fmt: str) -> list[Path]:
         if fmt == "libsvm":
             last[-1] = "+1 " + " ".join(f"{i}:1" for i in range(12)) + "\n"
         paths[1].write_text("".join(last))
+        if packed:
+            for p in paths:
+                p.with_suffix(".txt.gz").write_bytes(gzip.compress(p.read_bytes()))
     comm.Barrier()
-    return paths
+    return [p.with_suffix(".txt.gz") for p in paths] if packed else paths
 
 
 def prep(paths: list[Path], out: Path, fmt: str, on: MPI.Intracomm) -> None:
     args = build_parser().parse_args(["prep", *map(str, paths), "--format", fmt,
                                       "--out", str(out)])
-    run_prep(check_prep(args, on.Get_size()), on, verbose=False)
+    run_prep(check_prep(args, on.Get_size()), on, verbose=False, progress_seconds=0.0)
 
 
 def rows(data: Path, **kw) -> tuple[np.ndarray, ...]:
@@ -56,9 +60,12 @@ def rows(data: Path, **kw) -> tuple[np.ndarray, ...]:
 
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("fmt", ["criteo", "libsvm"])
-def test_prep_on_all_ranks_equals_prep_on_one(shared_dir, fmt):
-    paths = inputs(shared_dir, fmt)
+@pytest.mark.parametrize("fmt,packed", [("criteo", False), ("libsvm", False),
+                                        ("criteo", True), ("libsvm", True)])
+def test_prep_on_all_ranks_equals_prep_on_one(shared_dir, fmt, packed):
+    """Progress reported after every block; gzipped inputs go whole to two ranks, the
+    others write empty shards."""
+    paths = inputs(shared_dir, fmt, packed)
     prep(paths, shared_dir / "many", fmt, comm)
     if comm.Get_rank() == 0:
         prep(paths, shared_dir / "one", fmt, MPI.COMM_SELF)

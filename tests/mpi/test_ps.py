@@ -173,9 +173,11 @@ def test_bsp_lr_matches_one_process_numpy(case, optimizer, pull):
                                              ("deepfm", "adagrad")])
 def test_bsp_fm_and_deepfm_match_one_process_numpy(model, optimizer):
     """k BSP steps of FM and DeepFM (seeded initial rows) equal a NumPy reference written by
-    the textbook definitions, to float32 rounding: 1e-6 absolute for Adagrad, 1e-5 for Adam,
-    whose normalised steps magnify rounding in near-zero gradients."""
-    atol = 1e-5 if optimizer == "adam" else 1e-6
+    the textbook definitions, to float32 rounding: 1e-6 absolute for FM with Adagrad, 1e-5
+    where normalised steps magnify rounding in near-zero gradients: Adam, and DeepFM, whose
+    MLP sums can leave a float32 residue of ~1e-12 where the float64 gradient is exactly 0,
+    which Adagrad (eps 1e-10) turns into a step of ~1e-6."""
+    atol = 1e-6 if (model, optimizer) == ("fm", "adagrad") else 1e-5
     for n_servers in server_counts():
         cfg = small_config(servers=n_servers, optimizer=optimizer, model=model,
                            embedding_dim=4, init_std=0.1, epochs=1, lr=0.05, hidden=(6, 5))
