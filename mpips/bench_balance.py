@@ -4,8 +4,9 @@ like with like.
 
 Every job trains the same model on the same built-in data with 2 servers; the slow server
 is server 0 made FACTOR times slower by sleeping (``--slow-server``). Jobs run
-interleaved, ``--repeats`` times; the table shows medians, the moves made, the bytes they
-moved and the pause each cost, and the ratios the design aims at: with a slow server,
+interleaved, ``--repeats`` times; the table shows medians of the whole job's rate and of
+the rate over its second half (once a balanced job has settled), the moves made, the bytes
+they moved and the pause each cost, and the ratios the design aims at: with a slow server,
 balancing against a fixed placement (at least 1.5) and against even servers (at least 0.6:
 two servers, one at a third of the speed, serve at most 2/3 of what two even ones do);
 with even servers, balancing against a fixed placement (at most 3 % slower).
@@ -15,7 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import tempfile
+from pathlib import Path
 
 from mpi4py import MPI
 
@@ -23,6 +27,7 @@ from .bench_sync import interleaved
 from .config import TrainConfig
 from .errors import ConfigError
 from .job import prepare
+from .wire import bcast_json
 
 # (label, slow server, rebalance)
 MODES = (("even static", False, "off"), ("even balanced", False, "auto"),
@@ -39,38 +44,58 @@ def check_balance(args: argparse.Namespace, size: int) -> None:
     prepare(configs(args)[0][2], size)
 
 
-def configs(args: argparse.Namespace) -> list[tuple[str, bool, TrainConfig]]:
+def configs(args: argparse.Namespace, metrics_out: str | None = None
+            ) -> list[tuple[str, bool, TrainConfig]]:
     """(mode, slow, settings) for every job of one repeat."""
     base = TrainConfig(synthetic_rows=args.rows, epochs=args.epochs, servers=2,
-                       model=args.model, optimizer=args.optimizer,
+                       model=args.model, optimizer=args.optimizer, lr=args.lr,
                        batch_size=args.batch_size, embedding_dim=args.embedding_dim,
-                       progress_seconds=0.5)
+                       sync=args.sync, progress_seconds=0.5, metrics_out=metrics_out)
     return [(label, slow, base.replace(rebalance=rebalance,
                                        slow_server=f"0:{args.factor:g}" if slow else None))
             for label, slow, rebalance in MODES]
 
 
-def figures(m: dict) -> dict[str, float]:
-    """What one job contributes."""
+def second_half_rate(path: Path) -> float:
+    """Samples per second over the second half of a job, from its progress records."""
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    progress = [r for r in recs if r["event"] == "progress"]
+    if len(progress) < 2:
+        return float("nan")
+    end = progress[-1]
+    mid = min(progress, key=lambda r: abs(r["seconds"] - end["seconds"] / 2))
+    return (end["samples"] - mid["samples"]) / (end["seconds"] - mid["seconds"]) \
+        if end["seconds"] > mid["seconds"] else float("nan")
+
+
+def figures(m: dict, metrics: Path) -> dict[str, float]:
+    """What one job contributes (``metrics``: its progress records)."""
     pauses = m["move_pause_seconds"]
-    return {"samples_per_s": m["samples_per_s"], "auc": m["auc"], "moves": m["moves"],
-            "moved_mib": m["moved_bytes"] / 2**20,
+    return {"samples_per_s": m["samples_per_s"], "second_half": second_half_rate(metrics),
+            "auc": m["auc"], "moves": m["moves"], "moved_mib": m["moved_bytes"] / 2**20,
             "pause_s": statistics.median(pauses) if pauses else 0.0,
             "busy0": m["server_busy"][0], "busy1": m["server_busy"][1]}
 
 
+RATIOS = (("slow_balanced_vs_static", "slow balanced", "slow static"),
+          ("slow_balanced_vs_even", "slow balanced", "even static"),
+          ("even_balanced_vs_static", "even balanced", "even static"))
+
+
 def table(runs: dict[str, list[dict]], args: argparse.Namespace, ranks: int) -> dict:
-    """Medians and ratios as one record."""
+    """Medians and ratios (of the whole jobs' rates, and of their second halves) as one
+    record."""
     med = {mode: {k: statistics.median(r[k] for r in runs[mode]) for k in runs[mode][0]}
            for mode, *_ in MODES}
-    rate = {mode: med[mode]["samples_per_s"] for mode in med}
-    return {"ranks": ranks, "workers": ranks - 3, "cores": os.cpu_count(),
-            "factor": args.factor, "repeats": args.repeats, "rows": args.rows,
-            "model": args.model, "optimizer": args.optimizer, "batch_size": args.batch_size,
-            "embedding_dim": args.embedding_dim, "modes": med,
-            "slow_balanced_vs_static": rate["slow balanced"] / rate["slow static"],
-            "slow_balanced_vs_even": rate["slow balanced"] / rate["even static"],
-            "even_balanced_vs_static": rate["even balanced"] / rate["even static"]}
+    rec = {"ranks": ranks, "workers": ranks - 3, "cores": os.cpu_count(),
+           "factor": args.factor, "repeats": args.repeats, "rows": args.rows,
+           "model": args.model, "optimizer": args.optimizer, "lr": args.lr,
+           "batch_size": args.batch_size, "embedding_dim": args.embedding_dim,
+           "sync": args.sync, "modes": med}
+    for name, a, b in RATIOS:
+        rec[name] = med[a]["samples_per_s"] / med[b]["samples_per_s"]
+        rec[name + "_second_half"] = med[a]["second_half"] / med[b]["second_half"]
+    return rec
 
 
 def report(rec: dict) -> str:
@@ -78,27 +103,38 @@ def report(rec: dict) -> str:
     lines = [f"mpips bench balance: {rec['ranks']} ranks (2 servers, {rec['workers']} "
              f"workers) on {rec['cores']} cores; {rec['model']} + {rec['optimizer']}, dim "
              f"{rec['embedding_dim']}, batch {rec['batch_size']}/worker, {rec['rows']:,} "
-             f"rows, BSP; slow server 0 {rec['factor']:g}x; medians of {rec['repeats']}",
-             f"{'mode':16}{'samples/s':>12}{'AUC':>8}{'moves':>7}{'MiB moved':>11}"
-             f"{'pause/move':>12}{'busy 0':>8}{'busy 1':>8}"]
+             f"rows, {rec['sync']}; slow server 0 {rec['factor']:g}x; medians of "
+             f"{rec['repeats']}",
+             f"{'':16}{'samples/s':>24}",
+             f"{'mode':16}{'whole job':>12}{'2nd half':>12}{'AUC':>8}{'moves':>7}"
+             f"{'MiB moved':>11}{'pause/move':>12}{'busy 0':>8}{'busy 1':>8}"]
     for mode, *_ in MODES:
         r = rec["modes"][mode]
-        lines.append(f"{mode:16}{r['samples_per_s']:>12,.0f}{r['auc']:>8.4f}"
-                     f"{r['moves']:>7.0f}{r['moved_mib']:>11.1f}{r['pause_s']:>11.3f}s"
-                     f"{r['busy0']:>8.0%}{r['busy1']:>8.0%}")
-    lines += [f"slow server: balanced / static {rec['slow_balanced_vs_static']:.2f} "
-              f"(target >= 1.5), balanced / even servers {rec['slow_balanced_vs_even']:.2f} "
-              f"(target >= 0.6)",
-              f"even servers: balanced / static {rec['even_balanced_vs_static']:.3f} "
-              f"(target >= 0.97)"]
+        lines.append(f"{mode:16}{r['samples_per_s']:>12,.0f}{r['second_half']:>12,.0f}"
+                     f"{r['auc']:>8.4f}{r['moves']:>7.0f}{r['moved_mib']:>11.1f}"
+                     f"{r['pause_s']:>11.3f}s{r['busy0']:>8.0%}{r['busy1']:>8.0%}")
+    targets = {"slow_balanced_vs_static": ">= 1.5", "slow_balanced_vs_even": ">= 0.6",
+               "even_balanced_vs_static": ">= 0.97"}
+    for name, a, b in RATIOS:
+        lines.append(f"{a} / {b}: {rec[name]:.3f} whole job, "
+                     f"{rec[name + '_second_half']:.3f} second half (target {targets[name]})")
     return "\n".join(lines)
 
 
 def run_balance(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
-    """Collective over ``comm``: every job in turn; rank 0 prints the table."""
-    runs = interleaved([(mode, f"{mode:14}", cfg) for mode, _, cfg in configs(args)], args,
-                       comm, figures, lambda m: f"  {m['moves']} moves")
-    if comm.Get_rank() == 0:
-        rec = table(runs, args, comm.Get_size())
-        print(json.dumps(rec) if args.json else report(rec), flush=True)
+    """Collective over ``comm``: every job in turn; rank 0 prints the table. Each job's
+    progress records go to a temporary file on rank 0, for the second half's rate."""
+    folder = bcast_json(comm, tempfile.mkdtemp(prefix="mpips-balance-")
+                        if comm.Get_rank() == 0 else None)
+    metrics = Path(folder) / "job.jsonl"
+    try:
+        jobs = [(mode, f"{mode:14}", cfg) for mode, _, cfg in configs(args, str(metrics))]
+        runs = interleaved(jobs, args, comm, lambda m: figures(m, metrics),
+                           lambda m: f"  {m['moves']} moves")
+        if comm.Get_rank() == 0:
+            rec = table(runs, args, comm.Get_size())
+            print(json.dumps(rec) if args.json else report(rec), flush=True)
+    finally:
+        if comm.Get_rank() == 0:
+            shutil.rmtree(folder, ignore_errors=True)
     return 0

@@ -163,13 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "one run")
     ba.add_argument("--factor", type=float, default=3.0, help="how many times slower "
                     "server 0 is (default 3)")
-    ba.add_argument("--rows", type=int, default=400_000, help="built-in rows per job, "
-                    "train + test (default 400,000)")
-    ba.add_argument("--epochs", type=int, default=2, help="epochs per job (default 2)")
+    ba.add_argument("--rows", type=int, default=4_000_000, help="built-in rows per job, "
+                    "train + test (default 4,000,000)")
+    ba.add_argument("--sync", choices=SYNC_MODES, default="async", help="consistency "
+                    "(default async: the servers are what limits the rate)")
+    ba.add_argument("--epochs", type=int, default=1, help="epochs per job (default 1)")
     ba.add_argument("--model", choices=MODELS, default="fm", help="model (default fm)")
     ba.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
                     help="server optimizer (default adam)")
-    ba.add_argument("--batch-size", type=int, default=512, help="rows per worker per step")
+    ba.add_argument("--lr", type=float, default=0.005, help="learning rate (default 0.005)")
+    ba.add_argument("--batch-size", type=int, default=2048, help="rows per worker per step "
+                    "(default 2048)")
     ba.add_argument("--embedding-dim", type=int, default=16, help="FM embedding size")
     ba.add_argument("--repeats", type=int, default=3, help="runs of each job (default 3)")
     ba.add_argument("--json", action="store_true", help="print one JSON object")

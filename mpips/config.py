@@ -63,7 +63,7 @@ class TrainConfig:
     standby: int = 0                       # extra server ranks that start without partitions
     rebalance: str = "auto"                # move partitions off busy servers (balancer)
     rebalance_margin: float = 0.15         # busiest server this far above the mean: imbalance
-    rebalance_window: int = 3              # load reports in a row that must show it
+    rebalance_window: int = 2              # load reports in a row that must show it
     rebalance_mib: float = 256.0           # most MiB of rows and state moved per round
     window_headroom: float = 0.5           # spare rows in each server's windows (a share)
     slow_server: Optional[str] = None      # test aid: "I:FACTOR"

@@ -16,11 +16,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .kernels.sparse import add_partition_counts
 from .ring import TableLayout
 
 LOAD_SECONDS = 0.5        # how often servers and workers report their load
 SAMPLE_EVERY = 4          # workers count the partitions of every 4th step
 DECAY = 0.5               # weight of the past in the partitions' load at each report
+MIN_STEPS = 8             # a report over fewer steps tells too little to be used
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,8 @@ class PartitionMeter:
         if self._step % SAMPLE_EVERY:
             return
         for layout, dim, k in zip(layouts, dims, keys):
-            if k.size:
-                self.counts += np.bincount(layout.partition_of(k), minlength=self.counts.size
-                                           ) * float(dim * SAMPLE_EVERY)
+            add_partition_counts(self.counts, k, layout.salt, self.counts.size,
+                                 float(dim * SAMPLE_EVERY))
 
     def due(self) -> bool:
         return time.perf_counter() - self._last >= LOAD_SECONDS
@@ -123,20 +124,25 @@ class PartitionMeter:
 
 
 class LoadStats:
-    """The scheduler's view: every server's latest busy share (reports of other epochs
-    are left out: they straddle a move), rows per step, and each partition's load."""
+    """The scheduler's view: every server's latest busy share, busy seconds per step and
+    rows per step (reports of other epochs are left out: they straddle a move), and each
+    partition's load."""
 
     def __init__(self, n_servers: int, partitions: int) -> None:
         self.shares = np.zeros(n_servers)
+        self.per_step = np.zeros(n_servers)             # busy seconds per step
         self.rows_per_step = np.zeros(n_servers)
         self.fresh = np.zeros(n_servers, dtype=bool)    # reported since the last round
         self.partition_load = np.zeros(partitions)
         self.epoch = 0
 
     def server(self, s: int, load: ServerLoad) -> None:
-        if load.epoch != self.epoch:
+        """A server's report; one of another epoch, or over too few steps to tell (the
+        first after the start, when workers are still warming up), is left out."""
+        if load.epoch != self.epoch or load.steps < MIN_STEPS:
             return
         self.shares[s] = load.share
+        self.per_step[s] = load.busy / load.steps if load.steps else 0.0
         self.rows_per_step[s] = load.rows / load.steps if load.steps else 0.0
         self.fresh[s] = True
 

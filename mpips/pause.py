@@ -268,7 +268,7 @@ class Coordinator:
             slowest = max(s["write_seconds"] for s in action.servers)
             print(f"[mpips] checkpoint {path}: step {action.step}, {size / 2**20:,.1f} MiB "
                   f"({size / 2**20 / max(slowest, 1e-9):,.0f} MiB/s)"
-                  + (", stopping" if self.machine.want_stop else ""), flush=True)
+                  + (", stopping" if action.stop else ""), flush=True)
         self.last_request = time.perf_counter()
 
     def _verdict(self, v: Verdict, servers: list[int]) -> None:

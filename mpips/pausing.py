@@ -99,12 +99,14 @@ class AskWrite:
 
 @dataclass(frozen=True)
 class Publish:
-    """Write the manifest of the checkpoint after ``step`` steps and publish it."""
+    """Write the manifest of the checkpoint after ``step`` steps and publish it; ``stop``:
+    the job stops after it (a stop signal asked for this checkpoint)."""
 
     step: int
     final: bool
     servers: tuple[dict, ...]
     workers: tuple[dict, ...]
+    stop: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,7 @@ class PauseMachine:
         stop = self.want_stop
         self.want_checkpoint = False
         self.writing, self.wrote = None, {}
-        return [Publish(label, False, tuple(entries), workers),
+        return [Publish(label, False, tuple(entries), workers, stop),
                 self._verdict(label, stop, None if stop else moves)]
 
     def _verdict(self, label: int, stop: bool, moves: Optional[Moves]) -> Verdict:

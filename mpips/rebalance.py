@@ -1,24 +1,27 @@
 """Rebalancing: which partitions to move so that no server holds every step back. Pure.
 
-The scheduler feeds it, once per round of load reports, every active server's busy share
-(``load.LoadStats``). It wants a move when, for ``window`` rounds in a row, the busiest
-active server is busy more than ``1 + margin`` times the mean (and more than
-``MIN_BUSY``). A plan then moves partitions from the busiest servers to the least busy,
-in order of load per byte (most first, so the fewest bytes move), each only if it
-narrows the gap between the two, until the busiest server is within ``margin / 2`` of the
-mean or ``max_bytes`` would be exceeded.
+The scheduler feeds it, once per round of load reports, every active server's busy time
+per step (the time it needs to apply and acknowledge one step of pushes) and busy share
+(``load.LoadStats``). It wants a move when, for ``window`` rounds in a row, the slowest
+active server needs more than ``1 + margin`` times the mean time per step (and is busy
+more than ``MIN_BUSY`` of the time). A plan then moves partitions from the slowest
+servers to the fastest, in order of load per byte (most first, so the fewest bytes
+move), each only if it narrows the gap between the two, until the slowest is predicted
+within ``margin / 4`` of the mean (as the moves change it) or ``max_bytes`` would be
+exceeded. Time per step, unlike a busy share, does not saturate when a server is the
+bottleneck.
 
 Each server's cost per unit of load (a slow server's is high) predicts what a partition
-adds to one server and takes from the other: at first its busy share over the load it
-holds; after a move, the change in its busy share over the change in its load (a server's
-busy time has a part that no move changes: receiving, acknowledging, calls per table), so
-later plans aim better. Busy shares are noisy on a shared machine, so a plan moves at
-most ``STEP`` of a server's load, and a marginal cost is believed only between half and
-one and a half times the average.
+adds to one server and takes from the other: at first its time per step over the load it
+holds; after a move, the change in its time per step over the change in its load (part
+of a step's time no move changes: receiving, acknowledging, calls per table), so later
+plans aim better. Measurements are noisy on a shared machine, so a plan moves at most
+``STEP`` of a server's load, and a marginal cost is believed only between half and one
+and a half times the average.
 
 It never oscillates on a steady load: it acts only on an imbalance seen ``window``
-rounds in a row, measures afresh after every pause, aims at half the margin that makes it
-act, and leaves a moved partition where it is for ``TABU_PLANS`` plans.
+rounds in a row, measures afresh after every pause, aims well inside the margin that
+makes it act, and leaves a moved partition where it is for ``TABU_PLANS`` plans.
 
 With standby servers it brings the next one in when every active server is busy more than
 ``JOIN_BUSY`` of the time for ``window`` rounds and they are balanced: the servers are
@@ -39,7 +42,7 @@ from .ring import PARTITIONS, name_salt, partition_sizes
 MIN_BUSY = 0.05      # below this a server is as good as idle: nothing worth moving
 JOIN_BUSY = 0.5      # every server busy this share of the time: bring a standby in
 TABU_PLANS = 3       # plans for which a moved partition stays where it went
-STEP = 0.25          # the most of a server's load one plan moves off it
+STEP = 0.7           # the most of a server's load one plan moves off it
 
 
 def partition_bytes(specs: Sequence[TableSpec], state_slots: int,
@@ -60,30 +63,34 @@ class Rebalancer:
         self.stats, self.bytes = stats, part_bytes
         self.margin, self.window, self.max_bytes = margin, window, max_bytes
         self.standby = list(standby)         # may join, in this order
-        self.history: list[tuple[tuple[int, ...], np.ndarray]] = []
+        # per round: (active servers, their seconds per step, their busy shares)
+        self.history: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
         self.tabu: dict[int, int] = {}
-        self._before: Optional[tuple[np.ndarray, np.ndarray]] = None   # owner, shares
+        self._before: Optional[tuple[np.ndarray, np.ndarray]] = None   # owner, times
 
-    def observe(self, active: Sequence[int], shares: np.ndarray) -> Optional[str]:
-        """One round of the active servers' busy shares; returns what is wanted now:
-        ``"balance"``, ``"join"`` or None."""
-        self.history = [*self.history[-(self.window - 1):], (tuple(active),
-                                                             np.asarray(shares, float))]
+    def observe(self, active: Sequence[int], per_step: np.ndarray, shares: np.ndarray
+                ) -> Optional[str]:
+        """One round of the active servers' seconds per step and busy shares; returns
+        what is wanted now: ``"balance"``, ``"join"`` or None."""
+        self.history = [*self.history[-(self.window - 1):],
+                        (tuple(active), np.asarray(per_step, float),
+                         np.asarray(shares, float))]
         return self.wanted()
 
     def wanted(self) -> Optional[str]:
-        if len(self.history) < self.window or len({a for a, _ in self.history}) != 1:
+        if len(self.history) < self.window or len({a for a, _, _ in self.history}) != 1:
             return None
         active = self.history[-1][0]
-        if len(active) > 1 and all(self._imbalanced(h) for _, h in self.history):
+        if len(active) > 1 and all(self._imbalanced(t, b) for _, t, b in self.history):
             return "balance"
-        if self.standby and all(h.min() > JOIN_BUSY for _, h in self.history):
+        if self.standby and all(b.min() > JOIN_BUSY for _, _, b in self.history):
             return "join"
         return None
 
-    def _imbalanced(self, shares: np.ndarray) -> bool:
-        top = float(shares.max())
-        return top > MIN_BUSY and top > float(shares.mean()) * (1 + self.margin)
+    def _imbalanced(self, per_step: np.ndarray, shares: np.ndarray) -> bool:
+        top = int(np.argmax(per_step))
+        return shares[top] > MIN_BUSY and \
+            per_step[top] > float(per_step.mean()) * (1 + self.margin)
 
     def restart(self) -> None:
         """A pause happened: the next decisions rest on new measurements only."""
@@ -99,21 +106,20 @@ class Rebalancer:
         active = list(history[-1][0]) if history else []
         if wanted != "balance" or active != placement.active():
             return Moves.none()
-        shares = np.zeros(placement.n_servers)
-        shares[active] = np.mean([h for _, h in history], axis=0)
-        return self._balance(placement, active, shares)
+        per_step = np.zeros(placement.n_servers)
+        per_step[active] = np.median([t for _, t, _ in history], axis=0)
+        return self._balance(placement, active, per_step)
 
-    def _balance(self, placement: Placement, active: list[int], shares: np.ndarray
+    def _balance(self, placement: Placement, active: list[int], per_step: np.ndarray
                  ) -> Moves:
         owner, load = placement.pmap.owner, self.stats.partition_load
         held = np.bincount(owner, weights=load, minlength=placement.n_servers)
-        pred = shares.astype(float).copy()
+        pred = per_step.astype(float).copy()
         cost = self._costs(active, held, pred)
         if cost is None:
             return Moves.none()
         self._before = (owner.copy(), pred.copy())
         queues = {s: deque(self._candidates(owner, load, s)) for s in active}
-        target = float(pred[active].mean()) * (1 + self.margin / 2)
         room = STEP * held                       # load each server may still give away
         moved, parts, owners = 0.0, [], []
         while True:
@@ -122,7 +128,7 @@ class Rebalancer:
                 break
             s = max(open_, key=lambda x: pred[x])
             d = min(active, key=lambda x: pred[x])
-            if pred[s] <= target or d == s:
+            if pred[s] <= float(pred[active].mean()) * (1 + self.margin / 4) or d == s:
                 break
             p = queues[s].popleft()
             gain, cost_d = cost[s] * load[p], cost[d] * load[p]
@@ -139,24 +145,25 @@ class Rebalancer:
             self.tabu[p] = TABU_PLANS
         return Moves(np.array(parts, np.int64), np.array(owners, np.int32), "balance")
 
-    def _costs(self, active: list[int], held: np.ndarray, shares: np.ndarray
+    def _costs(self, active: list[int], held: np.ndarray, per_step: np.ndarray
                ) -> Optional[np.ndarray]:
-        """Each server's busy share per unit of load: the average (share over load), or,
-        where the last plan changed its load enough to tell, the marginal one (change of
-        share over change of load), kept between half and 1.5 times the average."""
-        known = [s for s in active if held[s] > 0 and shares[s] > 0]
+        """Each server's time per step per unit of load: the average (time over load),
+        or, where the last plan changed its load enough to tell, the marginal one (change
+        of time over change of load), kept between half and 1.5 times the average."""
+        known = [s for s in active if held[s] > 0 and per_step[s] > 0]
         if not known:
             return None
-        cost = np.full(held.size, float(np.median(shares[known] / held[known])))
-        cost[known] = shares[known] / held[known]
+        cost = np.full(held.size, float(np.median(per_step[known] / held[known])))
+        cost[known] = per_step[known] / held[known]
         if self._before is None:
             return cost
-        owner0, shares0 = self._before
+        owner0, before = self._before
         held0 = np.bincount(owner0, weights=self.stats.partition_load, minlength=held.size)
         for s in known:
-            d_load, d_share = held[s] - held0[s], shares[s] - shares0[s]
-            if abs(d_load) > 0.05 * held[s] and abs(d_share) > 0.02 and d_load * d_share > 0:
-                cost[s] = float(np.clip(d_share / d_load, 0.5 * cost[s], 1.5 * cost[s]))
+            d_load, d_time = held[s] - held0[s], per_step[s] - before[s]
+            if abs(d_load) > 0.05 * held[s] and abs(d_time) > 0.05 * per_step[s] \
+                    and d_load * d_time > 0:
+                cost[s] = float(np.clip(d_time / d_load, 0.5 * cost[s], 1.5 * cost[s]))
         return cost
 
     def _candidates(self, owner: np.ndarray, load: np.ndarray, server: int) -> list[int]:
@@ -187,7 +194,9 @@ class LoadWatch:
         self.stats.server(s, load)
         if self.rebalancer is None or not self.stats.round_complete(active):
             return False
-        return self.rebalancer.observe(active, self.stats.shares[list(active)]) is not None
+        active = list(active)
+        return self.rebalancer.observe(active, self.stats.per_step[active],
+                                       self.stats.shares[active]) is not None
 
     def after_pause(self, placement: Placement) -> None:
         """Measure afresh after every pause (shares across a move or a wait mislead)."""
@@ -210,9 +219,10 @@ class LoadWatch:
         return [round(float(x) / total, 4) if total else 0.0 for x in held]
 
     def progress(self) -> dict:
-        """For a progress record: each server's latest busy share, rows per step and
-        share of the partitions' load, and the placement's epoch."""
+        """For a progress record: each server's latest busy share, busy milliseconds and
+        rows per step and share of the partitions' load, and the placement's epoch."""
         return {"server_busy": [round(float(x), 4) for x in self.stats.shares],
+                "server_step_ms": [round(1e3 * float(x), 3) for x in self.stats.per_step],
                 "server_rows": [round(float(x), 1) for x in self.stats.rows_per_step],
                 "server_load": self.server_load(), "map_epoch": self.stats.epoch}
 

@@ -43,36 +43,50 @@ def peak_rss() -> int:
 
 
 class Slowness:
-    """The ``--slow-server`` test aid: sleep ``factor - 1`` times the time just spent
-    working, before acknowledging, so the server serves ``factor`` times slower. Time
+    """The ``--slow-server`` test aid: before each acknowledgement, sleep ``factor - 1``
+    times the time this server worked since the last one (receiving, applying and
+    acknowledging), so it serves ``factor`` times slower in everything it does. Time
     overslept (a woken rank may wait for a core) is slept less later."""
 
     def __init__(self, factor: float) -> None:
-        self.factor, self._owed = factor, 0.0
+        self.factor, self._worked, self._owed = factor, 0.0, 0.0
 
-    def after(self, busy_s: float) -> None:
+    def work(self, seconds: float) -> None:
+        self._worked += seconds
+
+    def pay(self) -> float:
+        """Sleep what the work since the last call owes; returns the seconds slept."""
         if self.factor <= 1:
-            return
-        self._owed += (self.factor - 1) * busy_s
-        if self._owed > 0:
-            began = time.perf_counter()
-            time.sleep(self._owed)
-            self._owed -= time.perf_counter() - began
+            return 0.0
+        self._owed += (self.factor - 1) * self._worked
+        self._worked = 0.0
+        if self._owed <= 0:
+            return 0.0
+        began = time.perf_counter()
+        time.sleep(self._owed)
+        slept = time.perf_counter() - began
+        self._owed -= slept
+        return slept
 
 
 def serve(store: ShardStore, machine: ServerMachine, log: StalenessLog,
           run_dir: Optional[Path], slow: Slowness, meter: BusyMeter, report: bool) -> bool:
     """Serve until every worker has sent its last push or the job stops at a pause
-    (returns True then). The time spent receiving, applying (with the slow-server aid's
-    sleep) and acknowledging goes to ``meter``, which reports to the scheduler when
-    ``report``."""
+    (returns True then). The time spent receiving, applying and acknowledging (and the
+    slow-server aid's sleep, which stands for a slower machine) goes to ``meter``, which
+    reports to the scheduler when ``report``."""
     world = store.roles.world
+
+    def worked(began: float, rows: int = 0, steps: int = 0) -> None:
+        spent = time.perf_counter() - began
+        meter.add(spent, rows, steps)
+        slow.work(spent)
 
     def poll() -> Optional[PushMessage]:
         began = time.perf_counter()
         msg = store.poll()
         if msg is not None:
-            meter.add(time.perf_counter() - began)
+            worked(began)
         if report and meter.due():
             send_server_load(world, meter.report(store.placement.epoch))
         return msg
@@ -82,12 +96,13 @@ def serve(store: ShardStore, machine: ServerMachine, log: StalenessLog,
         for action in actions:
             began = time.perf_counter()
             if isinstance(action, Apply):
-                rows = store.apply(action.pushes, action.tables, log, action.step)
-                slow.after(time.perf_counter() - began)
-                meter.add(time.perf_counter() - began, rows=rows)
+                worked(began, rows=store.apply(action.pushes, action.tables, log,
+                                               action.step))
             elif isinstance(action, Ack):
+                meter.add(slow.pay())
+                began = time.perf_counter()
                 store.ack(action.pushes)
-                meter.add(time.perf_counter() - began, steps=1)
+                worked(began, steps=1)
             elif isinstance(action, Pause):
                 if server_pause(store.roles, store, log, run_dir, action.label,
                                 action.workers):

@@ -96,8 +96,7 @@ class ShardStore:
 
     def set_versions(self, versions: np.ndarray) -> None:
         """Publish table versions (restored from a checkpoint, or after a move)."""
-        for i, v in enumerate(versions):
-            self.windows.versions.publish(i, int(v))
+        self.windows.versions.publish(np.asarray(versions, dtype=np.int64))
 
     def table_bytes(self) -> int:
         """Raw bytes of this server's rows and optimiser state."""
@@ -141,6 +140,7 @@ class ShardStore:
         Returns the rows applied. Offsets outside this server's rows are a
         ``ProtocolError``: nothing is written then."""
         applied = 0
+        versions = np.array(self.versions, dtype=np.int64)
         for i in range(len(self.specs)) if tables is None else tables:
             parts = [p.parts[i] for p in pushes]
             total = sum(len(q) for q in parts)
@@ -152,7 +152,6 @@ class ShardStore:
                     raise ProtocolError(f"server {self.me}: a push from worker {p.worker} "
                                         f"for table {self.names[i]!r} holds rows outside its "
                                         f"{n_rows:,} (epoch {p.epoch})")
-            versions = self.versions
             if log is not None:
                 for q in parts:
                     if len(q):
@@ -167,8 +166,10 @@ class ShardStore:
                                  acc[:n], step if step is not None
                                  else max(p.step for p in pushes) + 1)
             self.windows.tables[i].win.Sync()
-            self.windows.versions.publish(i, int(versions[i]) + 1)
+            versions[i] += 1
             applied += n
+        if applied:                  # one atomic write of every table's version
+            self.set_versions(versions)
         return applied
 
     def ack(self, pushes: Sequence[PushMessage]) -> None:
@@ -254,9 +255,11 @@ class ShardStore:
         mine = np.array(self.versions, dtype=np.int64)
         every = np.zeros((self.roles.n_servers, mine.size), dtype=np.int64)
         wait_all([self.roles.group.Iallgather(mine, every)])
+        merged = mine.copy()
         for i, frm in enumerate(senders):
             if frm:
-                self.windows.versions.publish(i, int(max(mine[i], every[sorted(frm), i].max())))
+                merged[i] = max(mine[i], every[sorted(frm), i].max())
+        self.set_versions(merged)
 
     def close(self) -> None:
         """Collective over ``ps``: finish sends, wait for every rank, free the windows."""

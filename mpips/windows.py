@@ -72,8 +72,7 @@ class VersionWindow:
         self._views: list[np.ndarray] = []
         self._nothing = np.zeros(n_tables, dtype=np.int64)
         if server is not None:
-            for i in range(n_tables):
-                self.publish(i, 0)
+            self.publish(np.zeros(n_tables, dtype=np.int64))
 
     @property
     def unified(self) -> bool:
@@ -84,11 +83,12 @@ class VersionWindow:
         self._views = [np.frombuffer(self.win.Shared_query(s)[0], np.int64,
                                      count=self.n_tables) for s in range(self.n_servers)]
 
-    def publish(self, table: int, value: int) -> None:
-        """A server sets one of its versions (an atomic write to its own window)."""
+    def publish(self, versions: np.ndarray) -> None:
+        """A server sets all its versions at once (one atomic write, element by element,
+        to its own window)."""
         me = self.server
-        self.win.Accumulate([np.array([value], np.int64), MPI.INT64_T], me,
-                            [table, 1, MPI.INT64_T], MPI.REPLACE)
+        self.win.Accumulate([np.ascontiguousarray(versions, np.int64), MPI.INT64_T], me,
+                            [0, self.n_tables, MPI.INT64_T], MPI.REPLACE)
         self.win.Flush(me)
 
     def read(self) -> np.ndarray:

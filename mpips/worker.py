@@ -177,13 +177,13 @@ class Worker:
 
     def report(self, epoch: int, steps: int, finished: bool, now: bool = False) -> None:
         """Tell the scheduler how far this worker is (at most every half progress interval,
-        unless ``now``)."""
+        unless ``now``), and what the partitions gave it (every ``LOAD_SECONDS``)."""
+        if self.meter is not None and (finished or self.meter.due()):
+            send_partition_load(self.roles.ctl, self.client.outbox, self.meter.take())
         t = time.perf_counter()
         if not (finished or now) and t - self._last_report < self.cfg.progress_seconds / 2:
             return
         self._last_report = t
-        if self.meter is not None and (finished or self.meter.due()):
-            send_partition_load(self.roles.ctl, self.client.outbox, self.meter.take())
         send_progress(self.roles.ctl, epoch, self.samples, self.loss, self.planned, finished,
                       steps)
 

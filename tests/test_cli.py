@@ -125,6 +125,23 @@ def test_separate_test_file_equals_held_out_rows(tmp_path):
     assert finals[0]["auc"] == finals[1]["auc"] and finals[1]["test_rows"] == 1600
 
 
+def test_bench_balance_reports_each_mode():
+    """A small balance benchmark reports the whole job's and the second half's rate of
+    every mode, the moves (none without rebalancing) and the three ratios."""
+    r = launch(5, "bench", "balance", "--rows", "60000", "--repeats", "1", "--json",
+               "--batch-size", "512", timeout=240)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    for mode in ("even static", "even balanced", "slow static", "slow balanced"):
+        got = rec["modes"][mode]
+        assert got["samples_per_s"] > 0 and 0.5 < got["auc"] < 1
+        assert 0 <= got["busy0"] <= 1 and got["moved_mib"] >= 0
+    assert rec["modes"]["even static"]["moves"] == rec["modes"]["slow static"]["moves"] == 0
+    for name in ("slow_balanced_vs_static", "slow_balanced_vs_even",
+                 "even_balanced_vs_static"):
+        assert rec[name] > 0 and name + "_second_half" in rec
+
+
 def test_bench_straggler_reports_each_mode():
     """A small straggler benchmark reports throughput, AUC and rows per step of BSP, and
     of SSP and ASP balanced and with fixed shares, with and without the straggler."""

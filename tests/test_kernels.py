@@ -4,8 +4,9 @@ import numpy as np
 import reference as ref
 from mpips.kernels.lr import lr_grad, lr_logits
 from mpips.kernels.optim import adagrad_rows, adam_rows, ftrl_rows, sgd_rows
-from mpips.kernels.sparse import (accumulate_rows, gather_rows, gather_scatter_rows,
-                                  release_slots, scatter_rows, segment_sum, unique_inverse)
+from mpips.kernels.sparse import (accumulate_rows, add_partition_counts, gather_rows,
+                                  gather_scatter_rows, release_slots, scatter_rows,
+                                  segment_sum, unique_inverse)
 from mpips.optim import Optimizer
 
 rng = np.random.default_rng(42)
@@ -162,3 +163,14 @@ def test_optimizer_state_lives_beside_rows():
     assert Optimizer("sgd").new_state((10, 3)) == {}
     assert set(Optimizer("adam").new_state((2, 2))) == {"m", "v"}
     assert set(Optimizer("ftrl").new_state((2, 2))) == {"z", "n"}
+
+
+def test_partition_counts_equal_a_bincount():
+    """The worker's partition load: each key's partition gets the weight."""
+    keys = np.random.default_rng(3).integers(0, 10**9, 5000)
+    counts = np.zeros(4096)
+    add_partition_counts(counts, keys, 17, 4096, 2.5)
+    add_partition_counts(counts, keys[:10], 17, 4096, 1.0)
+    want = np.bincount((keys + 17) % 4096, minlength=4096) * 2.5 \
+        + np.bincount((keys[:10] + 17) % 4096, minlength=4096)
+    np.testing.assert_array_equal(counts, want)

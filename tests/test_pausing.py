@@ -51,7 +51,7 @@ def test_a_checkpoint_asks_the_servers_to_write_then_publishes_and_goes_on():
     assert ask == AskWrite(20)
     assert m.server_wrote(0, {"index": 0, "step": 20}, finished) == []
     publish, verdict = m.server_wrote(1, {"index": 1, "step": 20}, finished)
-    assert isinstance(publish, Publish) and not publish.final
+    assert isinstance(publish, Publish) and not publish.final and not publish.stop
     assert [w["index"] for w in publish.workers] == [0, 1]
     assert verdict.workers == (0,) and verdict.parked == (1,) and not verdict.stop
 
@@ -65,8 +65,8 @@ def test_a_stop_request_writes_and_stops_without_moving():
     m.worker_stopped(0, record(0), still_training)
     assert m.worker_stopped(1, record(1), still_training) == [AskWrite(3)]
     m.server_wrote(0, {"index": 0}, still_training)
-    _, verdict = m.server_wrote(1, {"index": 1}, still_training)
-    assert verdict.stop and verdict.moves is None and planner_calls == []
+    publish, verdict = m.server_wrote(1, {"index": 1}, still_training)
+    assert publish.stop and verdict.stop and verdict.moves is None and planner_calls == []
 
 
 def test_moves_change_the_placement_and_reach_parked_workers():

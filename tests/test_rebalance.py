@@ -15,12 +15,14 @@ MiB = 2**20
 
 
 class Cluster:
-    """Servers whose busy share is a fixed part plus their cost per unit of load (a slow
-    server's is higher) times the load of the partitions they hold."""
+    """Servers whose time per step is a fixed part plus their cost per unit of load (a
+    slow server's is higher) times the load of the partitions they hold; as in BSP, the
+    slowest sets the step, so a server's busy share is its time over the slowest's."""
 
     def __init__(self, speed: list[float], seed: int = 0, standby: int = 0,
-                 fixed: float = 0.02) -> None:
+                 fixed: float = 0.02, utilization: float = 0.9) -> None:
         self.speed, self.fixed = np.array(speed + [1.0] * standby), fixed
+        self.utilization = utilization      # the slowest server's busy share
         self.placement = Placement.start(SPECS, len(self.speed), len(speed))
         rng = np.random.default_rng(seed)
         self.load = rng.zipf(1.5, self.placement.pmap.partitions).astype(float)
@@ -29,9 +31,15 @@ class Cluster:
         self.scale = 0.6 / (self.load.sum() / len(speed))
 
     def shares(self) -> np.ndarray:
+        """Each server's time per step."""
         held = np.bincount(self.placement.pmap.owner, weights=self.load,
                            minlength=self.speed.size)
         return self.fixed + self.scale * held * self.speed
+
+    def busy(self) -> np.ndarray:
+        """Each server's busy share: its time per step over the step (the slowest)."""
+        times = self.shares()
+        return self.utilization * times / times.max()
 
     def rebalancer(self, **kw) -> tuple[Rebalancer, LoadStats]:
         stats = LoadStats(self.speed.size, self.placement.pmap.partitions)
@@ -46,8 +54,8 @@ class Cluster:
         plans = []
         for _ in range(rounds):
             active = self.placement.active()
-            shares = self.shares()
-            if rebalancer.observe(active, shares[active]) is not None:
+            shares, busy = self.shares(), self.busy()
+            if rebalancer.observe(active, shares[active], busy[active]) is not None:
                 moves = rebalancer.plan(self.placement)
                 plans.append((moves, shares, self.placement.pmap.owner[moves.partitions]))
                 if len(moves):
@@ -74,10 +82,10 @@ def test_a_slow_server_is_evened_out_and_then_left_alone():
 
 
 def test_a_large_part_that_no_move_changes_is_learned_from_the_first_move():
-    """Busy shares with a fixed 0.25 (receiving, acknowledging): the first plan, which
-    assumes busy time is all load, moves too little; the next ones use the measured
-    marginal cost and the servers are even within a few plans."""
-    cluster = Cluster([3.0, 1.0], seed=6, fixed=0.25)
+    """Times per step with a fixed 0.4 (receiving, acknowledging): the first plan,
+    which takes all of a server's time for load, moves too little; the next ones use the
+    measured marginal cost and the servers are even within a few plans."""
+    cluster = Cluster([3.0, 1.0], seed=6, fixed=0.4)
     cluster.scale *= 0.5
     rebalancer, _ = cluster.rebalancer(max_bytes=64 * MiB)
     plans = cluster.run(rebalancer, 40)
@@ -102,7 +110,7 @@ def test_noise_below_the_margin_moves_nothing():
     rng = np.random.default_rng(0)
     for _ in range(300):
         shares = cluster.shares() * rng.uniform(0.95, 1.05, 2)
-        assert rebalancer.observe([0, 1], shares) is None
+        assert rebalancer.observe([0, 1], shares, 0.9 * shares / shares.max()) is None
 
 
 def test_plans_respect_the_byte_bound_and_move_only_downhill():
@@ -136,15 +144,13 @@ def test_most_load_per_byte_moves_first():
 def test_a_standby_joins_when_every_server_is_busy():
     """Two balanced servers, both busy over JOIN_BUSY: the standby joins (the ring's
     minimum moves, all onto it); with the busy share under it, nobody joins."""
-    cluster = Cluster([1.0, 1.0], seed=5, standby=1)
-    cluster.scale *= (JOIN_BUSY + 0.2) / 0.6
+    cluster = Cluster([1.0, 1.0], seed=5, standby=1, utilization=JOIN_BUSY + 0.2)
     rebalancer, _ = cluster.rebalancer(standby=[2])
     plans = cluster.run(rebalancer, 3)
     (moves, _, _), = plans
     assert moves.reason == "join" and set(moves.owners.tolist()) == {2}
     assert len(moves) / 65536 < 1.1 / 3 and rebalancer.standby == []
-    quiet = Cluster([1.0, 1.0], seed=5, standby=1)
-    quiet.scale *= (JOIN_BUSY - 0.2) / 0.6
+    quiet = Cluster([1.0, 1.0], seed=5, standby=1, utilization=JOIN_BUSY - 0.2)
     assert quiet.run(quiet.rebalancer(standby=[2])[0], 20) == []
 
 
@@ -152,7 +158,8 @@ def test_load_stats_keep_one_epoch_and_rounds():
     stats = LoadStats(2, 16)
     stats.placement_changed(3)
     stats.server(0, ServerLoad(0.5, 1.0, 100, 10, 2))           # an older epoch: ignored
-    assert not stats.round_complete([0, 1]) and stats.shares[0] == 0
+    stats.server(1, ServerLoad(0.9, 1.0, 100, 1, 3))            # one step: ignored
+    assert not stats.round_complete([0, 1]) and stats.shares.tolist() == [0, 0]
     stats.server(0, ServerLoad(0.5, 1.0, 100, 10, 3))
     assert not stats.round_complete([0, 1])
     stats.server(1, ServerLoad(0.25, 1.0, 50, 10, 3))

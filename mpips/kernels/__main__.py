@@ -15,8 +15,8 @@ from .fm import add_field_grads, field_inputs, fm_grad, fm_logits
 from .init import normal_rows
 from .lr import lr_grad, lr_logits
 from .optim import adagrad_rows, adam_rows, ftrl_rows, sgd_rows
-from .sparse import (accumulate_rows, gather_rows, gather_scatter_rows, release_slots,
-                     scatter_rows, segment_sum, unique_inverse)
+from .sparse import (accumulate_rows, add_partition_counts, gather_rows, gather_scatter_rows,
+                     release_slots, scatter_rows, segment_sum, unique_inverse)
 
 t0 = time.perf_counter()
 keys = np.array([3, 1, 3], dtype=np.int64)
@@ -27,6 +27,7 @@ slot = np.zeros(4, dtype=np.int32)
 touched = np.empty(3, dtype=np.int64)
 n = accumulate_rows(slot, keys, rows, touched, np.empty((3, 1), dtype=np.float32), 0)
 release_slots(slot, touched[:n])
+add_partition_counts(np.zeros(8), keys, 3, 8, 2.0)
 table = np.zeros((4, 1), dtype=np.float32)
 out = np.empty((2, 1), dtype=np.float32)
 gather_rows(table, uniq, out)

@@ -115,3 +115,18 @@ def scatter_rows(src: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
         r = index[i]
         for j in range(d):
             out[r, j] = src[i, j]
+
+
+@nb.njit(cache=True, nogil=True)
+def add_partition_counts(counts: np.ndarray, keys: np.ndarray, salt: int, partitions: int,
+                         weight: float) -> None:
+    """``counts[(k + salt) % partitions] += weight`` for every key ``k >= 0``: the load
+    each partition of a table brings, without a temporary array the size of ``counts``
+    (a mask instead of the modulo when ``partitions`` is a power of two)."""
+    if partitions & (partitions - 1) == 0:
+        mask = partitions - 1
+        for i in range(keys.size):
+            counts[(keys[i] + salt) & mask] += weight
+    else:
+        for i in range(keys.size):
+            counts[(keys[i] + salt) % partitions] += weight
