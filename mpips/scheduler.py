@@ -145,7 +145,7 @@ def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, coord: Coor
 
     def from_server(server: int, tag: int, buf: np.ndarray) -> None:
         if tag == TAG_LOAD:
-            if loads.server(server, server_load_of(buf), coord.placement.active()) \
+            if loads.server(server, server_load_of(buf), coord.placement) \
                     and not coord.pending:
                 coord.request(move=True)
         elif tag == TAG_RECORD:
