@@ -23,7 +23,9 @@ and a half times the average.
 
 It never oscillates on a steady load: it acts only on an imbalance seen ``window``
 rounds in a row, measures afresh after every pause, aims well inside the margin that
-makes it act, and leaves a moved partition where it is for ``TABU_PLANS`` plans.
+makes it act, and leaves a moved partition where it is for ``TABU_PLANS`` plans. On a
+noisy load (a shared machine) a plan may not help: then it waits twice as many rounds
+before the next, up to ``MAX_WINDOW``, and back to ``window`` once a plan helps.
 
 With standby servers it brings the next one in when every active server is busy more than
 ``JOIN_BUSY`` of the time for ``window`` rounds and they are balanced: the servers are
@@ -45,6 +47,8 @@ MIN_BUSY = 0.05      # below this a server is as good as idle: nothing worth mov
 JOIN_BUSY = 0.5      # every server busy this share of the time: bring a standby in
 TABU_PLANS = 3       # plans for which a moved partition stays where it went
 STEP = 0.7           # the most of a server's load one plan moves off it
+HELPED = 0.75        # a plan helped if at most this share of its imbalance is left
+MAX_WINDOW = 16      # rounds: the longest that plans which did not help make it wait
 
 
 def partition_bytes(specs: Sequence[TableSpec], state_slots: int,
@@ -64,13 +68,16 @@ class Rebalancer:
                  window: int, max_bytes: float, standby: Sequence[int] = ()) -> None:
         self.stats, self.bytes = stats, part_bytes
         self.margin, self.window, self.max_bytes = margin, window, max_bytes
+        self.first_window = window
         self.standby = list(standby)         # may join, in this order
         # per round: (active servers, their seconds per step, their busy shares)
         self.history: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
         self.tabu: dict[int, int] = {}
         self._before: Optional[tuple[np.ndarray, np.ndarray]] = None   # owner, times
-        # the plan for the latest round: (placement epoch, moves, what they start from)
-        self.ready: Optional[tuple[int, Moves, Optional[tuple]]] = None
+        # the plan for the latest round: (placement epoch, moves, what they start from,
+        # the imbalance they start from)
+        self.ready: Optional[tuple[int, Moves, Optional[tuple], float]] = None
+        self._excess: Optional[float] = None   # the imbalance the last plan started from
 
     def observe(self, active: Sequence[int], per_step: np.ndarray, shares: np.ndarray,
                 placement: Placement) -> bool:
@@ -81,15 +88,29 @@ class Rebalancer:
                         (tuple(active), np.asarray(per_step, float),
                          np.asarray(shares, float))]
         self.ready = None
+        self._judge_last_plan()
         wanted = self.wanted()
         if wanted == "join":
-            self.ready = (placement.epoch, join(placement, self.standby[0]), None)
+            self.ready = (placement.epoch, join(placement, self.standby[0]), None, 0.0)
         elif wanted == "balance" and list(active) == placement.active():
+            median = np.median([t for _, t, _ in self.history], axis=0)
             per_step = np.zeros(placement.n_servers)
-            per_step[list(active)] = np.median([t for _, t, _ in self.history], axis=0)
+            per_step[list(active)] = median
             self.ready = (placement.epoch, *self._balance(placement, list(active),
-                                                         per_step))
+                                                         per_step), _excess(median))
         return self.ready is not None and len(self.ready[1]) > 0
+
+    def _judge_last_plan(self) -> None:
+        """Once the first rounds after a plan are in: if it left more than ``HELPED`` of
+        the imbalance it started from (noise, or load that no move changes), wait twice
+        as many rounds before the next one (up to ``MAX_WINDOW``); if it helped, go back
+        to the configured window. So a noisy load does not make it move again and again."""
+        if self._excess is None or len(self.history) < self.first_window:
+            return
+        left = float(np.median([_excess(t) for _, t, _ in self.history]))
+        self.window = self.first_window if left <= HELPED * self._excess \
+            else min(2 * self.window, MAX_WINDOW)
+        self._excess = None
 
     def wanted(self) -> Optional[str]:
         """What the rounds seen ask for: ``"balance"``, ``"join"`` or None."""
@@ -119,13 +140,13 @@ class Rebalancer:
         self.restart()
         if ready is None or ready[0] != placement.epoch or not len(ready[1]):
             return Moves.none()
-        _, moves, before = ready
+        _, moves, before, excess = ready
         self.tabu = {p: n - 1 for p, n in self.tabu.items() if n > 1}
         self.tabu.update(dict.fromkeys(moves.partitions.tolist(), TABU_PLANS))
         if moves.reason == "join":
             self.standby.pop(0)
         else:
-            self._before = before
+            self._before, self._excess = before, excess
         return moves
 
     def _balance(self, placement: Placement, active: list[int], per_step: np.ndarray
@@ -193,6 +214,12 @@ class Rebalancer:
         if mine.size == 0:
             return []
         return mine[np.argsort(-load[mine] / self.bytes[mine], kind="stable")].tolist()
+
+
+def _excess(per_step: np.ndarray) -> float:
+    """How far the slowest server's time per step is above the mean (0: even)."""
+    mean = float(np.mean(per_step))
+    return float(np.max(per_step)) / mean - 1 if mean > 0 else 0.0
 
 
 class LoadWatch:

@@ -114,6 +114,42 @@ def test_noise_below_the_margin_moves_nothing():
                                       cluster.placement)
 
 
+def noisy_run(cluster: Cluster, rebalancer: Rebalancer, rounds: int, noise: float,
+              seed: int) -> int:
+    """Like ``Cluster.run`` with each measured time off by up to ``noise`` either way;
+    the number of plans carried out."""
+    rng, plans = np.random.default_rng(seed), 0
+    for _ in range(rounds):
+        times = cluster.shares() * rng.uniform(1 - noise, 1 + noise, cluster.speed.size)
+        if rebalancer.observe(cluster.placement.active(), times, 0.9 * times / times.max(),
+                              cluster.placement):
+            cluster.placement = cluster.placement.after(rebalancer.take(cluster.placement))
+            plans += 1
+    return plans
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_noisy_even_load_makes_it_back_off(seed):
+    """Even servers measured with 30 % noise either way (more than the margin): plans
+    that do not help double the rounds it waits, so it makes a handful of plans in 400
+    rounds (17 to 28 for these seeds when it never waits longer) and the servers stay
+    even."""
+    cluster = Cluster([1.0, 1.0], seed=4)
+    rebalancer, _ = cluster.rebalancer(window=2)
+    assert noisy_run(cluster, rebalancer, 400, 0.3, seed) <= 10
+    times = cluster.shares()
+    assert times.max() / times.mean() < 1.15
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_slow_server_is_evened_out_through_noise(seed):
+    cluster = Cluster([3.0, 1.0])
+    rebalancer, _ = cluster.rebalancer(window=2, max_bytes=64 * MiB)
+    assert 1 <= noisy_run(cluster, rebalancer, 100, 0.1, seed) <= 4
+    times = cluster.shares()
+    assert times.max() / times.mean() < 1.15 and rebalancer.window == 2
+
+
 def test_an_imbalance_no_move_can_narrow_asks_for_no_pause():
     """Even servers, but one partition carries most of the load: moving it only moves
     the imbalance, so the rebalancer wants a balance, plans nothing and asks for no
