@@ -109,6 +109,25 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
     ("--resume", dict(nargs="?", const="latest", metavar="PATH", help="continue from the "
                       "latest valid checkpoint of this run, or from PATH (a run or "
                       "checkpoint folder); a damaged one is skipped for an older one")),
+    ("--val", dict(metavar="PATH", help="validation data, as --data (default: the last "
+                   "--val-fraction of the training rows)")),
+    ("--val-fraction", dict(type=float, metavar="F", help=f"share of the training rows "
+                            f"(the last) kept for validation (default {D.val_fraction}: "
+                            f"none)")),
+    ("--eval-every", dict(type=int, metavar="N", help="validate every N steps as well as "
+                          "every epoch (default 0: every epoch)")),
+    ("--early-stop", dict(type=int, metavar="P", help="stop after P validations without a "
+                          "better AUC and test the best parameters, kept as checkpoint "
+                          f"'best' (default {D.early_stop}: off)")),
+    ("--min-count", dict(type=int, metavar="N", help="a key gets a row of its own once "
+                         "seen in N steps; until then it reads and trains its field's rare "
+                         f"row (default {D.min_count}: every key has its own)")),
+    ("--admit-probability", dict(type=float, metavar="P", help="each sighting of a key "
+                                 "without a row of its own admits it with probability P, "
+                                 f"seeded by key and step (default {D.admit_probability})")),
+    ("--evict-after", dict(type=int, metavar="STEPS", help="rows no step touched for STEPS "
+                           "steps go back to their initial values and state (default 0: "
+                           "never)")),
     ("--pull", dict(choices=PULL_MODES, help="how workers read server shards: direct loads "
                     "from shared memory (one node), one-sided MPI Get, or auto (default)")),
 ]

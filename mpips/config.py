@@ -78,6 +78,13 @@ class TrainConfig:
     checkpoint_seconds: float = 0.0        # seconds between checkpoints (0: none)
     checkpoint_keep: int = 3
     resume: Optional[str] = None           # "latest", or a run or checkpoint folder
+    val: Optional[str] = None              # validation data, as --data (else --val-fraction)
+    val_fraction: float = 0.0              # the last share of the training rows validates
+    eval_every: int = 0                    # steps between validations (also every epoch)
+    early_stop: int = 0                    # validations without a better AUC before a stop
+    min_count: int = 0                     # sightings before a key gets a row of its own
+    admit_probability: float = 1.0         # chance a sighting of a new key admits it
+    evict_after: int = 0                   # steps untouched before a row is reset (0: never)
 
     def __post_init__(self) -> None:
         _choice("format", self.format, FORMATS)
@@ -133,9 +140,37 @@ class TrainConfig:
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
             raise ConfigError(f"--run-name must be a plain folder name, not "
                               f"{self.run_name!r}")
+        self._check_quality_settings()
         if not (0 <= self.delay_jitter < 60):
             raise ConfigError(f"--delay-jitter must lie in [0, 60) seconds, got "
                               f"{self.delay_jitter}")
+
+    def _check_quality_settings(self) -> None:
+        """Validation, early stopping, admission and eviction settings."""
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.val is not None and (self.data is None or self.val_fraction > 0):
+            raise ConfigError("--val needs --data, and replaces --val-fraction (give one)")
+        for name in ("eval_every", "early_stop", "min_count", "evict_after"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if (self.eval_every or self.early_stop) and not self.validating:
+            raise ConfigError(f"{'--early-stop' if self.early_stop else '--eval-every'} "
+                              f"needs validation rows: --val-fraction F or --val PATH")
+        if not 0 < self.admit_probability <= 1:
+            raise ConfigError(f"--admit-probability must lie in (0, 1], got "
+                              f"{self.admit_probability}")
+
+    @property
+    def validating(self) -> bool:
+        """The job scores validation rows (every epoch, every ``--eval-every`` steps)."""
+        return self.val is not None or self.val_fraction > 0
+
+    @property
+    def admitting(self) -> bool:
+        """Keys get rows of their own only once admitted (``--min-count``,
+        ``--admit-probability``)."""
+        return self.min_count > 0 or self.admit_probability < 1
 
     @property
     def checkpointing(self) -> bool:

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..config import TrainConfig, from_mapping
 from ..data.schedule import worker_entries
@@ -49,9 +49,10 @@ def config_of(values: dict, where: str) -> TrainConfig:
 
 def build(step: int, final: bool, cfg: TrainConfig, specs: Sequence[TableSpec],
           slots: Sequence[str], ring: dict, servers: Sequence[dict], workers: Sequence[dict],
-          seconds: float) -> dict:
-    """The manifest of a checkpoint after ``step`` steps (``final``: training had ended)."""
-    return {"format": FORMAT, "version": VERSION, "step": step, "final": final,
+          seconds: float, extra: Optional[dict] = None) -> dict:
+    """The manifest of a checkpoint after ``step`` steps (``final``: training had ended);
+    ``extra`` adds keys (``validation``: the early-stopping history)."""
+    return {**(extra or {}),"format": FORMAT, "version": VERSION, "step": step, "final": final,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": seconds,
             "settings": settings(cfg),
             "tables": [{"name": s.name, "rows": s.rows, "dim": s.dim, "state": list(slots)}
