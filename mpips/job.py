@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -126,10 +128,11 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
                           "ssp or async on every table")
     check_setup(cfg, n_workers, data.train_range)
     if (cfg.checkpointing or cfg.early_stop) and rank == 0:
+        folder = cfg.run_dir if cfg.checkpointing else Path(cfg.checkpoint_dir)
         try:
-            cfg.run_dir.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"--checkpoint-dir: cannot create {cfg.run_dir} ({exc})") \
+            raise ConfigError(f"--checkpoint-dir: cannot create {folder} ({exc})") \
                 from None
     if cfg.metrics_out is not None and rank == 0:
         folder = Path(cfg.metrics_out).resolve().parent
@@ -144,6 +147,31 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     """Collective over ``comm``: train and evaluate; every rank returns its ``JobResult``.
     ``verbose`` False keeps the scheduler quiet (benchmarks run many jobs)."""
     data = data or prepare(cfg, comm.Get_size(), comm.Get_rank())
+    job_cfg, cfg = cfg, with_best_dir(comm, cfg)
+    try:
+        return _train(cfg, comm, return_params, data, verbose)
+    finally:
+        if cfg is not job_cfg and comm.Get_rank() == 0:   # a job without checkpoints
+            shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
+
+
+def with_best_dir(comm: MPI.Intracomm, cfg: TrainConfig) -> TrainConfig:
+    """Collective: the settings under which the job keeps its best parameters (early
+    stopping): its own run folder when it writes checkpoints (they stay, as ``best``),
+    else a fresh temporary folder under ``--checkpoint-dir`` (removed when the job ends),
+    so that jobs without checkpoints never share one."""
+    if not cfg.early_stop or cfg.checkpointing:
+        return cfg
+    folder = None
+    if comm.Get_rank() == 0:
+        Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix=f".{cfg.run_name}-best-", dir=cfg.checkpoint_dir)
+    return cfg.replace(checkpoint_dir=bcast_json(comm, folder))
+
+
+def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: DataPlan,
+           verbose: bool) -> JobResult:
+    """``train`` once the settings say where the best parameters go."""
     roles = split_roles(comm, cfg.servers, cfg.standby)
     model = model_of(cfg, data)
     result = JobResult(roles.role)

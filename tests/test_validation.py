@@ -24,12 +24,13 @@ def test_validations_are_due_every_epoch_and_every_n_steps_before_the_end():
 
 
 def test_the_schedule_follows_the_longest_share():
-    cfg = TrainConfig(synthetic_rows=10_000, batch_size=1000, epochs=3, val_fraction=0.1)
+    cfg = TrainConfig(synthetic_rows=10_000, batch_size=1000, epochs=3)
     plan = plan_data(cfg)
     assert plan.train_range == (0, 7200) and plan.val_range == (7200, 8000)
     s = eval_schedule(cfg, plan.train_range, 2)       # 3600 rows a worker: 4 batches
     assert (s.epoch_steps, s.end) == (4, 12)
-    assert eval_schedule(TrainConfig(), (0, 100), 2) == EvalSchedule()
+    assert eval_schedule(TrainConfig(val_fraction=0), (0, 100), 2) == EvalSchedule()
+    assert TrainConfig().early_stop == 2 and TrainConfig(val_fraction=0).early_stop == 0
 
 
 def test_early_stopping_counts_validations_without_a_strictly_better_auc():
@@ -100,11 +101,10 @@ def test_replies_carry_the_early_and_best_flags():
 @pytest.mark.parametrize("changes, message", [
     (dict(val_fraction=1.0), "--val-fraction must lie in"),
     (dict(val_fraction=-0.1), "--val-fraction must lie in"),
-    (dict(early_stop=2), "--early-stop needs validation rows"),
-    (dict(eval_every=5), "--eval-every needs validation rows"),
+    (dict(early_stop=2, val_fraction=0.0), "--early-stop needs validation rows"),
+    (dict(eval_every=5, val_fraction=0.0), "--eval-every needs validation"),
     (dict(early_stop=-1, val_fraction=0.1), "--early-stop must be >= 0"),
     (dict(val="v.tsv"), "--val needs --data"),
-    (dict(data="d.tsv", val="v.tsv", val_fraction=0.1), "--val needs --data, and replaces"),
     (dict(admit_probability=0.0), "--admit-probability must lie in"),
     (dict(min_count=-1), "--min-count must be >= 0"),
     (dict(evict_after=-2), "--evict-after must be >= 0"),

@@ -97,7 +97,7 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
 def with_validation(plan: DataPlan, cfg: TrainConfig) -> DataPlan:
     """The plan with its validation rows: the last ``--val-fraction`` of the training rows
     (which then no longer train), or all of ``--val``'s source (kept in ``plan.val``)."""
-    if plan.val is not None or cfg.val_fraction <= 0:
+    if plan.val is not None or cfg.val is not None or cfg.val_fraction <= 0:
         return plan
     lo, hi = plan.train_range
     cut = hi - int((hi - lo) * cfg.val_fraction)
