@@ -71,7 +71,8 @@ def summary(path: str) -> None:
             short = [best[model, d] - aucs[d] for d in datasets]
             rows.append((max(short), sum(short) / len(short), point, [aucs[d] for d in datasets]))
         rows.sort()
-        print("  lr      l2       min-count  worst-shortfall  mean-shortfall  " + "  ".join(datasets))
+        print("  lr      l2       min-count  worst-shortfall  mean-shortfall  "
+              + "  ".join(datasets))
         for worst, mean, (lr, l2, mc), aucs in rows[:12]:
             print(f"  {lr:<7} {l2:<8} {mc:<10} {worst:.4f}           {mean:.4f}          "
                   + "  ".join(f"{a:.4f}" for a in aucs))

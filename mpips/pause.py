@@ -346,9 +346,10 @@ class Coordinator:
         self.last_request = time.perf_counter()
 
     # ---- validation ----------------------------------------------------------------------
-    def validate(self, step: int) -> Decision:
+    def validate(self, step: int, last: bool = False) -> Decision:
         """Every worker scores its share of the validation rows (all workers wait for a
-        reply: they paused or finished); the AUC goes into the history."""
+        reply: they paused or finished); the AUC goes into the history. A stop decided
+        at a pause ends training early; after the ``last`` step there is none to end."""
         ctl = self.roles.ctl
         send_ints(ctl, Reply(EVAL, step).encode(),
                   [self.roles.worker_ctl_rank(w) for w in range(self.roles.n_workers)],
@@ -356,7 +357,7 @@ class Coordinator:
         ev = receive_evaluation(ctl, self.roles.n_workers)
         score = auc(ev.labels, ev.probs)
         decision = self.stopping.observe(step, score)
-        if decision.stop:
+        if decision.stop and not last:
             self.ended_early = True
         self.on_validation(step, score)
         return decision
@@ -368,7 +369,7 @@ class Coordinator:
         have the servers restore the best, before the test rows are scored."""
         st = self.stopping
         if st.last_step != last:
-            self.validate(last)
+            self.validate(last, last=True)
         if self.cfg.early_stop == 0:
             return
         if st.best_step == last:

@@ -227,9 +227,9 @@ def validation_line(log: MetricsLog, progress: Progress, step: int, score: float
                "best_val_auc": st.best_auc, "best_step": st.best_step})
     if verbose:
         best = st.best_auc if st.best_auc is not None else float("nan")
+        end = "; stopping early" if coord.ended_early else ""
         print(f"[mpips] validation AUC {score:.4f} after step {step:,} (best {best:.4f} "
-              f"after step {st.best_step:,})" + ("; stopping early" if st.stopped else ""),
-              flush=True)
+              f"after step {st.best_step:,}){end}", flush=True)
 
 
 def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: list[str],

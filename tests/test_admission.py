@@ -37,7 +37,8 @@ def test_rows_untouched_for_evict_after_steps_are_stale():
     assert policy.stale(last, 20).tolist() == [False, True, True, False, False]
     assert RowPolicy(evict_after=3).sweep_every == 1 and not RowPolicy().sweeps(8)
     rec = new_record(3)
-    assert rec.dtype == np.int32 and rec[:, 0].tolist() == [0] * 3 and rec[:, 1].tolist() == [-1] * 3
+    assert rec.dtype == np.int32 and rec[:, 0].tolist() == [0] * 3
+    assert rec[:, 1].tolist() == [-1] * 3
 
 
 def batch(keys) -> Batch:

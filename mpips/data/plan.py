@@ -95,12 +95,13 @@ def plan_data(cfg: TrainConfig) -> DataPlan:
 
 
 def with_validation(plan: DataPlan, cfg: TrainConfig) -> DataPlan:
-    """The plan with its validation rows: the last ``--val-fraction`` of the training rows
-    (which then no longer train), or all of ``--val``'s source (kept in ``plan.val``)."""
+    """The plan with its validation rows: the last ``--val-fraction`` of the training rows,
+    at least one (they then no longer train), or all of ``--val``'s source (kept in
+    ``plan.val``)."""
     if plan.val is not None or cfg.val is not None or cfg.val_fraction <= 0:
         return plan
     lo, hi = plan.train_range
-    cut = hi - int((hi - lo) * cfg.val_fraction)
+    cut = hi - max(1, int((hi - lo) * cfg.val_fraction)) if hi - lo > 1 else hi
     return DataPlan(plan.train, (lo, cut), plan.test, plan.test_range, plan.train, (cut, hi))
 
 

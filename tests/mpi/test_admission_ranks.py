@@ -118,6 +118,7 @@ def test_early_stopping_tests_the_parameters_of_the_best_validation(shared_dir):
         aucs = dict((s, a) for s, a in rec["validations"])
         assert rec["val_auc"] == max(aucs.values()) == aucs[rec["best_step"]]
         assert rec["stopped_early"] and max(aucs) > rec["best_step"]
+        assert rec["samples"] < cfg.epochs * 1920   # before the end of its 1,920 rows x 8
         assert not list(shared_dir.glob(".two-best-*"))     # a job without checkpoints
                                                              # removes its best on the way out
     for key in ("validations", "best_step", "val_auc", "auc", "stopped_early"):
