@@ -120,3 +120,21 @@ def test_the_validation_rows_leave_the_training_rows():
     assert plan.test_range == (800, 1000) and plan.val is plan.train
     assert np.array_equal(next(plan.val.batches(600, 610, 10)).labels,
                           next(plan.train.batches(600, 610, 10)).labels)
+
+
+def test_a_resume_must_keep_the_settings_that_give_the_state_its_meaning():
+    """Admission, eviction and validation settings change what the saved state means; a
+    manifest from before they existed reads as written without them."""
+    from mpips.checkpoint import manifest
+
+    doc = {"settings": manifest.settings(TrainConfig(min_count=3))}
+    for change, flag in ((dict(min_count=4), "--min-count"), (dict(evict_after=9), "--evict"),
+                         (dict(val_fraction=0.2), "--val-fraction"),
+                         (dict(admit_probability=0.5), "--admit-probability")):
+        with pytest.raises(ConfigError, match=flag):
+            manifest.check_settings(doc, TrainConfig(min_count=3).replace(**change), "ck")
+    old = {"settings": {k: v for k, v in manifest.settings(TrainConfig()).items()
+                        if k not in manifest.FORMER}}
+    manifest.check_settings(old, TrainConfig(val_fraction=0, min_count=0), "ck")
+    with pytest.raises(ConfigError, match="--early-stop|--min-count|--val-fraction"):
+        manifest.check_settings(old, TrainConfig(), "ck")
