@@ -167,7 +167,13 @@ class ShardStore:
             normal_rows(values, keys, spec.init_from, spec.init_std, self._salt(spec))
         if not admit and self.policy.admitting and spec.rare_from >= 0:
             values.view(np.uint32)[keys < spec.rare_from] = NOT_ADMITTED
-        self.windows.tables[table].shard[rows] = values
+        # Column 0 says whether a row is admitted: a worker that reads it while the row
+        # changes (SSP, ASP) must not see an admitted row with columns not yet written,
+        # so it is written last on admission and first on eviction.
+        shard = self.windows.tables[table].shard
+        first, last = (slice(1, None), slice(0, 1)) if admit else (slice(0, 1), slice(1, None))
+        shard[rows, first] = values[:, first]
+        shard[rows, last] = values[:, last]
         fresh = self.optimizer.new_state((rows.size, self.dims[table]))
         for name, arr in self.state[table].items():
             arr[rows] = fresh[name]
