@@ -41,9 +41,10 @@ def check_straggler(args: argparse.Namespace, size: int) -> None:
 
 def configs(args: argparse.Namespace) -> list[tuple[str, bool, TrainConfig]]:
     """(mode, with straggler, settings) for every job of one repeat."""
+    # Fixed work, as the figures were measured: no validation, admission or L2.
     base = TrainConfig(synthetic_rows=args.rows, epochs=1, servers=args.servers,
                        batch_size=args.batch_size, progress_seconds=0.04,
-                       delay_jitter=args.jitter)
+                       delay_jitter=args.jitter, val_fraction=0.0, min_count=0, l2=0.0)
     out = []
     for label, sync, staleness, balance in MODES:
         for slow in (False, True):

@@ -88,17 +88,19 @@ def finite_or_none(value: float) -> Optional[float]:
 def reduce_server_stats(comm: MPI.Intracomm, tables: list[str],
                         staleness: Optional[np.ndarray] = None, applied: int = 0,
                         violations: int = 0, memory: tuple[int, int] = (0, 0),
-                        bad_lines: int = 0) -> Optional[dict]:
+                        bad_lines: int = 0, rows: tuple[int, int] = (0, 0)
+                        ) -> Optional[dict]:
     """Collective over the world: sum every server's staleness histograms (tables x bins),
     shard updates and SSP violations onto rank 0 (the scheduler), which gets the metrics;
     other ranks pass nothing and get None. With several servers a push updates one shard
     per server, so it counts once per server it reached. ``memory`` is a server's (peak
     resident bytes, raw bytes of rows and state); the largest of each is kept. A worker
-    passes the malformed text lines it skipped (``--on-bad-line skip``)."""
+    passes the malformed text lines it skipped (``--on-bad-line skip``); a server the
+    rows it admitted and evicted (``rows``)."""
     hist = np.zeros((len(tables), StalenessLog.BINS), dtype=np.int64)
     if staleness is not None:
         hist += staleness
-    counts = np.array([applied, violations, bad_lines], dtype=np.int64)
+    counts = np.array([applied, violations, bad_lines, *rows], dtype=np.int64)
     mem = np.array(memory, dtype=np.int64)
     out_hist, out_counts, out_mem = np.zeros_like(hist), np.zeros_like(counts), np.zeros_like(mem)
     wait_all([comm.Ireduce(hist, out_hist, MPI.SUM, 0),
@@ -111,5 +113,6 @@ def reduce_server_stats(comm: MPI.Intracomm, tables: list[str],
     return {"staleness": per_table, "staleness_mean": overall["mean"],
             "staleness_max": overall["max"], "ssp_violations": int(out_counts[1]),
             "shard_updates": int(out_counts[0]), "bad_lines_skipped": int(out_counts[2]),
+            "admitted_rows": int(out_counts[3]), "evicted_rows": int(out_counts[4]),
             "server_peak_rss_bytes": int(out_mem[0]), "server_table_bytes": int(out_mem[1]),
             "server_memory_ratio": float(out_mem[0] / out_mem[1]) if out_mem[1] else None}
