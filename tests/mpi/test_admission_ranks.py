@@ -3,14 +3,13 @@ bit-identical with one server or two and with partitions moving, admission count
 a checkpoint, and an early-stopped job tests the parameters of its best validation."""
 import json
 
-import numpy as np
 import pytest
 from mpi4py import MPI
 
+from ranks import run, same_params
 from mpips.checkpoint import manifest
 from mpips.checkpoint.whole import read_tables
 from mpips.config import TrainConfig
-from mpips.job import train
 from mpips.models import not_admitted
 
 comm = MPI.COMM_WORLD
@@ -27,19 +26,8 @@ def small(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def run(cfg: TrainConfig) -> tuple[dict, dict]:
-    """(parameters on the first worker, metrics on the scheduler), on every rank."""
-    res = train(cfg, comm, return_params=True, verbose=False)
-    first_worker = 1 + cfg.servers + cfg.standby
-    params = comm.bcast(res.params if comm.Get_rank() == first_worker else None,
-                        root=first_worker)
-    return params, comm.bcast(res.metrics, root=0)
 
 
-def same_params(a: dict, b: dict) -> bool:
-    """Bit for bit (rows not admitted hold a NaN, which equals nothing)."""
-    return a.keys() == b.keys() and all(np.array_equal(a[k].view(np.uint32),
-                                                       b[k].view(np.uint32)) for k in a)
 
 
 @pytest.mark.mpi(min_size=4)

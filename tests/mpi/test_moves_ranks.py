@@ -12,11 +12,11 @@ import pytest
 from mpi4py import MPI
 
 from former import former
+from ranks import run, same_params
 from mpips.client import TableClient
 from mpips.clocks import Start, SyncPolicy
 from mpips.config import TrainConfig
 from mpips.errors import ProtocolError
-from mpips.job import train
 from mpips.message import PushMessage, TablePart, encode
 from mpips.models import TableSpec
 from mpips.optim import Optimizer
@@ -49,17 +49,8 @@ def test_nolocal_makes_every_rank_its_own_node():
     assert alone or not NOLOCAL
 
 
-def same_params(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def run(cfg: TrainConfig) -> tuple[dict, dict]:
-    """(parameters on the first worker, metrics on the scheduler), on every rank."""
-    res = train(cfg, comm, return_params=True, verbose=False)
-    first_worker = 1 + cfg.servers + cfg.standby
-    params = comm.bcast(res.params if comm.Get_rank() == first_worker else None,
-                        root=first_worker)
-    return params, comm.bcast(res.metrics, root=0)
 
 
 @pytest.mark.mpi(min_size=4)
