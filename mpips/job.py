@@ -28,6 +28,7 @@ from .placement import Placement, moved_fraction
 from .rebalance import LoadWatch, Rebalancer, partition_bytes
 from .ring import PartitionMap, name_salt
 from .planner import Planner, check_schedule
+from .pullcache import pull_caches
 from .reports import reduce_server_stats, send_evaluation
 from .scheduler import run_scheduler
 from .server import run_server
@@ -200,10 +201,15 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
         reduce_server_stats(comm, names, report.staleness.hist, report.applied,
                             report.violations, (report.peak_rss, report.table_bytes))
         return finish(comm, roles, result)
-    with TableClient(model.tables, roles, placement, cfg.pull) as client:
+    with TableClient(model.tables, roles, placement, cfg.pull,
+                     [cfg.compression_of(t.name, t.rows) for t in model.tables],
+                     cfg.residual_rows, cfg.link_gbps,
+                     pull_caches(cfg.pull_cache, [t.dim for t in model.tables],
+                                 [p.staleness for p in policies], rounds,
+                                 roles.n_workers)) as client:
         resumed = None
         if candidates:
-            resumed, _, _ = agree_restore(comm, candidates, cfg)
+            resumed, _, _ = agree_restore(comm, candidates, cfg, client.restore_residuals)
             resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
                                                 roles.n_workers)
         worker = Worker(cfg, roles, client, model, data, bound, board,
@@ -223,7 +229,8 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             send_evaluation(roles.ctl, worker.evaluate())
         if return_params:
             result.params = client.pull_all()
-    reduce_server_stats(comm, names, bad_lines=data.bad_lines)
+    reduce_server_stats(comm, names, bad_lines=data.bad_lines,
+                        traffic=client.traffic.matrix(), dropped=client.dropped)
     return finish(comm, roles, result)
 
 

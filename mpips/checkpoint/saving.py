@@ -74,7 +74,8 @@ def publish_checkpoint(cfg: TrainConfig, specs: Sequence[TableSpec], slots: Sequ
     try:
         write_json(partial / MANIFEST, doc)
         return publish(cfg.run_dir, partial, step, cfg.checkpoint_keep,
-                       {MANIFEST, *(s["file"] for s in entries)})
+                       {MANIFEST, *(s["file"] for s in entries),
+                        *(w["residuals"]["file"] for w in workers if "residuals" in w)})
     except OSError as exc:
         raise CheckpointError(f"{partial}: cannot publish the checkpoint ({exc})") from None
 
