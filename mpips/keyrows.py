@@ -8,6 +8,8 @@ import numpy as np
 
 from .kernels.keymap import keymap_add_into, keymap_find, keymap_put, keymap_take
 
+INITIAL_SLOTS = 1 << 14        # pool rows to start with; it doubles as keys arrive
+
 
 class KeyedRows:
     """Rows by key (``kernels.keymap``), each with an age (the step or version it was
@@ -17,7 +19,7 @@ class KeyedRows:
     def __init__(self, dim: int, capacity: int, drop_zero: bool = True) -> None:
         self.dim, self.capacity, self.drop_zero = dim, capacity, drop_zero
         self.size = 0
-        self._alloc(16)
+        self._alloc(min(INITIAL_SLOTS, max(16, capacity)))
 
     def _alloc(self, slots: int) -> None:
         self.pkeys = np.full(slots, -1, dtype=np.int64)
@@ -32,7 +34,7 @@ class KeyedRows:
         return self.size
 
     def _room(self, more: int) -> None:
-        """Grow the pool (doubling) so that ``more`` keys fit."""
+        """Grow the pool (doubling) so that ``more`` keys fit, rehashing in one call."""
         if int(self.nfree[0]) >= more:
             return
         keys, rows, ages = self.arrays()
@@ -41,9 +43,7 @@ class KeyedRows:
             slots *= 2
         self._alloc(slots)
         self.size = 0
-        for age in np.unique(ages):
-            pick = ages == age
-            self.put(keys[pick], rows[pick], int(age))
+        self._put(keys, rows, ages)
 
     def slots_of(self, keys: np.ndarray) -> np.ndarray:
         """Each key's pool slot, -1 for keys without a row."""
@@ -53,12 +53,16 @@ class KeyedRows:
         """``rows[i] += `` the row at ``slots[i]`` (float32; nothing where it is -1)."""
         keymap_add_into(self.prows, slots, rows)
 
-    def put(self, keys: np.ndarray, rows: np.ndarray, age: int) -> None:
-        """Set the rows of ``keys`` (unique), all with ``age``."""
+    def put(self, keys: np.ndarray, rows: np.ndarray, age: int | np.ndarray) -> None:
+        """Set the rows of ``keys`` (unique), with ``age`` (one for all, or one each)."""
         self._room(keys.size)
+        self._put(keys, rows, np.broadcast_to(np.asarray(age, np.int64), keys.shape))
+
+    def _put(self, keys: np.ndarray, rows: np.ndarray, ages: np.ndarray) -> None:
         self.size += keymap_put(self.hkeys, self.hslot, self.pkeys, self.prows, self.page,
                                 self.free, self.nfree, np.ascontiguousarray(keys, np.int64),
-                                np.ascontiguousarray(rows, np.float32), age, self.drop_zero)
+                                np.ascontiguousarray(rows, np.float32),
+                                np.ascontiguousarray(ages, np.int64), self.drop_zero)
 
     def rows_at(self, slots: np.ndarray) -> np.ndarray:
         """The rows at pool ``slots`` (a copy)."""
@@ -99,8 +103,5 @@ class KeyedRows:
                   ages: np.ndarray) -> "KeyedRows":
         """A store of residuals holding ``arrays()`` as saved (a checkpoint)."""
         store = cls(dim, capacity)
-        store._room(keys.size)
-        for age in np.unique(ages):
-            pick = ages == age
-            store.put(keys[pick], rows[pick], int(age))
+        store.put(keys, rows, ages)
         return store

@@ -41,9 +41,7 @@ class PullCache:
     def keep(self, keys: np.ndarray, rows: np.ndarray, versions: np.ndarray) -> None:
         """Remember freshly pulled rows with the versions they were pulled at; past the
         capacity, forget the oldest pulls."""
-        for v in np.unique(versions):
-            pick = versions == v
-            self.rows.put(keys[pick], rows[pick], int(v))
+        self.rows.put(keys, rows, versions)
         over = len(self.rows) - self.capacity
         if over > 0:
             self.rows.take(self.rows.oldest(over, np.empty(0, np.int64)))

@@ -84,9 +84,9 @@ def keymap_add_into(prows: np.ndarray, slots: np.ndarray, rows: np.ndarray) -> N
 @nb.njit(cache=True, nogil=True)
 def keymap_put(hkeys: np.ndarray, hslot: np.ndarray, pkeys: np.ndarray, prows: np.ndarray,
                page: np.ndarray, free: np.ndarray, nfree: np.ndarray, keys: np.ndarray,
-               rows: np.ndarray, age: int, drop_zero: bool) -> int:
-    """Set each key's row (with ``drop_zero`` a zero row removes the key); returns the
-    change in live keys."""
+               rows: np.ndarray, ages: np.ndarray, drop_zero: bool) -> int:
+    """Set each key's row and age (with ``drop_zero`` a zero row removes the key);
+    returns the change in live keys."""
     bits = _bits(hkeys.size)
     d = rows.shape[1]
     change = 0
@@ -116,7 +116,7 @@ def keymap_put(hkeys: np.ndarray, hslot: np.ndarray, pkeys: np.ndarray, prows: n
             pkeys[s] = keys[i]
             change += 1
         prows[s, :] = rows[i, :]
-        page[s] = age
+        page[s] = ages[i]
     return change
 
 
@@ -145,7 +145,8 @@ def warm_up() -> None:
     prows = np.zeros((4, 1), np.float32)
     free, nfree = np.arange(4, dtype=np.int64), np.array([4], np.int64)
     rows = np.ones((2, 1), np.float32)
-    keymap_put(hkeys, hslot, pkeys, prows, page, free, nfree, keys, rows, 0, True)
+    keymap_put(hkeys, hslot, pkeys, prows, page, free, nfree, keys, rows,
+               np.zeros(2, np.int64), True)
     slots = keymap_find(hkeys, hslot, keys)
     keymap_add_into(prows, slots, rows)
     keymap_take(hkeys, hslot, pkeys, prows, free, nfree, slots, rows)
