@@ -23,7 +23,6 @@ class PullCache:
     def __init__(self, dim: int, capacity: int, bound: int) -> None:
         self.rows = KeyedRows(dim, capacity, drop_zero=False)
         self.capacity, self.bound = capacity, bound
-        self.hits = 0
 
     def lookup(self, keys: np.ndarray, versions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For unique ``keys`` whose servers' versions are now ``versions`` (one per key):
@@ -36,7 +35,6 @@ class PullCache:
     def serve(self, slots: np.ndarray, positions: np.ndarray, out: np.ndarray) -> None:
         """Copy the cached rows at ``slots`` into ``out[positions]``."""
         out[positions] = self.rows.rows_at(slots)
-        self.hits += positions.size
 
     def keep(self, keys: np.ndarray, rows: np.ndarray, versions: np.ndarray) -> None:
         """Remember freshly pulled rows with the versions they were pulled at; past the
