@@ -19,9 +19,10 @@ class KeyedRows:
     def __init__(self, dim: int, capacity: int, drop_zero: bool = True) -> None:
         self.dim, self.capacity, self.drop_zero = dim, capacity, drop_zero
         self.size = 0
-        self._alloc(min(INITIAL_SLOTS, max(16, capacity)))
+        self._alloc(min(INITIAL_SLOTS, 1 << max(4, (capacity - 1).bit_length())))
 
     def _alloc(self, slots: int) -> None:
+        """Empty arrays for ``slots`` rows (a power of two: the hash map masks by it)."""
         self.pkeys = np.full(slots, -1, dtype=np.int64)
         self.prows = np.zeros((slots, self.dim), dtype=np.float32)
         self.page = np.zeros(slots, dtype=np.int64)

@@ -95,7 +95,7 @@ def test_the_store_stays_within_its_bound_sending_the_oldest():
     300 (plus the step in hand), the keys it lets go are the oldest, and with raw rows
     nothing at all is lost."""
     rng = np.random.default_rng(4)
-    store = KeyedRows(DIM, 300)
+    store = KeyedRows(DIM, 300)              # not a power of two: the pool rounds up
     total, sent = np.zeros((5000, DIM)), np.zeros((5000, DIM))
     for step in range(20):
         keys = np.arange(step * 100, step * 100 + 100, dtype=np.int64)
