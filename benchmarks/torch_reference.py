@@ -32,6 +32,13 @@ Optimisers: ``sgd`` (torch.optim.SGD), ``adagrad`` (torch.optim.Adagrad, eps 1e-
 initial accumulator -- its defaults, which mpips uses) and ``adam`` (torch.optim.SparseAdam
 for the embedding table, torch.optim.Adam for the dense parameters: lazy like mpips).
 ``--l2`` adds ``l2 * w`` to the gradient of every touched row, as mpips' servers do.
+
+Validation and early stopping as mpips does them (``--val-fraction``, ``--eval-every``,
+``--early-stop``): the same validation rows, scored at the same steps (every epoch but the
+last, every N steps, and after the last step); with early stopping the parameters of the
+best validation are kept and tested. Feature admission (``--min-count N``): a key's
+lookups read its field's rare row (one more table row per field) until N steps have seen
+it (a step sees a key once per worker batch that holds it), as mpips' servers count.
 """
 from __future__ import annotations
 
@@ -51,8 +58,9 @@ except ImportError:  # pragma: no cover - the optional extra is missing
 
 from mpips.config import TrainConfig, from_mapping, load_toml
 from mpips.data.schedule import schedules
-from mpips.data.plan import plan_data
+from mpips.data.plan import eval_batch_rows, plan_data
 from mpips.metrics import auc, logloss
+from mpips.validation import EarlyStopping, eval_schedule
 
 MODELS = ("lr", "fm", "deepfm")
 OPTIMIZERS = ("sgd", "adagrad", "adam")
@@ -181,13 +189,13 @@ def tensors(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def bsp_steps(plan, cfg: TrainConfig, workers: int
-              ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+              ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]]:
     """The global batches of an mpips BSP job with ``workers`` workers, in step order.
 
     Worker ``w`` runs its share's batches ``epochs`` times over, each epoch in the order
     mpips' schedule gives (shuffled unless the settings say ``shuffle = false``); BSP
     round ``t`` sums the pushes of every worker that still has a step ``t``, in worker
-    order.
+    order. Each step also lists every worker's unique keys (admission counts them).
     """
     per_worker = []
     for sched in schedules(cfg, plan.train_range, workers):
@@ -196,8 +204,43 @@ def bsp_steps(plan, cfg: TrainConfig, workers: int
     steps = []
     for t in range(max(len(b) for b in per_worker)):
         parts = [tensors(b[t]) for b in per_worker if t < len(b)]
-        steps.append(tuple(torch.cat(x) for x in zip(*parts)))
+        seen = [np.unique(b[t].keys) for b in per_worker if t < len(b)]
+        steps.append((*(torch.cat(x) for x in zip(*parts)), seen))
     return steps
+
+
+class Admission:
+    """mpips' ``--min-count``: per key the steps that saw it; keys seen fewer than
+    ``min_count`` times before a step read their field's rare row (key ``rare_from +
+    field``)."""
+
+    def __init__(self, min_count: int, rare_from: int, fields: int) -> None:
+        self.min_count, self.rare_from = min_count, rare_from
+        self.counts = np.zeros(rare_from + fields, dtype=np.int64)
+
+    def keys(self, keys: torch.Tensor) -> torch.Tensor:
+        if self.min_count <= 0:
+            return keys
+        k = keys.numpy()
+        rare = self.rare_from + np.arange(k.shape[1], dtype=np.int64)
+        return torch.from_numpy(np.where(self.counts[k] >= self.min_count, k, rare))
+
+    def saw(self, seen: list) -> None:
+        for keys in seen:
+            self.counts[keys] += 1
+
+
+def score(net: "SparseModel", source, rows: tuple[int, int], batch_size: int,
+          admission: Admission) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels of ``rows`` of ``source`` (in evaluation batches)."""
+    probs, labels = [], []
+    with torch.no_grad():
+        for batch in source.batches(*rows, eval_batch_rows(batch_size)):
+            k, v, _ = tensors(batch)
+            z = net(admission.keys(k), v).double().numpy()
+            probs.append(1.0 / (1.0 + np.exp(-z)))
+            labels.append(batch.labels.astype(np.float64))
+    return np.concatenate(probs), np.concatenate(labels)
 
 
 # ---------------------------------------------------------------------------- run
@@ -217,7 +260,9 @@ def run(args: argparse.Namespace) -> dict:
     plan = plan_data(cfg)
     table_rows = int(getattr(plan, "table_rows", cfg.table_rows))
     fields = plan.train.fields
-    net = SparseModel(cfg.model, table_rows, fields, cfg.embedding_dim, cfg.hidden)
+    admission = Admission(cfg.min_count, table_rows, fields)
+    net = SparseModel(cfg.model, table_rows + (fields if cfg.min_count > 0 else 0), fields,
+                      cfg.embedding_dim, cfg.hidden)
     torch_seed = cfg.seed if args.torch_seed is None else args.torch_seed
     (init_mpips if args.init == "mpips" else init_torch)(net, cfg.init_std,
                                                           cfg.seed if args.init == "mpips"
@@ -233,34 +278,54 @@ def run(args: argparse.Namespace) -> dict:
     # Warm-up on a throw-away copy, so the timed loop does not pay first-call costs.
     if steps:
         scratch = SparseModel(cfg.model, 1, fields, cfg.embedding_dim, cfg.hidden)
-        k, v, y = steps[0]
+        k, v, y, _ = steps[0]
         bce(scratch(torch.zeros_like(k), v), y).backward()
 
-    samples, loss_sum = 0, 0.0
+    validations = eval_schedule(cfg, plan.train_range, args.workers)
+    stopping = EarlyStopping(cfg.early_stop)
+    best: Optional[tuple[dict, np.ndarray]] = None
+
+    def validate(step: int) -> bool:
+        """Score the validation rows after ``step`` steps; True: stop early."""
+        nonlocal best
+        p, y = score(net, plan.val, plan.val_range, cfg.batch_size, admission)
+        decision = stopping.observe(step, auc(y, p))
+        if decision.best and cfg.early_stop:
+            best = ({k: t.detach().clone() for k, t in net.state_dict().items()},
+                    admission.counts.copy())
+        return decision.stop
+
+    samples, loss_sum, done = 0, 0.0, 0
     started = time.perf_counter()
-    for keys, vals, labels in steps:
+    for keys, vals, labels, seen in steps:
+        if cfg.validating and validations.due(done) and validate(done):
+            break
         opt.zero_grad()
-        loss = bce(net(keys, vals), labels)
+        loss = bce(net(admission.keys(keys), vals), labels)
         (loss * scale).backward()
         loss = loss.detach()
         opt.step()
+        admission.saw(seen)
         samples += labels.numel()
         loss_sum += loss.item()
+        done += 1
+    if cfg.validating and stopping.last_step != done:
+        validate(done)
+    if best is not None and stopping.best_step != done:
+        net.load_state_dict(best[0])
+        admission.counts = best[1]
     seconds = time.perf_counter() - started
 
-    probs, labels = [], []
-    with torch.no_grad():
-        for batch in plan.test.batches(*plan.test_range, max(cfg.batch_size, 8192)):
-            k, v, y = tensors(batch)
-            z = net(k, v).double().numpy()
-            probs.append(1.0 / (1.0 + np.exp(-z)))
-            labels.append(batch.labels.astype(np.float64))
-    p, y = np.concatenate(probs), np.concatenate(labels)
-    return {"event": "final", "impl": "torch", "torch": torch.__version__,
+    p, y = score(net, plan.test, plan.test_range, cfg.batch_size, admission)
+    extra = {"val_auc": stopping.best_auc, "best_step": stopping.best_step,
+             "stopped_early": stopping.stopped,
+             "validations": [[s, a] for s, a in stopping.history]} if cfg.validating else {}
+    return {**extra,"event": "final", "impl": "torch", "torch": torch.__version__,
             "model": cfg.model, "optimizer": cfg.optimizer, "lr": cfg.lr,
             "workers": args.workers, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
             "embedding_dim": cfg.embedding_dim, "init_std": cfg.init_std,
             "hidden": list(cfg.hidden), "table_rows": table_rows, "seed": cfg.seed,
+            "l2": cfg.l2, "min_count": cfg.min_count,
             "torch_seed": torch_seed, "init": args.init, "threads": args.threads,
             "steps": len(steps), "auc": auc(y, p), "logloss": logloss(y, p),
             "test_rows": int(y.size), "samples": samples, "seconds": seconds,
@@ -290,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-std", type=float, metavar="S")
     p.add_argument("--hidden", metavar="H1,H2")
     p.add_argument("--seed", type=int, help="mpips' seed: feature hashing (and --init mpips)")
+    p.add_argument("--val-fraction", type=float, metavar="F")
+    p.add_argument("--eval-every", type=int, metavar="N")
+    p.add_argument("--early-stop", type=int, metavar="P")
+    p.add_argument("--min-count", type=int, metavar="N")
     p.add_argument("--torch-seed", type=int, help="PyTorch's generator for the initial "
                    "values (default --seed)")
     p.add_argument("--init", choices=("torch", "mpips"), default="torch",

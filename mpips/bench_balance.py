@@ -47,10 +47,12 @@ def check_balance(args: argparse.Namespace, size: int) -> None:
 def configs(args: argparse.Namespace, metrics_out: str | None = None
             ) -> list[tuple[str, bool, TrainConfig]]:
     """(mode, slow, settings) for every job of one repeat."""
+    # Fixed work, as the figures were measured: no validation, admission or L2.
     base = TrainConfig(synthetic_rows=args.rows, epochs=args.epochs, servers=2,
                        model=args.model, optimizer=args.optimizer, lr=args.lr,
                        batch_size=args.batch_size, embedding_dim=args.embedding_dim,
-                       sync=args.sync, progress_seconds=0.5, metrics_out=metrics_out)
+                       sync=args.sync, progress_seconds=0.5, metrics_out=metrics_out,
+                       val_fraction=0.0, min_count=0, l2=0.0)
     return [(label, slow, base.replace(rebalance=rebalance,
                                        slow_server=f"0:{args.factor:g}" if slow else None))
             for label, slow, rebalance in MODES]

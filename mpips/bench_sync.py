@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 from typing import Callable, Hashable
 
 from mpi4py import MPI
@@ -40,9 +41,10 @@ def check_straggler(args: argparse.Namespace, size: int) -> None:
 
 def configs(args: argparse.Namespace) -> list[tuple[str, bool, TrainConfig]]:
     """(mode, with straggler, settings) for every job of one repeat."""
+    # Fixed work, as the figures were measured: no validation, admission or L2.
     base = TrainConfig(synthetic_rows=args.rows, epochs=1, servers=args.servers,
                        batch_size=args.batch_size, progress_seconds=0.04,
-                       delay_jitter=args.jitter)
+                       delay_jitter=args.jitter, val_fraction=0.0, min_count=0, l2=0.0)
     out = []
     for label, sync, staleness, balance in MODES:
         for slow in (False, True):
@@ -113,17 +115,17 @@ def interleaved(jobs: list[Job], args: argparse.Namespace, comm: MPI.Intracomm,
                 figures: Callable[[dict], dict],
                 note: Callable[[dict], str] = lambda metrics: "") -> dict[Hashable, list]:
     """Collective over ``comm``: every job in turn, ``args.repeats`` times; per key, the
-    figures of each run (on rank 0, which prints a line per run unless ``args.json``)."""
+    figures of each run (on rank 0, which prints a line per run: on stderr with
+    ``args.json``, so that stdout holds only the record)."""
     runs: dict[Hashable, list] = {}
     for i in range(args.repeats):
         for key, label, cfg in jobs:
             metrics = train(cfg, comm, verbose=False).metrics
             if metrics is not None:
                 runs.setdefault(key, []).append(figures(metrics))
-                if not args.json:
-                    print(f"  repeat {i + 1}/{args.repeats} {label} "
-                          f"{metrics['samples_per_s']:>12,.0f} samples/s{note(metrics)}",
-                          flush=True)
+                print(f"  repeat {i + 1}/{args.repeats} {label} "
+                      f"{metrics['samples_per_s']:>12,.0f} samples/s{note(metrics)}",
+                      file=sys.stderr if args.json else sys.stdout, flush=True)
     return runs
 
 

@@ -38,11 +38,12 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
     ("--epochs", dict(type=int, help=f"passes over the training rows (default {D.epochs})")),
     ("--batch-size", dict(type=int, metavar="N", help=f"rows per worker per step (default "
                           f"{D.batch_size}); a step's gradient is the mean over all workers")),
-    ("--lr", dict(type=float, help=f"learning rate (default {D.lr})")),
+    ("--lr", dict(type=float, help=f"learning rate (default: per model and optimizer, "
+                  f"{D.lr} for lr + {D.optimizer}; README 'Defaults')")),
     ("--optimizer", dict(choices=OPTIMIZERS, help=f"server-side optimizer (default "
                          f"{D.optimizer})")),
-    ("--l2", dict(type=float, help=f"L2 penalty on touched rows; FTRL's lambda2 (default "
-                  f"{D.l2})")),
+    ("--l2", dict(type=float, help=f"L2 penalty on touched rows; FTRL's lambda2 (default: "
+                  f"per model, {D.l2} for lr)")),
     ("--l1", dict(type=float, help=f"FTRL's L1 penalty lambda1 (default {D.l1})")),
     ("--seed", dict(type=int, help=f"seed for initial values, the built-in data and the "
                     f"hashing of text data; prepared data keep the hashing seed of 'mpips "
@@ -110,6 +111,25 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
     ("--resume", dict(nargs="?", const="latest", metavar="PATH", help="continue from the "
                       "latest valid checkpoint of this run, or from PATH (a run or "
                       "checkpoint folder); a damaged one is skipped for an older one")),
+    ("--val", dict(metavar="PATH", help="validation data, as --data (default: the last "
+                   "--val-fraction of the training rows)")),
+    ("--val-fraction", dict(type=float, metavar="F", help=f"share of the training rows "
+                            f"(the last) kept for validation, unless --val is given "
+                            f"(default {D.val_fraction}; 0: none)")),
+    ("--eval-every", dict(type=int, metavar="N", help="validate every N steps as well as "
+                          "every epoch (default 0: every epoch)")),
+    ("--early-stop", dict(type=int, metavar="P", help="stop after P validations without a "
+                          "better AUC and test the best parameters, kept as checkpoint "
+                          f"'best' (default {D.early_stop}; 0: off)")),
+    ("--min-count", dict(type=int, metavar="N", help="a key gets a row of its own once "
+                         "seen in N steps; until then it reads and trains its field's rare "
+                         f"row (default {D.min_count}; 0: every key has its own)")),
+    ("--admit-probability", dict(type=float, metavar="P", help="each sighting of a key "
+                                 "without a row of its own admits it with probability P, "
+                                 f"seeded by key and step (default {D.admit_probability})")),
+    ("--evict-after", dict(type=int, metavar="STEPS", help="rows no step touched for STEPS "
+                           "steps go back to their initial values and state (default 0: "
+                           "never)")),
     ("--pull", dict(choices=PULL_MODES, help="how workers read server shards: direct loads "
                     "from shared memory (one node), one-sided MPI Get, or auto (default)")),
     ("--compress", dict(choices=CODEC_CHOICES, help="push codec of the embedding tables: "

@@ -26,6 +26,29 @@ BALANCE_MODES = ("auto", "on", "off")
 REBALANCE_MODES = ("auto", "off")
 
 
+# Defaults chosen by the grid in benchmarks/tune_defaults.py (README: "Defaults"): the
+# learning rate per optimiser and model, L2 per model.
+# Only Adagrad's were measured; SGD and FTRL keep the former 0.05, Adam PyTorch's 0.001.
+DEFAULT_LR = {"adagrad": {"lr": 0.05, "fm": 0.01, "deepfm": 0.01},
+              "sgd": {"lr": 0.05, "fm": 0.05, "deepfm": 0.05},
+              "adam": {"lr": 0.001, "fm": 0.001, "deepfm": 0.001},
+              "ftrl": {"lr": 0.05, "fm": 0.05, "deepfm": 0.05}}
+DEFAULT_L2 = {"lr": 0.001, "fm": 0.01, "deepfm": 0.01}
+DEFAULT_PATIENCE = 2
+PER_MODEL = ("lr", "l2", "early_stop")
+
+
+def model_default(name: str, cfg: "TrainConfig") -> float:
+    """The default of a setting left unset (``PER_MODEL``): the learning rate of the
+    model and optimiser (an unknown one is refused by the checks that follow), the
+    model's L2, early stopping when the job has validation rows."""
+    if name == "lr":
+        return DEFAULT_LR.get(cfg.optimizer, DEFAULT_LR["adagrad"]).get(cfg.model, 0.05)
+    if name == "l2":
+        return DEFAULT_L2.get(cfg.model, 0.0)
+    return DEFAULT_PATIENCE if cfg.val is not None or cfg.val_fraction > 0 else 0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything ``mpips train`` needs; see ``mpips train --help`` for each field."""
@@ -37,11 +60,11 @@ class TrainConfig:
     csv: Optional[CsvSchema] = None        # from [csv] in the config file
     model: str = "lr"
     servers: int = 1
-    epochs: int = 2
+    epochs: int = 10                       # at most: early stopping usually ends sooner
     batch_size: int = 512
-    lr: float = 0.05
+    lr: Optional[float] = None             # None: the default of the model and optimiser
     optimizer: str = "adagrad"
-    l2: float = 0.0
+    l2: Optional[float] = None             # None: the model's default
     l1: float = 0.0
     seed: int = 0
     metrics_out: Optional[str] = None
@@ -86,8 +109,22 @@ class TrainConfig:
     residual_rows: int = 1 << 20           # error feedback: keys kept per table and worker
     link_gbps: float = 0.0                 # test aid: a worker's messages wait bytes / G
     pull_cache: int = 0                    # SSP/ASP: rows a worker may serve from its cache
+    val: Optional[str] = None              # validation data, as --data (else --val-fraction)
+    val_fraction: float = 0.1              # the last share of the training rows validates
+    eval_every: int = 0                    # steps between validations (also every epoch)
+    early_stop: Optional[int] = None       # validations without a better AUC before a stop
+                                           # (None: 2 when the job validates, else off)
+    min_count: int = 10                    # sightings before a key gets a row of its own
+    admit_probability: float = 1.0         # chance a sighting of a new key admits it
+    evict_after: int = 0                   # steps untouched before a row is reset (0: never)
 
     def __post_init__(self) -> None:
+        # Settings left unset take the measured default of the model and optimiser; a
+        # copy with another model or optimiser (``replace``) takes that one's.
+        unset = tuple(name for name in PER_MODEL if getattr(self, name) is None)
+        object.__setattr__(self, "_unset", unset)
+        for name in unset:
+            object.__setattr__(self, name, model_default(name, self))
         _choice("format", self.format, FORMATS)
         _choice("on_bad_line", self.on_bad_line, BAD_LINE_MODES)
         _choice("model", self.model, MODELS)
@@ -147,9 +184,39 @@ class TrainConfig:
         if self.residual_rows < 1 or not self.link_gbps >= 0 or self.pull_cache < 0:
             raise ConfigError("--residual-rows must be >= 1, --link-gbps and --pull-cache "
                               ">= 0")
+        self._check_quality_settings()
         if not (0 <= self.delay_jitter < 60):
             raise ConfigError(f"--delay-jitter must lie in [0, 60) seconds, got "
                               f"{self.delay_jitter}")
+
+    def _check_quality_settings(self) -> None:
+        """Validation, early stopping, admission and eviction settings."""
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.val is not None and self.data is None:
+            raise ConfigError("--val needs --data (the built-in data keeps its own "
+                              "validation rows: --val-fraction)")
+        for name in ("eval_every", "early_stop", "min_count", "evict_after"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if (self.eval_every or self.early_stop) and not self.validating:
+            raise ConfigError(f"{'--early-stop' if self.early_stop else '--eval-every'} "
+                              f"needs validation rows: --val-fraction F or --val PATH")
+        if not 0 < self.admit_probability <= 1:
+            raise ConfigError(f"--admit-probability must lie in (0, 1], got "
+                              f"{self.admit_probability}")
+
+    @property
+    def validating(self) -> bool:
+        """The job scores validation rows (every epoch, every ``--eval-every`` steps);
+        ``--val`` replaces ``--val-fraction``."""
+        return self.val is not None or self.val_fraction > 0
+
+    @property
+    def admitting(self) -> bool:
+        """Keys get rows of their own only once admitted (``--min-count``,
+        ``--admit-probability``)."""
+        return self.min_count > 0 or self.admit_probability < 1
 
     @property
     def checkpointing(self) -> bool:
@@ -205,7 +272,10 @@ class TrainConfig:
                                  "--compress")
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``; settings that were left to their per-model default
+        follow the copy's model and optimiser."""
+        unset = {name: None for name in getattr(self, "_unset", ()) if name not in changes}
+        return dataclasses.replace(self, **unset, **changes)
 
 
 def _slow(flag: str, what: str, value: Optional[str]) -> Optional[tuple[int, float]]:
@@ -244,7 +314,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {name.replace('_', '-')} must be a list of strings, "
                               f"got {value!r}")
         return tuple(v.strip() for v in items if v.strip())
-    want = {"int": int, "float": float, "str": str, "Optional[str]": str, "bool": bool}[kind]
+    want = {"int": int, "float": float, "str": str, "Optional[str]": str, "bool": bool,
+            "Optional[float]": float, "Optional[int]": int}[kind]
     ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True

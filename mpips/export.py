@@ -224,7 +224,7 @@ def _net(cfg: TrainConfig, dims: dict[str, tuple[int, int]], inputs: InputSpec,
     """The model the settings describe over ``inputs``, checked against the stored
     tables' sizes."""
     net = build_model(cfg.model, inputs.hashing.total_rows, cfg.embedding_dim, cfg.init_std,
-                      _fields(cfg, dims) or inputs.width or 1, cfg.hidden)
+                      _fields(cfg, dims) or inputs.width or 1, cfg.hidden, cfg.admitting)
     if {t.name: (t.rows, t.dim) for t in net.tables} != dims:
         raise CheckpointError(f"{where}: its tables ({dims}) are not those its settings "
                               f"give the {cfg.model} model")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -9,6 +11,7 @@ from typing import Optional
 import numpy as np
 from mpi4py import MPI
 
+from .admission import RowPolicy
 from .board import ClockBoard
 from .checkpoint import manifest
 from .checkpoint.layout import resume_candidates
@@ -22,7 +25,7 @@ from .data.schedule import worker_entries
 from .errors import CheckpointError, ConfigError
 from .models import Model, build_model
 from .optim import Optimizer
-from .pause import Coordinator, park
+from .pause import Coordinator, park, server_end
 from .load import LoadStats
 from .placement import Placement, moved_fraction
 from .rebalance import LoadWatch, Rebalancer, partition_bytes
@@ -35,6 +38,7 @@ from .server import run_server
 from .slurm import stop_requested
 from .store import ShardStore, shard_bytes
 from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
+from .validation import EarlyStopping, eval_schedule
 from .waiting import wait_all
 from .wire import bcast_json
 from .worker import Worker
@@ -51,11 +55,14 @@ class JobResult:
     pushes: int = 0
 
 
-def describe(cfg: TrainConfig, roles: Roles, train_rows: int, test_rows: int) -> str:
+def describe(cfg: TrainConfig, roles: Roles, train_rows: int, test_rows: int,
+             val_rows: int = 0) -> str:
     """The scheduler's opening line: model, data, sizes and roles."""
     data = cfg.data or f"built-in synthetic data (seed {cfg.seed})"
+    val = f" / {val_rows:,} validation" if val_rows else ""
     return (f"[mpips] {cfg.model} + {cfg.optimizer} (lr {cfg.lr}) on {data}: "
-            f"{train_rows:,} train / {test_rows:,} test rows, {cfg.epochs} epoch(s), batch "
+            f"{train_rows:,} train / {test_rows:,} test{val} rows, {cfg.epochs} epoch(s), "
+            f"batch "
             f"{cfg.batch_size}/worker; 1 scheduler, {roles.active_servers} server(s), "
             + (f"{roles.standby} standby, " if roles.standby else "")
             + f"{roles.n_workers} worker(s)" + batch_warning(cfg, train_rows, roles.n_workers))
@@ -76,7 +83,7 @@ def batch_warning(cfg: TrainConfig, train_rows: int, n_workers: int) -> str:
 def model_of(cfg: TrainConfig, data: DataPlan) -> Model:
     """The model the settings ask for, over the planned data."""
     return build_model(cfg.model, data.table_rows, cfg.embedding_dim, cfg.init_std,
-                       data.train.fields, cfg.hidden)
+                       data.train.fields, cfg.hidden, cfg.admitting)
 
 
 def check_memory(cfg: TrainConfig, model: Model, n_servers: int) -> None:
@@ -121,11 +128,12 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
                           "fixed so that training is deterministic; balance needs --sync "
                           "ssp or async on every table")
     check_setup(cfg, n_workers, data.train_range)
-    if cfg.checkpointing and rank == 0:
+    if (cfg.checkpointing or cfg.early_stop) and rank == 0:
+        folder = cfg.run_dir if cfg.checkpointing else Path(cfg.checkpoint_dir)
         try:
-            cfg.run_dir.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"--checkpoint-dir: cannot create {cfg.run_dir} ({exc})") \
+            raise ConfigError(f"--checkpoint-dir: cannot create {folder} ({exc})") \
                 from None
     if cfg.metrics_out is not None and rank == 0:
         folder = Path(cfg.metrics_out).resolve().parent
@@ -140,6 +148,31 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     """Collective over ``comm``: train and evaluate; every rank returns its ``JobResult``.
     ``verbose`` False keeps the scheduler quiet (benchmarks run many jobs)."""
     data = data or prepare(cfg, comm.Get_size(), comm.Get_rank())
+    job_cfg, cfg = cfg, with_best_dir(comm, cfg)
+    try:
+        return _train(cfg, comm, return_params, data, verbose)
+    finally:
+        if cfg is not job_cfg and comm.Get_rank() == 0:   # a job without checkpoints
+            shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
+
+
+def with_best_dir(comm: MPI.Intracomm, cfg: TrainConfig) -> TrainConfig:
+    """Collective: the settings under which the job keeps its best parameters (early
+    stopping): its own run folder when it writes checkpoints (they stay, as ``best``),
+    else a fresh temporary folder under ``--checkpoint-dir`` (removed when the job ends),
+    so that jobs without checkpoints never share one."""
+    if not cfg.early_stop or cfg.checkpointing:
+        return cfg
+    folder = None
+    if comm.Get_rank() == 0:
+        Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix=f".{cfg.run_name}-best-", dir=cfg.checkpoint_dir)
+    return cfg.replace(checkpoint_dir=bcast_json(comm, folder))
+
+
+def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: DataPlan,
+           verbose: bool) -> JobResult:
+    """``train`` once the settings say where the best parameters go."""
     roles = split_roles(comm, cfg.servers, cfg.standby)
     model = model_of(cfg, data)
     result = JobResult(roles.role)
@@ -169,19 +202,24 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             resumed = dict(resumed, moved_rows=moved, moved_rows_minimum=minimum)
         if verbose:
             print(describe(cfg, roles, data.train_range[1] - data.train_range[0],
-                           data.test_range[1] - data.test_range[0]), flush=True)
+                           data.test_range[1] - data.test_range[0],
+                           data.val_range[1] - data.val_range[0]), flush=True)
         loads = load_watch(cfg, model, optimizer, roles, placement)
+        stopping = EarlyStopping.of_doc(cfg.early_stop, (resumed or {}).get("validation")) \
+            if cfg.validating else None
         coord = Coordinator(cfg, roles, board, model.tables, optimizer.state_slots, placement,
                             Planner(cfg, roles.active_servers, loads.rebalancer),
                             stop_requested, resumed["seconds"] if resumed else 0.0, verbose,
-                            balanced, loads.after_pause)
+                            balanced, loads.after_pause, stopping,
+                            eval_schedule(cfg, data.train_range, roles.n_workers))
         result.metrics = run_scheduler(cfg, roles, board, names,
                                        dict(effective_sync(dict(zip(names, policies))),
                                             balance=balanced), coord, loads,
                                        verbose, resumed)
         return finish(comm, roles, result)
     if roles.role == SERVER:
-        with ShardStore(model.tables, roles, optimizer, placement, cfg.pull) as store:
+        with ShardStore(model.tables, roles, optimizer, placement, cfg.pull,
+                        RowPolicy.of(cfg)) as store:
             start, log = None, None
             if candidates:
                 log = StalenessLog(names)
@@ -194,12 +232,15 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
                               tuple(w["finished"] for w in resumed["workers"]))
             slow = cfg.slow_server_factor()
             report = run_server(store, policies, cfg.seed, start, log,
-                                cfg.run_dir if cfg.checkpointing else None,
+                                cfg.run_dir if cfg.checkpointing or cfg.early_stop else None,
                                 slow[1] if slow is not None and slow[0] == roles.index
-                                else 1.0, report=True)
+                                else 1.0, report=True, final=cfg.checkpointing)
+            if cfg.early_stop and not report.stopped:
+                server_end(roles, store, cfg.run_dir)     # keep or restore the best
             result.pushes = report.applied
         reduce_server_stats(comm, names, report.staleness.hist, report.applied,
-                            report.violations, (report.peak_rss, report.table_bytes))
+                            report.violations, (report.peak_rss, report.table_bytes),
+                            rows=(store.admitted, store.evicted))
         return finish(comm, roles, result)
     with TableClient(model.tables, roles, placement, cfg.pull,
                      [cfg.compression_of(t.name, t.rows) for t in model.tables],
@@ -220,8 +261,8 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
         worker.warm_up()
         client.ready()                         # the servers' shards are initialised
         stopped = worker.train()
-        if not stopped:
-            park(roles, client)                # take part in moves until training is over
+        if not stopped:                        # take part in moves and validations until
+            park(roles, client, worker.validate if cfg.validating else None)   # the end
         board.close()
         wait_all([roles.group.Ibarrier()])     # every worker's last step is applied
         worker.cache.free()

@@ -2,6 +2,12 @@
 
 Pure: a model names its tables (``TableSpec``), says which keys of each a batch looks up,
 and turns the pulled rows into gradient rows for those keys with the numba kernels.
+
+With feature admission (``rare``) the sparse table has one more row per field after the
+hashed ones: the field's rare row. A key that the servers have not admitted yet holds
+``NOT_ADMITTED`` in its row; a batch's lookups always include the rare rows, and every
+cell whose key is not admitted reads (and trains) its field's rare row instead
+(``admit``). Its own row then gets a zero gradient, which the server counts as a sighting.
 """
 from __future__ import annotations
 
@@ -15,6 +21,27 @@ from .kernels.fm import add_field_grads, field_inputs, fm_backward, fm_grad, fm_
 from .kernels.lr import logloss_terms
 from .kernels.lr import lr_grad, lr_logits
 from .kernels.sparse import unique_inverse
+
+# The bits of a float32 NaN that no arithmetic produces: a row not admitted (yet).
+NOT_ADMITTED = np.uint32(0x7FA0ADD5)
+
+
+def not_admitted(rows: np.ndarray) -> np.ndarray:
+    """Which of ``rows`` (float32, one per key) are marked as not admitted."""
+    return np.ascontiguousarray(rows[:, 0]).view(np.uint32) == NOT_ADMITTED
+
+
+def admit(lk: "Lookup", rare_from: int) -> None:
+    """Point every cell of ``lk`` whose key is not admitted at its field's rare row (key
+    ``rare_from + field``, among ``lk.keys``: the last ``fields`` of them) and zero the
+    marked rows, so that they get a zero gradient. Idempotent."""
+    marked = not_admitted(lk.rows)
+    if not marked.any():
+        return
+    fields = lk.inverse.shape[1]
+    cells = marked[lk.inverse]
+    lk.inverse[cells] = (lk.keys.size - fields) + np.nonzero(cells)[1]
+    lk.rows[marked] = 0.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +57,8 @@ class TableSpec:
     dim: int
     init_std: float = 0.0
     init_from: int = 0
+    rare_from: int = -1       # feature admission: keys from here are the fields' rare rows
+    sparse: bool = False      # a model's hashed table (admission and eviction apply to it)
 
 
 @dataclass
@@ -41,10 +70,15 @@ class Lookup:
     rows: np.ndarray      # (U, dim) pulled values, filled by the worker
 
 
-def lookup(keys: np.ndarray, dim: int) -> Lookup:
-    """Deduplicate the keys a batch needs; ``rows`` is left for the pull to fill."""
-    uniq, inverse = unique_inverse(np.ascontiguousarray(keys, dtype=np.int64).ravel())
-    return Lookup(uniq, inverse.reshape(keys.shape), np.empty((uniq.size, dim), np.float32))
+def lookup(keys: np.ndarray, dim: int, rare_from: int = -1) -> Lookup:
+    """Deduplicate the keys a batch needs; ``rows`` is left for the pull to fill. With
+    ``rare_from`` >= 0 the fields' rare rows come last among the keys."""
+    flat = np.ascontiguousarray(keys, dtype=np.int64).ravel()
+    if rare_from >= 0:
+        flat = np.concatenate([flat, rare_from + np.arange(keys.shape[1], dtype=np.int64)])
+    uniq, inverse = unique_inverse(flat)
+    return Lookup(uniq, inverse[:keys.size].reshape(keys.shape),
+                  np.empty((uniq.size, dim), np.float32))
 
 
 class OneSparseTable:
@@ -66,21 +100,29 @@ class OneSparseTable:
 
     def lookups(self, batch: Batch) -> dict[str, Lookup]:
         """The unique keys of each table that ``batch`` needs."""
-        return {self.sparse: lookup(batch.keys, self.tables[0].dim),
+        spec = self.tables[0]
+        return {self.sparse: lookup(batch.keys, spec.dim, spec.rare_from),
                 "bias": lookup(np.zeros(1, dtype=np.int64), 1)}
+
+    def admitted(self, pulled: dict[str, Lookup]) -> Lookup:
+        """The sparse lookup, its keys not admitted pointed at their fields' rare rows."""
+        v = pulled[self.sparse]
+        if self.tables[0].rare_from >= 0:
+            admit(v, self.tables[0].rare_from)
+        return v
 
     def gradients(self, batch: Batch, pulled: dict[str, Lookup],
                   scale: float) -> tuple[dict[str, np.ndarray], float]:
         """Gradient rows per table (aligned with each ``Lookup.keys``) times ``scale``,
         and the batch's summed log-loss."""
-        v, b = pulled[self.sparse], pulled["bias"]
+        v, b = self.admitted(pulled), pulled["bias"]
         gv, gb, loss = self.grad(v.rows, float(b.rows[0, 0]), v.inverse, batch.vals,
                                  batch.labels, scale)
         return {self.sparse: gv, "bias": np.array([[gb]], dtype=np.float32)}, loss
 
     def predict(self, batch: Batch, pulled: dict[str, Lookup]) -> np.ndarray:
         """Click probabilities for the batch."""
-        v, b = pulled[self.sparse], pulled["bias"]
+        v, b = self.admitted(pulled), pulled["bias"]
         z = self.logits(v.rows, float(b.rows[0, 0]), v.inverse, batch.vals)
         return 1.0 / (1.0 + np.exp(-z))
 
@@ -92,8 +134,8 @@ class LogisticRegression(OneSparseTable):
     logits = staticmethod(lr_logits)
     grad = staticmethod(lr_grad)
 
-    def __init__(self, table_rows: int) -> None:
-        self.tables = (TableSpec("weights", table_rows, 1), TableSpec("bias", 1, 1))
+    def __init__(self, table_rows: int, rare: int = 0) -> None:
+        self.tables = (sparse_spec("weights", table_rows, 1, rare), TableSpec("bias", 1, 1))
 
 
 class FactorizationMachine(OneSparseTable):
@@ -104,8 +146,8 @@ class FactorizationMachine(OneSparseTable):
     logits = staticmethod(fm_logits)
     grad = staticmethod(fm_grad)
 
-    def __init__(self, table_rows: int, dim: int, init_std: float) -> None:
-        self.tables = (TableSpec("features", table_rows, 1 + dim, init_std, init_from=1),
+    def __init__(self, table_rows: int, dim: int, init_std: float, rare: int = 0) -> None:
+        self.tables = (sparse_spec("features", table_rows, 1 + dim, rare, init_std, 1),
                        TableSpec("bias", 1, 1))
 
 
@@ -115,8 +157,8 @@ class DeepFM(FactorizationMachine):
     dense tables (one row each) on the servers; weights start Glorot-normal."""
 
     def __init__(self, table_rows: int, dim: int, init_std: float, fields: int,
-                 hidden: tuple[int, ...]) -> None:
-        super().__init__(table_rows, dim, init_std)
+                 hidden: tuple[int, ...], rare: int = 0) -> None:
+        super().__init__(table_rows, dim, init_std, rare)
         sizes = [fields * dim, *hidden, 1]
         self.layers = list(zip(sizes[:-1], sizes[1:]))
         dense = []
@@ -139,7 +181,7 @@ class DeepFM(FactorizationMachine):
     def _forward(self, batch: Batch, pulled: dict[str, Lookup]
                  ) -> tuple[np.ndarray, list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
         """Logits, the MLP's layer inputs, and its weights."""
-        v, b = pulled["features"], pulled["bias"]
+        v, b = self.admitted(pulled), pulled["bias"]
         weights = self._weights(pulled)
         acts = [field_inputs(v.rows, v.inverse, batch.vals)]
         for W, c in weights[:-1]:
@@ -176,13 +218,24 @@ class DeepFM(FactorizationMachine):
 Model = LogisticRegression | FactorizationMachine | DeepFM
 
 
+def sparse_spec(name: str, table_rows: int, dim: int, rare: int, init_std: float = 0.0,
+                init_from: int = 0) -> TableSpec:
+    """A model's sparse table: ``table_rows`` hashed rows, then ``rare`` fields' rare rows
+    (feature admission; 0: none)."""
+    return TableSpec(name, table_rows + rare, dim, init_std, init_from,
+                     table_rows if rare else -1, sparse=True)
+
+
 def build_model(name: str, table_rows: int, dim: int = 8, init_std: float = 0.01,
-                fields: int = 39, hidden: tuple[int, ...] = (64, 32)) -> Model:
-    """The model named by ``--model``; ``fields`` is the data's field count (DeepFM)."""
+                fields: int = 39, hidden: tuple[int, ...] = (64, 32),
+                admission: bool = False) -> Model:
+    """The model named by ``--model``; ``fields`` is the data's field count (DeepFM, and
+    the rare rows of ``admission``)."""
+    rare = fields if admission else 0
     if name == "lr":
-        return LogisticRegression(table_rows)
+        return LogisticRegression(table_rows, rare)
     if name == "fm":
-        return FactorizationMachine(table_rows, dim, init_std)
+        return FactorizationMachine(table_rows, dim, init_std, rare)
     if name == "deepfm":
-        return DeepFM(table_rows, dim, init_std, fields, hidden)
+        return DeepFM(table_rows, dim, init_std, fields, hidden, rare)
     raise ConfigError(f"--model must be lr, fm or deepfm, not {name!r}")

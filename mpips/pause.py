@@ -16,19 +16,26 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .board import ClockBoard
-from .checkpoint.saving import publish_checkpoint, write_server_checkpoint
+from .checkpoint import manifest
+from .checkpoint.layout import BEST
+from .checkpoint.saving import link_best, publish_checkpoint, restore_server, \
+    write_server_checkpoint
 from .client import TableClient
 from .clocks import StalenessLog
 from .config import TrainConfig
 from .errors import ProtocolError
 from .models import TableSpec
-from .pausing import END, GO, WRITE, AskWrite, PauseMachine, Planner, \
-    PauseSchedule, Publish, Reply, Verdict
+from .metrics import auc
+from .pausing import END, EVAL, GO, RESTORE, WRITE, AskWrite, Evaluate, PauseMachine, \
+    Planner, PauseSchedule, Publish, Reply, Verdict
 from .placement import Placement
+from .reports import Evaluation, receive_evaluation, send_evaluation
 from .ring import PARTITIONS, VNODES
 from .store import ShardStore
 from .topology import SCHEDULER_RANK, TAG_RECORD, TAG_REPLY, Roles
-from .wire import send_ints, send_json, wait_ints
+from .validation import Decision, EarlyStopping, EvalSchedule
+from .waiting import idle_poll
+from .wire import doc_of, poll_any, send_ints, send_json, wait_ints
 
 
 def _wait_reply(comm, tag: int = TAG_REPLY) -> Reply:
@@ -47,24 +54,41 @@ def _take_up(reply: Reply, placement: Placement) -> Optional[Placement]:
 
 
 # ---- worker side -------------------------------------------------------------------------
-def worker_pause(roles: Roles, client: TableClient, label: int, record: dict) -> bool:
+Validate = Optional[Callable[[], Evaluation]]
+
+
+def _worker_reply(roles: Roles, validate: Validate) -> Reply:
+    """The scheduler's next reply to a waiting worker; each time it asks (``EVAL``) the
+    worker first scores its share of the validation rows (``validate``) and sends them."""
+    while (reply := _wait_reply(roles.ctl)).kind == EVAL:
+        if validate is None:
+            raise ProtocolError(f"worker {roles.index} asked to validate in a job without "
+                                f"validation rows")
+        send_evaluation(roles.ctl, validate())
+    return reply
+
+
+def worker_pause(roles: Roles, client: TableClient, label: int, record: dict,
+                 validate: Validate = None) -> Reply:
     """Stop before step ``label`` (this worker's pushes are all applied): mark it on every
-    server, send the scheduler ``record`` (where to resume), wait for the verdict and take
-    up a new placement if it brings one. Returns True if the job is to stop."""
+    server, send the scheduler ``record`` (where to resume), wait for the verdict (scoring
+    the validation rows if asked) and take up a new placement if it brings one. Returns
+    the verdict: ``stop`` (at a checkpoint) or ``early`` (training is over) end training."""
     client.mark(label)
     send_json(roles.ctl, {"kind": "stopped", **record}, SCHEDULER_RANK, TAG_RECORD)
-    reply = _wait_reply(roles.ctl)
+    reply = _worker_reply(roles, validate)
     if reply.kind != GO:
         raise ProtocolError(f"worker {roles.index} paused and got reply {reply.kind}")
     new = _take_up(reply, client.placement)
     if new is not None:
         client.adopt(new)
-    return reply.stop
+    return reply
 
 
-def park(roles: Roles, client: TableClient) -> None:
-    """A worker that finished training: take part in every move until training is over."""
-    while (reply := _wait_reply(roles.ctl)).kind != END:
+def park(roles: Roles, client: TableClient, validate: Validate = None) -> None:
+    """A worker that finished training: take part in every move and validation until
+    training is over."""
+    while (reply := _worker_reply(roles, validate)).kind != END:
         new = _take_up(reply, client.placement)
         if reply.kind != GO or new is None:
             raise ProtocolError(f"parked worker {roles.index} got reply {reply.kind}")
@@ -72,20 +96,28 @@ def park(roles: Roles, client: TableClient) -> None:
 
 
 # ---- server side -------------------------------------------------------------------------
+def _write(roles: Roles, store: ShardStore, log: StalenessLog, run_dir: Optional[Path],
+           reply: Reply, final: bool = False) -> None:
+    """Write this server's file of the checkpoint ``reply`` asks for (the periodic one if
+    it is kept, else the best parameters) and tell the scheduler."""
+    if run_dir is None:
+        raise ProtocolError("asked to write a checkpoint in a job that writes none")
+    record = write_server_checkpoint(store, log, run_dir, reply.step, final,
+                                     best=not reply.keep)
+    send_json(roles.world, {"kind": "wrote", **record}, SCHEDULER_RANK, TAG_RECORD)
+
+
 def server_pause(roles: Roles, store: ShardStore, log: StalenessLog, run_dir: Optional[Path],
-                 label: int, workers: Sequence[int]) -> bool:
+                 label: int, workers: Sequence[int]) -> Reply:
     """Every worker still training stopped before ``label``: tell the scheduler, write
     this server's checkpoint file if asked, take up a new placement if the verdict brings
-    one. Returns True if the job is to stop."""
+    one. Returns the verdict (``stop``, ``early``: the job is to stop)."""
     world = roles.world
     send_json(world, {"kind": "paused", "index": roles.index, "label": label,
                       "workers": list(workers)}, SCHEDULER_RANK, TAG_RECORD)
     reply = _wait_reply(world)
     if reply.kind == WRITE:
-        if run_dir is None:
-            raise ProtocolError("asked to write a checkpoint in a job that writes none")
-        record = write_server_checkpoint(store, log, run_dir, reply.step, False)
-        send_json(world, {"kind": "wrote", **record}, SCHEDULER_RANK, TAG_RECORD)
+        _write(roles, store, log, run_dir, reply)
         reply = _wait_reply(world)
     if reply.kind != GO:
         raise ProtocolError(f"server {roles.index} paused and got reply {reply.kind}")
@@ -96,7 +128,23 @@ def server_pause(roles: Roles, store: ShardStore, log: StalenessLog, run_dir: Op
                           "seconds": report.seconds, "sent_rows": report.sent_rows,
                           "received_rows": report.received_rows, "bytes": report.bytes,
                           "new_windows": report.new_windows}, SCHEDULER_RANK, TAG_RECORD)
-    return reply.stop
+    return reply
+
+
+def server_end(roles: Roles, store: ShardStore, run_dir: Path) -> None:
+    """After training, with early stopping: write the best parameters if the last ones
+    are the best, or restore the run's ``best`` checkpoint into the shards, as the
+    scheduler says, until it says the end."""
+    while (reply := _wait_reply(roles.world)).kind != END:
+        if reply.kind == WRITE:
+            _write(roles, store, StalenessLog(store.names), run_dir, reply, final=True)
+        elif reply.kind == RESTORE:
+            best = run_dir / BEST
+            restore_server(store, StalenessLog(store.names), manifest.load(best), best)
+            send_json(roles.world, {"kind": "restored", "index": roles.index},
+                      SCHEDULER_RANK, TAG_RECORD)
+        else:
+            raise ProtocolError(f"server {roles.index} got reply {reply.kind} after training")
 
 
 def server_final(roles: Roles, store: ShardStore, log: StalenessLog, run_dir: Path,
@@ -138,18 +186,25 @@ class Coordinator:
                  planner: Planner, stop_requested: Callable[[], bool],
                  seconds_before: float = 0.0, verbose: bool = True,
                  balanced: bool = False,
-                 after_pause: Callable[[Placement], None] = lambda placement: None
-                 ) -> None:
+                 after_pause: Callable[[Placement], None] = lambda placement: None,
+                 stopping: Optional[EarlyStopping] = None,
+                 validations: EvalSchedule = EvalSchedule()) -> None:
         """``stop_requested()`` tells whether the job was asked to stop (a signal);
         ``balanced`` workers share a pool of batches, whose counters the manifest keeps;
         ``planner`` gives the moves of a pause; ``after_pause`` hears of every pause's
-        end, with the placement from then on."""
+        end, with the placement from then on. A validating job passes its history
+        (``stopping``, resumed from a checkpoint's) and when it validates."""
         self.after_pause = after_pause
+        self.stopping = stopping
+        self.on_validation: Callable[[int, float], None] = lambda step, score: None
+        self.best_path: Optional[Path] = None
+        self.ended_early = False
         self.cfg, self.roles, self.board, self.verbose = cfg, roles, board, verbose
         self.balanced = balanced
         self.specs, self.slots = list(specs), list(slots)
         self.stop_requested, self.seconds_before = stop_requested, seconds_before
-        self.machine = PauseMachine(roles.n_servers, roles.n_workers, pause_schedule(cfg),
+        self.machine = PauseMachine(roles.n_servers, roles.n_workers,
+                                    pause_schedule(cfg, validations),
                                     cfg.checkpointing, planner, placement)
         self.last_request = time.perf_counter()
         self.signalled = False     # the stop signal has been seen
@@ -238,11 +293,21 @@ class Coordinator:
         for action in actions:
             self._carry_out(action, elapsed)
 
-    def _carry_out(self, action: AskWrite | Publish | Verdict, elapsed: float) -> None:
-        servers = [self.roles.server_world_rank(s) for s in range(self.roles.n_servers)]
-        if isinstance(action, AskWrite):
-            send_ints(self.roles.world, Reply(WRITE, action.step).encode(), servers,
-                      TAG_REPLY)
+    @property
+    def servers(self) -> list[int]:
+        return [self.roles.server_world_rank(s) for s in range(self.roles.n_servers)]
+
+    def _carry_out(self, action: AskWrite | Publish | Verdict | Evaluate,
+                   elapsed: float) -> None:
+        servers = self.servers
+        if isinstance(action, Evaluate):
+            decision = self.validate(action.step)
+            early = self.cfg.early_stop > 0
+            self._carry_out_all(self.machine.evaluated(decision.best and early,
+                                                       decision.stop), elapsed)
+        elif isinstance(action, AskWrite):
+            send_ints(self.roles.world, Reply(WRITE, action.step, keep=action.keep,
+                                              best=action.best).encode(), servers, TAG_REPLY)
         elif isinstance(action, Publish):
             self._publish(action, elapsed)
             if action.final:
@@ -257,24 +322,99 @@ class Coordinator:
         if self.balanced and not action.final:     # every worker has stopped taking batches
             counters = self.board.counters()
             workers = [dict(w, pool=int(counters[w["index"]])) for w in workers]
-        path = publish_checkpoint(self.cfg, self.specs, self.slots, ring, action.servers,
-                                  workers, action.step, action.final,
-                                  self.seconds_before + elapsed)
-        self.written.append(path)
-        self.final_written = action.final
-        self.saved_samples = sum(int(w["samples"]) for w in workers)
+        extra = {"validation": self.stopping.doc()} if self.stopping is not None else None
+        seconds = self.seconds_before + elapsed
+        if action.keep:
+            path = publish_checkpoint(self.cfg, self.specs, self.slots, ring, action.servers,
+                                      workers, action.step, action.final, seconds, extra)
+            self.written.append(path)
+            self.final_written = action.final
+            self.saved_samples = sum(int(w["samples"]) for w in workers)
+            if action.best:
+                self.best_path = link_best(self.cfg, path, extra)
+        else:
+            path = self.best_path = publish_checkpoint(
+                self.cfg, self.specs, self.slots, ring, action.servers, workers, action.step,
+                action.final, seconds, extra, best=True)
         if self.verbose:
             size = sum(s["bytes"] for s in action.servers)
             slowest = max(s["write_seconds"] for s in action.servers)
             print(f"[mpips] checkpoint {path}: step {action.step}, {size / 2**20:,.1f} MiB "
                   f"({size / 2**20 / max(slowest, 1e-9):,.0f} MiB/s)"
+                  + (" (also the best)" if action.best and action.keep else "")
                   + (", stopping" if action.stop else ""), flush=True)
         self.last_request = time.perf_counter()
+
+    # ---- validation ----------------------------------------------------------------------
+    def validate(self, step: int, last: bool = False) -> Decision:
+        """Every worker scores its share of the validation rows (all workers wait for a
+        reply: they paused or finished); the AUC goes into the history. A stop decided
+        at a pause ends training early; after the ``last`` step there is none to end."""
+        ctl = self.roles.ctl
+        send_ints(ctl, Reply(EVAL, step).encode(),
+                  [self.roles.worker_ctl_rank(w) for w in range(self.roles.n_workers)],
+                  TAG_REPLY)
+        ev = receive_evaluation(ctl, self.roles.n_workers)
+        score = auc(ev.labels, ev.probs)
+        decision = self.stopping.observe(step, score)
+        if decision.stop and not last:
+            self.ended_early = True
+        self.on_validation(step, score)
+        return decision
+
+    def finish_validation(self, last: int, finished: Callable[[int], Optional[dict]],
+                          elapsed: float) -> None:
+        """Training is over after ``last`` steps: validate the last parameters (unless
+        the last pause did); with early stopping, keep them as the best if they are, or
+        have the servers restore the best, before the test rows are scored."""
+        st = self.stopping
+        if st.last_step != last:
+            self.validate(last, last=True)
+        if self.cfg.early_stop == 0:
+            return
+        if st.best_step == last:
+            send_ints(self.roles.world, Reply(WRITE, last, best=True).encode(), self.servers,
+                      TAG_REPLY)
+            entries = self._await_servers("wrote")
+            workers = tuple(finished(w) for w in range(self.roles.n_workers))
+            self._publish(Publish(last, True, tuple(entries), workers, keep=False,
+                                  best=True), elapsed)
+        elif st.best_step >= 0:
+            send_ints(self.roles.world, Reply(RESTORE, st.best_step).encode(), self.servers,
+                      TAG_REPLY)
+            self._await_servers("restored")
+            if self.verbose:
+                print(f"[mpips] restored the best parameters (step {st.best_step}, "
+                      f"validation AUC {st.best_auc:.4f}) from {self.cfg.run_dir / BEST}",
+                      flush=True)
+        send_ints(self.roles.world, Reply(END).encode(), self.servers, TAG_REPLY)
+
+    def _await_servers(self, kind: str) -> list[dict]:
+        """Every server's record of ``kind`` (after training: nothing else is sent)."""
+        got: dict[int, dict] = {}
+        while len(got) < self.roles.n_servers:
+            source, tag, buf = idle_poll(lambda: poll_any(self.roles.world))
+            doc = doc_of(buf)
+            if tag != TAG_RECORD or doc.get("kind") != kind:
+                raise ProtocolError(f"rank {source} sent {doc!r} where a {kind!r} record "
+                                    f"was due")
+            got[self.roles.world_server(source)] = doc
+        return [got[s] for s in range(self.roles.n_servers)]
+
+    def validation_summary(self) -> dict:
+        """The final record's part: the best validation AUC and its step, whether
+        training stopped early, every validation."""
+        st = self.stopping
+        if st is None:
+            return {}
+        return {"val_auc": st.best_auc, "best_step": st.best_step,
+                "stopped_early": self.ended_early,
+                "validations": [[s, a] for s, a in st.history]}
 
     def _verdict(self, v: Verdict, servers: list[int]) -> None:
         """End the pause: reset the board's request, tell everyone, follow the moves."""
         self.board.clear()
-        reply = Reply(GO, v.label, v.stop, v.placement.epoch, v.moves).encode()
+        reply = Reply(GO, v.label, v.stop, v.placement.epoch, v.moves, early=v.early).encode()
         workers = [self.roles.worker_ctl_rank(w) for w in v.workers]
         send_ints(self.roles.world, reply, servers, TAG_REPLY)
         parked = [self.roles.worker_ctl_rank(w) for w in v.parked]
@@ -316,7 +456,8 @@ class Coordinator:
                   TAG_REPLY)
 
 
-def pause_schedule(cfg: TrainConfig) -> PauseSchedule:
+def pause_schedule(cfg: TrainConfig, validations: EvalSchedule = EvalSchedule()
+                   ) -> PauseSchedule:
     """The steps every worker of this job pauses before, known in advance."""
     return PauseSchedule(cfg.checkpoint_every if cfg.checkpointing else 0, cfg.move_every,
-                         frozenset(cfg.scheduled_steps()))
+                         frozenset(cfg.scheduled_steps()), validations)

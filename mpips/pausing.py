@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import ProtocolError
 from .placement import Moves, Placement
+from .validation import EvalSchedule
 
 
 def pause_lead(bound: Optional[int]) -> int:
@@ -35,16 +36,18 @@ class PauseSchedule:
     checkpoint_every: int = 0
     move_every: int = 0
     steps: frozenset[int] = frozenset()       # scheduled joins and drains
+    validations: EvalSchedule = EvalSchedule()
 
     def due(self, step: int) -> bool:
         return any(every > 0 and step % every == 0
                    for every in (self.checkpoint_every, self.move_every)) \
-            or step in self.steps
+            or step in self.steps or self.validations.due(step)
 
     @property
     def any(self) -> bool:
         """Does this job ever pause on schedule?"""
-        return bool(self.checkpoint_every or self.move_every or self.steps)
+        return bool(self.checkpoint_every or self.move_every or self.steps) \
+            or self.validations.any
 
     def stops_at(self, step: int, start: int, word: int) -> bool:
         """Does a worker pause before ``step``? At the scheduled steps, and at or after
@@ -56,43 +59,64 @@ class PauseSchedule:
 
 
 # ---- replies from the scheduler, as int64 arrays -----------------------------------------
-WRITE, GO, END = 1, 2, 3
+WRITE, GO, END, EVAL, RESTORE = 1, 2, 3, 4, 5
+_STOP, _EARLY, _BEST, _KEEP = 1, 2, 4, 8          # bits of a reply's flags word
 
 
 @dataclass(frozen=True)
 class Reply:
-    """What the scheduler tells servers and workers: ``WRITE`` a checkpoint for ``step``;
-    ``GO`` on (or ``stop``), after taking up ``moves`` under placement ``epoch``; ``END``:
-    training is over (to workers that finished)."""
+    """What the scheduler tells servers and workers: ``WRITE`` a checkpoint for ``step``
+    (``keep``: the run's periodic one, ``best``: the best parameters, or both); ``GO`` on
+    (or ``stop`` at a checkpoint, or ``early``: training is over), after taking up
+    ``moves`` under placement ``epoch``; ``EVAL``: score the validation rows; ``RESTORE``
+    the best parameters (servers, when training is over); ``END``: training is over (to
+    workers that finished)."""
 
     kind: int
     step: int = 0
     stop: bool = False
     epoch: int = 0
     moves: Optional[Moves] = None
+    early: bool = False
+    best: bool = False
+    keep: bool = False
 
     def encode(self) -> np.ndarray:
         parts = (np.empty(0, np.int64),) * 2 if self.moves is None else \
             (self.moves.partitions, self.moves.owners)
         n = parts[0].size
-        return np.concatenate([[self.kind, self.step, int(self.stop), self.epoch,
+        flags = (_STOP * self.stop) | (_EARLY * self.early) | (_BEST * self.best) \
+            | (_KEEP * self.keep)
+        return np.concatenate([[self.kind, self.step, flags, self.epoch,
                                 -1 if self.moves is None else n], *parts]).astype(np.int64)
 
     @classmethod
     def decode(cls, words: np.ndarray) -> "Reply":
-        kind, step, stop, epoch, n = (int(w) for w in words[:5])
-        if kind not in (WRITE, GO, END) or words.size != 5 + max(n, 0) * 2:
+        kind, step, flags, epoch, n = (int(w) for w in words[:5])
+        if kind not in (WRITE, GO, END, EVAL, RESTORE) or words.size != 5 + max(n, 0) * 2:
             raise ProtocolError(f"not a scheduler reply: {words[:5].tolist()} "
                                 f"({words.size} words)")
         moves = None if n < 0 else Moves(words[5:5 + n].copy(),
                                          words[5 + n:].astype(np.int32))
-        return cls(kind, step, bool(stop), epoch, moves)
+        return cls(kind, step, bool(flags & _STOP), epoch, moves, bool(flags & _EARLY),
+                   bool(flags & _BEST), bool(flags & _KEEP))
 
 
 # ---- the scheduler's decisions -----------------------------------------------------------
 @dataclass(frozen=True)
 class AskWrite:
-    """Tell every server to write its file of the checkpoint after ``step`` steps."""
+    """Tell every server to write its file of the checkpoint after ``step`` steps: the
+    run's periodic one (``keep``), the best parameters (``best``), or both."""
+
+    step: int
+    keep: bool = True
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """Every worker scores the validation rows with the parameters after ``step``
+    steps; the scheduler then calls ``PauseMachine.evaluated``."""
 
     step: int
 
@@ -107,6 +131,8 @@ class Publish:
     servers: tuple[dict, ...]
     workers: tuple[dict, ...]
     stop: bool = False
+    keep: bool = True
+    best: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,9 +149,10 @@ class Verdict:
     workers: tuple[int, ...]
     parked: tuple[int, ...]
     moved_rows: int = 0
+    early: bool = False
 
 
-Action = AskWrite | Publish | Verdict
+Action = AskWrite | Publish | Verdict | Evaluate
 # (label, a move was requested, the placement now) -> the moves to make, if any
 Planner = Callable[[int, bool, Placement], Optional[Moves]]
 
@@ -148,7 +175,12 @@ class PauseMachine:
     paused: dict[int, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
     records: dict[int, dict] = field(default_factory=dict)
     wrote: dict[int, dict] = field(default_factory=dict)
-    writing: Optional[tuple[int, Optional[Moves]]] = None   # (label, moves after it)
+    # (label, moves after it, the periodic checkpoint, the best parameters)
+    writing: Optional[tuple[int, Optional[Moves], bool, bool]] = None
+    evaluating: Optional[int] = None         # the label whose validation is under way
+    evaluated_at: int = -1                   # the label of the latest validation
+    want_best: bool = False                  # the validation found the best parameters
+    early: bool = False                      # the validation ends training
 
     def request(self, checkpoint: bool = False, stop: bool = False,
                 move: bool = False) -> None:
@@ -182,7 +214,8 @@ class PauseMachine:
         worker either stopped or finished; a checkpoint once every server wrote."""
         if len(self.wrote) == self.n_servers:
             return self._written(finished)
-        if len(self.paused) < self.n_servers or self.writing is not None:
+        if len(self.paused) < self.n_servers or self.writing is not None \
+                or self.evaluating is not None:
             return []
         labels = {label for label, _ in self.paused.values()}
         marked = {w for _, ws in self.paused.values() for w in ws}
@@ -194,14 +227,32 @@ class PauseMachine:
         if any(finished(w) is None for w in ended):
             return []
         label = labels.pop()
-        moves = None if self.want_stop else self.planner(label, self.want_move,
-                                                         self.placement)
+        if self.schedule.validations.due(label) and self.evaluated_at != label:
+            self.evaluating = label
+            return [Evaluate(label)]
+        return self._conclude(label)
+
+    def evaluated(self, best: bool, stop: bool) -> list[Action]:
+        """The validation of the pause under way is scored: ``best`` -- keep these
+        parameters; ``stop`` -- training ends here (early stopping)."""
+        if self.evaluating is None:
+            raise ProtocolError("a validation score without a validation under way")
+        label, self.evaluating, self.evaluated_at = self.evaluating, None, self.evaluating
+        self.want_best, self.early = best, stop
+        return self._conclude(label)
+
+    def _conclude(self, label: int) -> list[Action]:
+        """The pause at ``label`` is complete (and validated if due): write what is to be
+        written, else end it."""
+        ending = self.want_stop or self.early
+        moves = None if ending else self.planner(label, self.want_move, self.placement)
         self.want_move = False
-        if self.checkpointing and (self.want_checkpoint or (
-                self.schedule.checkpoint_every > 0
-                and label % self.schedule.checkpoint_every == 0)):
-            self.writing = (label, moves)
-            return [AskWrite(label)]
+        keep = self.checkpointing and (self.want_checkpoint or (
+            self.schedule.checkpoint_every > 0 and label % self.schedule.checkpoint_every == 0))
+        if keep or self.want_best:
+            self.writing = (label, moves, keep, self.want_best)
+            self.want_best = False
+            return [AskWrite(label, keep, self.writing[3])]
         return [self._verdict(label, False, moves)]
 
     def _written(self, finished: Callable[[int], Optional[dict]]) -> list[Action]:
@@ -215,23 +266,24 @@ class PauseMachine:
                 return []
             self.wrote = {}
             return [Publish(int(entries[0]["step"]), True, tuple(entries), tuple(workers))]
-        label, moves = self.writing
+        label, moves, keep, best = self.writing
         ended = [finished(w) for w in range(self.n_workers) if w not in self.records]
         workers = tuple(sorted([*self.records.values(), *ended], key=lambda w: w["index"]))
         stop = self.want_stop
         self.want_checkpoint = False
         self.writing, self.wrote = None, {}
-        return [Publish(label, False, tuple(entries), workers, stop),
+        return [Publish(label, False, tuple(entries), workers, stop, keep, best),
                 self._verdict(label, stop, None if stop else moves)]
 
     def _verdict(self, label: int, stop: bool, moves: Optional[Moves]) -> Verdict:
         workers = tuple(sorted(self.records))
         parked = tuple(w for w in range(self.n_workers) if w not in self.records)
         self.paused, self.records = {}, {}
+        early, self.early = self.early, False
         if stop:
             self.want_stop = False
         if moves is None or not len(moves):
-            return Verdict(label, stop, None, self.placement, workers, parked)
+            return Verdict(label, stop, None, self.placement, workers, parked, early=early)
         before, self.placement = self.placement, self.placement.after(moves)
         return Verdict(label, stop, moves, self.placement, workers, parked,
-                       before.moved_rows(self.placement))
+                       before.moved_rows(self.placement), early)

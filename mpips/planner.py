@@ -37,7 +37,7 @@ class Planner:
         if self.move_every and label % self.move_every == 0:
             steps.append(lambda p: seeded_moves(p, self.seed, AID_PARTITIONS))
         if requested and self.rebalancer is not None:
-            steps.append(self.rebalancer.plan)
+            steps.append(self.rebalancer.take)
         now, reasons = placement, []
         for plan in steps:
             moves = plan(now)

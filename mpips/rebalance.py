@@ -9,7 +9,9 @@ servers to the fastest, in order of load per byte (most first, so the fewest byt
 move), each only if it narrows the gap between the two, until the slowest is predicted
 within ``margin / 4`` of the mean (as the moves change it) or ``max_bytes`` would be
 exceeded. Time per step, unlike a busy share, does not saturate when a server is the
-bottleneck.
+bottleneck. The plan is made as soon as the imbalance is seen, and a pause (which stops
+every worker) is asked for only when it moves something; the pause ``take``s it, unless
+the placement changed in between.
 
 Each server's cost per unit of load (a slow server's is high) predicts what a partition
 adds to one server and takes from the other: at first its time per step over the load it
@@ -21,7 +23,9 @@ and a half times the average.
 
 It never oscillates on a steady load: it acts only on an imbalance seen ``window``
 rounds in a row, measures afresh after every pause, aims well inside the margin that
-makes it act, and leaves a moved partition where it is for ``TABU_PLANS`` plans.
+makes it act, and leaves a moved partition where it is for ``TABU_PLANS`` plans. On a
+noisy load (a shared machine) a plan may not help: then it waits twice as many rounds
+before the next, up to ``MAX_WINDOW``, and back to ``window`` once a plan helps.
 
 With standby servers it brings the next one in when every active server is busy more than
 ``JOIN_BUSY`` of the time for ``window`` rounds and they are balanced: the servers are
@@ -43,6 +47,8 @@ MIN_BUSY = 0.05      # below this a server is as good as idle: nothing worth mov
 JOIN_BUSY = 0.5      # every server busy this share of the time: bring a standby in
 TABU_PLANS = 3       # plans for which a moved partition stays where it went
 STEP = 0.7           # the most of a server's load one plan moves off it
+HELPED = 0.75        # a plan helped if at most this share of its imbalance is left
+MAX_WINDOW = 16      # rounds: the longest that plans which did not help make it wait
 
 
 def partition_bytes(specs: Sequence[TableSpec], state_slots: int,
@@ -62,22 +68,52 @@ class Rebalancer:
                  window: int, max_bytes: float, standby: Sequence[int] = ()) -> None:
         self.stats, self.bytes = stats, part_bytes
         self.margin, self.window, self.max_bytes = margin, window, max_bytes
+        self.first_window = window
         self.standby = list(standby)         # may join, in this order
         # per round: (active servers, their seconds per step, their busy shares)
         self.history: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = []
         self.tabu: dict[int, int] = {}
         self._before: Optional[tuple[np.ndarray, np.ndarray]] = None   # owner, times
+        # the plan for the latest round: (placement epoch, moves, what they start from,
+        # the imbalance they start from)
+        self.ready: Optional[tuple[int, Moves, Optional[tuple], float]] = None
+        self._excess: Optional[float] = None   # the imbalance the last plan started from
 
-    def observe(self, active: Sequence[int], per_step: np.ndarray, shares: np.ndarray
-                ) -> Optional[str]:
-        """One round of the active servers' seconds per step and busy shares; returns
-        what is wanted now: ``"balance"``, ``"join"`` or None."""
+    def observe(self, active: Sequence[int], per_step: np.ndarray, shares: np.ndarray,
+                placement: Placement) -> bool:
+        """One round of the active servers' seconds per step and busy shares. True when a
+        plan that changes ``placement`` is ready: then ask for a pause, whose planner
+        ``take``s it. A wanted balance that no partition can narrow asks for no pause."""
         self.history = [*self.history[-(self.window - 1):],
                         (tuple(active), np.asarray(per_step, float),
                          np.asarray(shares, float))]
-        return self.wanted()
+        self.ready = None
+        self._judge_last_plan()
+        wanted = self.wanted()
+        if wanted == "join":
+            self.ready = (placement.epoch, join(placement, self.standby[0]), None, 0.0)
+        elif wanted == "balance" and list(active) == placement.active():
+            median = np.median([t for _, t, _ in self.history], axis=0)
+            per_step = np.zeros(placement.n_servers)
+            per_step[list(active)] = median
+            self.ready = (placement.epoch, *self._balance(placement, list(active),
+                                                         per_step), _excess(median))
+        return self.ready is not None and len(self.ready[1]) > 0
+
+    def _judge_last_plan(self) -> None:
+        """Once the first rounds after a plan are in: if it left more than ``HELPED`` of
+        the imbalance it started from (noise, or load that no move changes), wait twice
+        as many rounds before the next one (up to ``MAX_WINDOW``); if it helped, go back
+        to the configured window. So a noisy load does not make it move again and again."""
+        if self._excess is None or len(self.history) < self.first_window:
+            return
+        left = float(np.median([_excess(t) for _, t, _ in self.history]))
+        self.window = self.first_window if left <= HELPED * self._excess \
+            else min(2 * self.window, MAX_WINDOW)
+        self._excess = None
 
     def wanted(self) -> Optional[str]:
+        """What the rounds seen ask for: ``"balance"``, ``"join"`` or None."""
         if len(self.history) < self.window or len({a for a, _, _ in self.history}) != 1:
             return None
         active = self.history[-1][0]
@@ -94,31 +130,36 @@ class Rebalancer:
 
     def restart(self) -> None:
         """A pause happened: the next decisions rest on new measurements only."""
-        self.history = []
+        self.history, self.ready = [], None
 
-    def plan(self, placement: Placement) -> Moves:
-        """The moves for what is wanted now (none if nothing is)."""
-        wanted, history = self.wanted(), self.history
+    def take(self, placement: Placement) -> Moves:
+        """The plan ``observe`` made, to carry out now (none if the placement changed
+        since): its partitions stay put for ``TABU_PLANS`` plans, and the next plan
+        learns from what it changes."""
+        ready = self.ready
         self.restart()
-        self.tabu = {p: n - 1 for p, n in self.tabu.items() if n > 1}
-        if wanted == "join":
-            return join(placement, self.standby.pop(0))
-        active = list(history[-1][0]) if history else []
-        if wanted != "balance" or active != placement.active():
+        if ready is None or ready[0] != placement.epoch or not len(ready[1]):
             return Moves.none()
-        per_step = np.zeros(placement.n_servers)
-        per_step[active] = np.median([t for _, t, _ in history], axis=0)
-        return self._balance(placement, active, per_step)
+        _, moves, before, excess = ready
+        self.tabu = {p: n - 1 for p, n in self.tabu.items() if n > 1}
+        self.tabu.update(dict.fromkeys(moves.partitions.tolist(), TABU_PLANS))
+        if moves.reason == "join":
+            self.standby.pop(0)
+        else:
+            self._before, self._excess = before, excess
+        return moves
 
     def _balance(self, placement: Placement, active: list[int], per_step: np.ndarray
-                 ) -> Moves:
+                 ) -> tuple[Moves, Optional[tuple[np.ndarray, np.ndarray]]]:
+        """The moves that even the servers out, and what they start from (owners, times
+        per step) for the marginal costs of the next plan."""
         owner, load = placement.pmap.owner, self.stats.partition_load
         held = np.bincount(owner, weights=load, minlength=placement.n_servers)
         pred = per_step.astype(float).copy()
         cost = self._costs(active, held, pred)
         if cost is None:
-            return Moves.none()
-        self._before = (owner.copy(), pred.copy())
+            return Moves.none(), None
+        before = (owner.copy(), pred.copy())
         queues = {s: deque(self._candidates(owner, load, s)) for s in active}
         room = STEP * held                       # load each server may still give away
         moved, parts, owners = 0.0, [], []
@@ -142,8 +183,7 @@ class Rebalancer:
             moved += self.bytes[p]
             parts.append(p)
             owners.append(d)
-            self.tabu[p] = TABU_PLANS
-        return Moves(np.array(parts, np.int64), np.array(owners, np.int32), "balance")
+        return Moves(np.array(parts, np.int64), np.array(owners, np.int32), "balance"), before
 
     def _costs(self, active: list[int], held: np.ndarray, per_step: np.ndarray
                ) -> Optional[np.ndarray]:
@@ -176,6 +216,12 @@ class Rebalancer:
         return mine[np.argsort(-load[mine] / self.bytes[mine], kind="stable")].tolist()
 
 
+def _excess(per_step: np.ndarray) -> float:
+    """How far the slowest server's time per step is above the mean (0: even)."""
+    mean = float(np.mean(per_step))
+    return float(np.max(per_step)) / mean - 1 if mean > 0 else 0.0
+
+
 class LoadWatch:
     """The scheduler's use of load reports: the statistics, the rebalancer's decisions
     (when it has one), and every server's report over the whole job."""
@@ -186,17 +232,18 @@ class LoadWatch:
         self.n_servers, self.owner = placement.n_servers, placement.pmap.owner
         self.finals: dict[int, ServerLoad] = {}
 
-    def server(self, s: int, load: ServerLoad, active: Sequence[int]) -> bool:
-        """A server's report; True when the rebalancer wants a pause for a move."""
+    def server(self, s: int, load: ServerLoad, placement: Placement) -> bool:
+        """A server's report; True when the rebalancer has a plan and wants a pause to
+        carry it out."""
         if load.final:
             self.finals[s] = load
             return False
         self.stats.server(s, load)
+        active = placement.active()
         if self.rebalancer is None or not self.stats.round_complete(active):
             return False
-        active = list(active)
         return self.rebalancer.observe(active, self.stats.per_step[active],
-                                       self.stats.shares[active]) is not None
+                                       self.stats.shares[active], placement)
 
     def after_pause(self, placement: Placement) -> None:
         """Measure afresh after every pause (shares across a move or a wait mislead)."""

@@ -92,18 +92,20 @@ def reduce_server_stats(comm: MPI.Intracomm, tables: list[str],
                         staleness: Optional[np.ndarray] = None, applied: int = 0,
                         violations: int = 0, memory: tuple[int, int] = (0, 0),
                         bad_lines: int = 0, traffic: Optional[np.ndarray] = None,
-                        dropped: int = 0) -> Optional[dict]:
+                        dropped: int = 0, rows: tuple[int, int] = (0, 0)
+                        ) -> Optional[dict]:
     """Collective over the world: sum every server's staleness histograms (tables x bins),
     shard updates and SSP violations onto rank 0 (the scheduler), which gets the metrics;
     other ranks pass nothing and get None. With several servers a push updates one shard
     per server, so it counts once per server it reached. ``memory`` is a server's (peak
     resident bytes, raw bytes of rows and state); the largest of each is kept. A worker
     passes the malformed text lines it skipped (``--on-bad-line skip``), its bytes per
-    table (tables x ``traffic.KINDS``) and the rows whose rounding error feedback dropped."""
+    table (tables x ``traffic.KINDS``) and the rows whose rounding error feedback dropped;
+    a server the rows it admitted and evicted (``rows``)."""
     hist = np.zeros((len(tables), StalenessLog.BINS), dtype=np.int64)
     if staleness is not None:
         hist += staleness
-    counts = np.array([applied, violations, bad_lines, dropped], dtype=np.int64)
+    counts = np.array([applied, violations, bad_lines, dropped, *rows], dtype=np.int64)
     mem = np.array(memory, dtype=np.int64)
     sent = np.zeros((len(tables), len(KINDS)), dtype=np.int64)
     if traffic is not None:
@@ -124,6 +126,7 @@ def reduce_server_stats(comm: MPI.Intracomm, tables: list[str],
     return {"staleness": per_table, "staleness_mean": overall["mean"],
             "staleness_max": overall["max"], "ssp_violations": int(out_counts[1]),
             "shard_updates": int(out_counts[0]), "bad_lines_skipped": int(out_counts[2]),
+            "admitted_rows": int(out_counts[4]), "evicted_rows": int(out_counts[5]),
             "server_peak_rss_bytes": int(out_mem[0]), "server_table_bytes": int(out_mem[1]),
             "server_memory_ratio": float(out_mem[0] / out_mem[1]) if out_mem[1] else None,
             "residual_rows_dropped": int(out_counts[3]), **bytes_of}

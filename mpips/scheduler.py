@@ -122,13 +122,14 @@ class Progress:
 
 
 def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, coord: Coordinator,
-                    loads: LoadWatch, verbose: bool = True, base: int = 0,
+                    loads: LoadWatch, verbose: bool = True,
+                    progress: Optional[Progress] = None,
                     expect_final: bool = False) -> Progress:
     """Receive progress until every worker has finished, printing every interval; take
     the servers' and workers' load reports (and ask for a pause when the rebalancer wants
     a move); coordinate pauses: until the final checkpoint is written, or the job stopped
     at one, and every server has sent its last report."""
-    progress = Progress(roles.n_workers, cfg.epochs, base)
+    progress = progress or Progress(roles.n_workers, cfg.epochs)
     last_print = time.perf_counter()
 
     def from_worker(worker: int, tag: int, buf: np.ndarray) -> None:
@@ -151,7 +152,7 @@ def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, coord: Coor
 
     def from_server(server: int, tag: int, buf: np.ndarray) -> None:
         if tag == TAG_LOAD:
-            if loads.server(server, server_load_of(buf), coord.placement.active()) \
+            if loads.server(server, server_load_of(buf), coord.placement) \
                     and not coord.pending:
                 coord.request(move=True)
         elif tag == TAG_RECORD:
@@ -223,6 +224,20 @@ def summary(rec: dict) -> str:
     return text
 
 
+def validation_line(log: MetricsLog, progress: Progress, step: int, score: float,
+                    coord: Coordinator, verbose: bool) -> None:
+    """A validation's progress record (``val_auc``, the best so far) and its line."""
+    st = coord.stopping
+    log.write({"event": "progress", "samples": int(progress.state[:, 1].sum()),
+               "seconds": progress.elapsed, "step": step, "val_auc": score,
+               "best_val_auc": st.best_auc, "best_step": st.best_step})
+    if verbose:
+        best = st.best_auc if st.best_auc is not None else float("nan")
+        end = "; stopping early" if coord.ended_early else ""
+        print(f"[mpips] validation AUC {score:.4f} after step {step:,} (best {best:.4f} "
+              f"after step {st.best_step:,}){end}", flush=True)
+
+
 def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: list[str],
                   sync: dict, coord: Coordinator, loads: LoadWatch, verbose: bool = True,
                   resumed: Optional[dict] = None) -> dict:
@@ -233,11 +248,17 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: lis
     log = MetricsLog(cfg.metrics_out, append=resumed is not None)
     workers = resumed["workers"] if resumed else []
     expect_final = cfg.checkpointing and not (workers and all(w["finished"] for w in workers))
+    progress = Progress(roles.n_workers, cfg.epochs, sum(w["samples"] for w in workers))
+    coord.on_validation = lambda step, score: validation_line(log, progress, step, score,
+                                                              coord, verbose)
     try:
-        progress = follow_progress(cfg, roles, log, coord, loads, verbose,
-                                   sum(w["samples"] for w in workers), expect_final)
+        progress = follow_progress(cfg, roles, log, coord, loads, verbose, progress,
+                                   expect_final)
         seconds = time.perf_counter() - (progress.start or time.perf_counter())
         if not coord.stopped:
+            if cfg.validating:       # the last parameters, and the best kept or restored
+                coord.finish_validation(int(progress.state[:, 5].max()), progress.entry,
+                                        progress.elapsed)
             coord.end()              # the parked workers go on to the evaluation
         board.close()
         if coord.stopped:
@@ -251,6 +272,7 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: lis
                        resume_moved_rows_minimum=resumed["moved_rows_minimum"])
         if coord.written:
             rec["checkpoint"] = str(coord.written[-1])
+        rec.update(coord.validation_summary())
         rec.update(sync)
         rec.update(coord.move_log.summary(coord.placement.epoch), **loads.summary(),
                    rebalance=loads.rebalancer is not None)

@@ -28,6 +28,7 @@ class ServerReport:
     staleness: StalenessLog
     peak_rss: int = 0
     table_bytes: int = 0
+    stopped: bool = False        # at a checkpoint, before the end (a stop signal)
 
 
 def peak_rss() -> int:
@@ -104,9 +105,12 @@ def serve(store: ShardStore, machine: ServerMachine, log: StalenessLog,
                 store.ack(action.pushes)
                 worked(began, steps=1)
             elif isinstance(action, Pause):
-                if server_pause(store.roles, store, log, run_dir, action.label,
-                                action.workers):
+                reply = server_pause(store.roles, store, log, run_dir, action.label,
+                                     action.workers)
+                if reply.stop:
                     return True
+                if reply.early:          # early stopping: training is over
+                    return False
                 machine.resume(store.placement.epoch)
                 meter.restart()
             elif isinstance(action, Finish):
@@ -117,11 +121,12 @@ def serve(store: ShardStore, machine: ServerMachine, log: StalenessLog,
 def run_server(store: ShardStore, policies: Sequence[SyncPolicy], seed: int = 0,
                start: Optional[Start] = None, log: Optional[StalenessLog] = None,
                run_dir: Optional[Path] = None, slow_factor: float = 1.0,
-               report: bool = False) -> ServerReport:
+               report: bool = False, final: bool = True) -> ServerReport:
     """Serve until every worker has sent its last push (or the job stops at a pause). A
     resumed job passes ``start`` (where its workers stand) and ``log``, with its shards
     already loaded; ``run_dir``: where checkpoints go, one of them when training ends
-    (None: the job writes none); ``report``: send the scheduler load reports (a training
+    (None: the job writes none), ``final``: write that one (False: ``run_dir`` only gets
+    the best parameters); ``report``: send the scheduler load reports (a training
     job's scheduler follows them)."""
     if start is None or log is None:
         store.init(seed)
@@ -133,7 +138,7 @@ def run_server(store: ShardStore, policies: Sequence[SyncPolicy], seed: int = 0,
     stopped = serve(store, machine, log, run_dir, Slowness(slow_factor), meter, report)
     if report:
         send_server_load(store.roles.world, meter.final(store.placement.epoch))
-    if run_dir is not None and not stopped and machine.applied:
+    if run_dir is not None and final and not stopped and machine.applied:
         server_final(store.roles, store, log, run_dir, machine.steps)
     return ServerReport(machine.applied, machine.violations, log, peak_rss(),
-                        store.table_bytes())
+                        store.table_bytes(), stopped)

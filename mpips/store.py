@@ -5,6 +5,11 @@ servers when the placement changes.
 A server sums all pushes of a step in the order given (worker order under BSP) before one
 optimiser update per table, so the result depends neither on arrival order nor on the
 number of servers or on where partitions live.
+
+With feature admission or eviction (``admission.RowPolicy``) a sparse table's rows have a
+record beside them (steps that saw the key, last step that touched it), which moves and is
+checkpointed with the rows. Rows not admitted hold ``models.NOT_ADMITTED``; the optimiser
+leaves them alone, and the step that admits one writes its initial values.
 """
 from __future__ import annotations
 
@@ -14,12 +19,13 @@ from typing import Sequence
 import numpy as np
 from mpi4py import MPI
 
+from .admission import COUNT, LAST, RowPolicy, new_record
 from .clocks import StalenessLog
 from .errors import ProtocolError
 from .kernels.init import normal_rows
 from .kernels.sparse import accumulate_rows, release_slots
 from .message import PushMessage
-from .models import TableSpec
+from .models import NOT_ADMITTED, TableSpec, not_admitted
 from .optim import Optimizer
 from .placement import Placement, Runs, transfers
 from .push import Outbox, poll_push, send_acks
@@ -55,8 +61,11 @@ class ShardStore:
     holds ``capacity`` rows, the rest is room for partitions that may arrive."""
 
     def __init__(self, specs: Sequence[TableSpec], roles: Roles, optimizer: Optimizer,
-                 placement: Placement, pull: str = "auto") -> None:
+                 placement: Placement, pull: str = "auto",
+                 policy: RowPolicy = RowPolicy()) -> None:
         self.specs, self.roles, self.optimizer = list(specs), roles, optimizer
+        self.policy, self.seed = policy, policy.seed
+        self.admitted = self.evicted = 0     # rows admitted and evicted by this server
         self.names = [s.name for s in specs]
         self.dims = [s.dim for s in specs]
         self.me, self.placement = roles.index, placement
@@ -67,8 +76,24 @@ class ShardStore:
                       for i, (c, d) in enumerate(zip(cap, self.dims))]
         # Per window row: 1 + its index among this step's summed rows, 0 if untouched.
         self.slot = [np.zeros(int(c), dtype=np.int32) for c in cap]
+        # Per-row records (count, last step) and keys of the tracked sparse tables.
+        self.record = [new_record(int(c)) if self._tracked(i) else None
+                       for i, c in enumerate(cap)]
+        self.keys: list[np.ndarray | None] = [None] * len(self.specs)
+        self._index_keys()
         self.outbox = Outbox()
 
+    def _tracked(self, table: int) -> bool:
+        return self.specs[table].sparse and self.policy.tracking
+
+    def _index_keys(self) -> None:
+        """Each tracked table's key per local row (-1 for holes), for the placement now."""
+        for i, rec in enumerate(self.record):
+            if rec is not None:
+                keys = np.full(rec.shape[0], -1, dtype=np.int64)
+                held, rows = self.placement.layouts[i].held(self.me)
+                keys[rows] = held
+                self.keys[i] = keys
     def __enter__(self) -> "ShardStore":
         return self
 
@@ -89,6 +114,12 @@ class ShardStore:
         n = self._rows_of(table)
         return {k: v[:n] for k, v in self.state[table].items()}
 
+    def record_rows(self, table: int) -> np.ndarray | None:
+        """The per-row records (count, last step) of those rows (a view; None: the table
+        keeps none)."""
+        rec = self.record[table]
+        return None if rec is None else rec[:self._rows_of(table)]
+
     @property
     def versions(self) -> np.ndarray:
         """Per table, the updates this server applied so far (a view)."""
@@ -103,18 +134,80 @@ class ShardStore:
         return sum(self.rows(i).nbytes + sum(a.nbytes for a in self.state_rows(i).values())
                    for i in range(len(self.specs)))
 
+    def _salt(self, spec: TableSpec) -> np.uint64:
+        return np.uint64(mix64(np.uint64(self.seed) ^ np.uint64(name_salt(spec.name,
+                                                                           1 << 62))))
+
     def init(self, seed: int) -> None:
         """Initial parameters: zeros, or seeded normal columns where a table asks for
-        them; a row's values depend only on (seed, table, key), not on where it lives."""
+        them; a row's values depend only on (seed, table, key), not on where it lives.
+        Under admission every row but the fields' rare rows starts not admitted."""
+        self.seed = seed
         for i, spec in enumerate(self.specs):
             shard = self.rows(i)
             shard[:] = 0.0
             if spec.init_std > 0 and shard.shape[0]:
-                salt = np.uint64(mix64(np.uint64(seed) ^ np.uint64(name_salt(spec.name,
-                                                                              1 << 62))))
+                salt = self._salt(spec)
                 for first, keys in self.placement.layouts[i].iter_keys(self.me, INIT_CHUNK):
                     normal_rows(shard[first:first + keys.size], keys, spec.init_from,
                                 spec.init_std, salt)
+            if self.record[i] is not None and spec.rare_from >= 0 and self.policy.admitting:
+                keys = self.keys[i][:shard.shape[0]]
+                shard.view(np.uint32)[(keys >= 0) & (keys < spec.rare_from)] = NOT_ADMITTED
+
+    def _reset(self, table: int, rows: np.ndarray, admit: bool) -> None:
+        """Rows back to their initial values and optimiser state: ``admit`` -- their own
+        parameters from now on (the count stays); else evicted: under admission not
+        admitted again (the fields' rare rows excepted), count 0."""
+        if rows.size == 0:
+            return
+        spec, keys = self.specs[table], self.keys[table][rows]
+        values = np.zeros((rows.size, self.dims[table]), np.float32)
+        if spec.init_std > 0:
+            normal_rows(values, keys, spec.init_from, spec.init_std, self._salt(spec))
+        if not admit and self.policy.admitting and spec.rare_from >= 0:
+            values.view(np.uint32)[keys < spec.rare_from] = NOT_ADMITTED
+        # Column 0 says whether a row is admitted: a worker that reads it while the row
+        # changes (SSP, ASP) must not see an admitted row with columns not yet written,
+        # so it is written last on admission and first on eviction.
+        shard = self.windows.tables[table].shard
+        first, last = (slice(1, None), slice(0, 1)) if admit else (slice(0, 1), slice(1, None))
+        shard[rows, first] = values[:, first]
+        shard[rows, last] = values[:, last]
+        fresh = self.optimizer.new_state((rows.size, self.dims[table]))
+        for name, arr in self.state[table].items():
+            arr[rows] = fresh[name]
+        rec = self.record[table]
+        if not admit:
+            rec[rows, COUNT] = 0
+            rec[rows, LAST] = -1
+
+    def _track(self, table: int, parts: Sequence, rows: np.ndarray, step: int) -> np.ndarray:
+        """A step's bookkeeping of a tracked table: count the pushes that carried each row
+        (a worker's batch sees a key once), note the step, admit what is due; then sweep
+        for rows to evict if one is due. Returns which of ``rows`` the optimiser updates
+        (the admitted ones)."""
+        rec = self.record[table]
+        for q in parts:
+            if len(q):
+                rec[q.offsets, COUNT] += 1       # a push's offsets are unique
+        rec[rows, LAST] = step
+        update = np.ones(rows.size, dtype=bool)
+        if self.policy.admitting:
+            marked = not_admitted(self.windows.tables[table].shard[rows])
+            if marked.any():
+                waiting = rows[marked]
+                now = self.policy.admits(rec[waiting, COUNT], self.keys[table][waiting], step)
+                self._reset(table, waiting[now], admit=True)
+                self.admitted += int(now.sum())
+                update = ~marked
+        if self.policy.sweeps(step):
+            n = self._rows_of(table)
+            stale = np.flatnonzero(self.policy.stale(rec[:n, LAST], step)
+                                   & (self.keys[table][:n] >= 0))      # holes: no row
+            self._reset(table, stale, admit=False)
+            self.evicted += int(stale.size)
+        return update
 
     def ready(self) -> None:
         """Collective: the shards are written; workers may pull."""
@@ -162,9 +255,14 @@ class ShardStore:
             for q in parts:
                 n = accumulate_rows(self.slot[i], q.offsets, q.rows, touched, acc, n)
             release_slots(self.slot[i], touched[:n])
-            self.optimizer.apply(self.windows.tables[i].shard, self.state[i], touched[:n],
-                                 acc[:n], step if step is not None
-                                 else max(p.step for p in pushes) + 1)
+            count = step if step is not None else max(p.step for p in pushes) + 1
+            rows, grads = touched[:n], acc[:n]
+            if self.record[i] is not None:
+                update = self._track(i, parts, rows, count)
+                if not update.all():
+                    rows, grads = rows[update], grads[update]
+            self.optimizer.apply(self.windows.tables[i].shard, self.state[i], rows, grads,
+                                 count)
             self.windows.tables[i].win.Sync()
             versions[i] += 1
             applied += n
@@ -203,10 +301,12 @@ class ShardStore:
         arriving: list[tuple[int, Runs, np.ndarray]] = []
         senders: list[set[int]] = [set() for _ in self.specs]
         sent = received = 0
+        records: list[tuple[int, Runs, np.ndarray]] = []
         for i in range(len(self.specs)):
             plan = transfers(old.layouts[i], new.layouts[i])
             source = old_windows[i].shard if i in old_windows else self.windows.tables[i].shard
             before = [source, *self.state[i].values()]
+            record = self.record[i]
             for (s, d), runs in sorted(plan.items()):
                 if s == me and d != me:
                     buf = np.empty((len(before), runs.rows, self.dims[i]), np.float32)
@@ -215,11 +315,17 @@ class ShardStore:
                         np.take(a, rows, axis=0, out=out)
                     reqs.append(self.roles.group.Isend(buf, d, TAG_MOVE))
                     keep.append(buf)
+                    if record is not None:        # the rows' records travel after them
+                        keep.append(np.take(record, rows, axis=0))
+                        reqs.append(self.roles.group.Isend(keep[-1], d, TAG_MOVE))
                     sent += runs.rows
                 elif d == me and s != me:
                     buf = np.empty((len(before), runs.rows, self.dims[i]), np.float32)
                     reqs.append(self.roles.group.Irecv(buf, s, TAG_MOVE))
                     arriving.append((i, runs, buf))
+                    if record is not None:
+                        records.append((i, runs, np.empty((runs.rows, 2), np.int32)))
+                        reqs.append(self.roles.group.Irecv(records[-1][2], s, TAG_MOVE))
                     senders[i].add(s)
                     received += runs.rows
             if i in old_windows:
@@ -228,8 +334,11 @@ class ShardStore:
         for i, runs, buf in arriving:
             for a, rows in zip(self._arrays(i), buf):
                 a[runs.dst_rows()] = rows
+        for i, runs, rec in records:
+            self.record[i][runs.dst_rows()] = rec
         self._merge_versions(senders)
         self.placement = new
+        self._index_keys()
         self.sync()                          # visible before the barrier lets workers pull
         self.windows.release(list(old_windows.values()))
         bytes_moved = sum(b.nbytes for b in keep) + sum(b.nbytes for _, _, b in arriving)
@@ -245,9 +354,14 @@ class ShardStore:
         this server copied from the old window and state (``before``)."""
         self.state[table] = self.optimizer.new_state((capacity, self.dims[table]), 0)
         self.slot[table] = np.zeros(capacity, dtype=np.int32)
+        old_record = self.record[table]
+        if old_record is not None:
+            self.record[table] = new_record(capacity)
         if staying is not None:
             for src, dst in zip(before, self._arrays(table)):
                 dst[staying.dst_rows()] = src[staying.src_rows()]
+            if old_record is not None:
+                self.record[table][staying.dst_rows()] = old_record[staying.src_rows()]
 
     def _merge_versions(self, senders: list[set[int]]) -> None:
         """After a move: each table's version is at least that of every server that sent

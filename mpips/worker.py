@@ -12,12 +12,13 @@ from .board import REQUESTED, ClockBoard
 from .client import TableClient
 from .clocks import DONE, may_start
 from .config import TrainConfig
-from .data import Batch, batch_of, share
+from .data import Batch, Source, batch_of, share
 from .data.schedule import Rows, Schedule
 from .data.plan import DataPlan, eval_batch_rows
 from .models import Lookup, Model
 from .pause import pause_schedule, worker_pause
 from .pausing import pause_lead
+from .validation import eval_schedule
 from .push import PushHandle
 from .load import PartitionMeter
 from .reports import Evaluation, send_partition_load, send_progress
@@ -78,7 +79,9 @@ class Worker:
         self.jitter = np.random.default_rng([cfg.seed, roles.index, 7])
         self.board, self.ssp = board, ssp
         self.lead = pause_lead(bound)
-        self.pauses, self.requests = pause_schedule(cfg), requests
+        self.pauses = pause_schedule(cfg, eval_schedule(cfg, data.train_range,
+                                                        roles.n_workers))
+        self.requests = requests
         self.meter = PartitionMeter(client.placement.pmap.partitions) if count_load else None
         self.start, self.samples, self.loss, self.finished = 0, 0, 0.0, False
         if resumed is not None:
@@ -344,9 +347,15 @@ class Worker:
                 if in_flight is not None:
                     in_flight.wait()
                     in_flight = None
-                if worker_pause(self.roles, self.client, label,
-                                self.record(step, work, label)):
+                reply = worker_pause(self.roles, self.client, label,
+                                     self.record(step, work, label),
+                                     self.validate if self.cfg.validating else None)
+                if reply.stop:
                     return True
+                if reply.early:              # early stopping: training is over
+                    if clocks is not None:
+                        clocks.set(self.roles.index, DONE)
+                    break
             started = time.perf_counter()
             grads, batch_loss = self.compute(prep)
             if in_flight is not None:
@@ -376,9 +385,17 @@ class Worker:
 
     def evaluate(self) -> Evaluation:
         """Predict this worker's share of the test rows with the final parameters."""
-        rows = share(*self.data.test_range, self.roles.index, self.roles.n_workers)
+        return self.score(self.data.test, self.data.test_range)
+
+    def validate(self) -> Evaluation:
+        """Predict this worker's share of the validation rows with the parameters now."""
+        return self.score(self.data.val, self.data.val_range)
+
+    def score(self, source: Source, rows_range: tuple[int, int]) -> Evaluation:
+        """Predict this worker's share of ``rows_range`` of ``source``."""
+        rows = share(*rows_range, self.roles.index, self.roles.n_workers)
         probs, labels, true_p = [], [], []
-        for batch in self.data.test.batches(*rows, eval_batch_rows(self.cfg.batch_size)):
+        for batch in source.batches(*rows, eval_batch_rows(self.cfg.batch_size)):
             lookups = self.model.lookups(batch)
             self.pull(lookups)
             probs.append(self.model.predict(batch, lookups))

@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from former import FLAGS
 from launch import launch, mpiexec
 from saved import final_state
 from mpips.checkpoint import manifest
 from mpips.checkpoint.layout import LATEST, complete_steps, server_file
 
 ARGS = ["train", "--synthetic-rows", "30000", "--batch-size", "256", "--model", "fm",
-        "--checkpoint-every", "5", "--checkpoint-keep", "100", "--delay-jitter", "0.02"]
+        "--checkpoint-every", "5", "--checkpoint-keep", "100", "--delay-jitter", "0.02",
+        *FLAGS]
 
 
 @pytest.fixture(scope="module")

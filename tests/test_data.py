@@ -166,10 +166,11 @@ def test_missing_and_empty_files(tmp_path):
 
 def test_plan_holds_out_the_last_rows(tmp_path):
     p = _write(tmp_path, [ROW + "\n"] * 10)
-    plan = plan_data(TrainConfig(data=str(p), test_fraction=0.2))
+    plan = plan_data(TrainConfig(data=str(p), test_fraction=0.2, val_fraction=0))
     assert plan.train_range == (0, 8) and plan.test_range == (8, 10)
-    syn = plan_data(TrainConfig(synthetic_rows=1000))
-    assert syn.train_range == (0, 800) and syn.test_range == (800, 1000)
+    syn = plan_data(TrainConfig(synthetic_rows=1000))     # a tenth of the rest validates
+    assert syn.train_range == (0, 720) and syn.test_range == (800, 1000)
+    assert syn.val_range == (720, 800)
 
 
 @pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")

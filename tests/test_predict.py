@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from former import FLAGS
 from launch import launch
 from saved import final_state
 from mpips.checkpoint import manifest
@@ -33,7 +34,7 @@ def train(tmp: Path, name: str, *args: str) -> dict:
     metrics = tmp / f"{name}.jsonl"
     res = launch(4, "train", "--checkpoint-every", "100000", "--checkpoint-dir",
                  str(tmp / "ck"), "--run-name", name, "--metrics-out", str(metrics),
-                 "--batch-size", "128", "--table-rows", "4096", *args, timeout=240)
+                 "--batch-size", "128", "--table-rows", "4096", *FLAGS, *args, timeout=240)
     assert res.returncode == 0, res.stderr
     return json.loads(metrics.read_text().splitlines()[-1])
 

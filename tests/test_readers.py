@@ -33,7 +33,9 @@ def rows(cfg: TrainConfig, start: int = 0, stop: int | None = None, bs: int = 4)
 
 
 def text_cfg(path: Path, fmt: str, **kw) -> TrainConfig:
-    return TrainConfig(data=str(path), format=fmt, table_rows=1 << 20, test_fraction=0.5, **kw)
+    """Half the rows test; none validate (the files have a few rows)."""
+    return TrainConfig(data=str(path), format=fmt, table_rows=1 << 20, test_fraction=0.5,
+                       **{"val_fraction": 0.0, **kw})
 
 
 # ---- libSVM / libFM -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from mpips.load import BusyMeter, LoadStats, PartitionMeter, ServerLoad
 from mpips.models import TableSpec
-from mpips.placement import Placement
+from mpips.placement import Moves, Placement
 from mpips.rebalance import JOIN_BUSY, LoadWatch, Rebalancer, partition_bytes
 from mpips.ring import TableLayout
 
@@ -55,11 +55,11 @@ class Cluster:
         for _ in range(rounds):
             active = self.placement.active()
             shares, busy = self.shares(), self.busy()
-            if rebalancer.observe(active, shares[active], busy[active]) is not None:
-                moves = rebalancer.plan(self.placement)
+            if rebalancer.observe(active, shares[active], busy[active], self.placement):
+                moves = rebalancer.take(self.placement)
+                assert len(moves)              # a pause is asked for only with a plan
                 plans.append((moves, shares, self.placement.pmap.owner[moves.partitions]))
-                if len(moves):
-                    self.placement = self.placement.after(moves)
+                self.placement = self.placement.after(moves)
         return plans
 
 
@@ -110,7 +110,76 @@ def test_noise_below_the_margin_moves_nothing():
     rng = np.random.default_rng(0)
     for _ in range(300):
         shares = cluster.shares() * rng.uniform(0.95, 1.05, 2)
-        assert rebalancer.observe([0, 1], shares, 0.9 * shares / shares.max()) is None
+        assert not rebalancer.observe([0, 1], shares, 0.9 * shares / shares.max(),
+                                      cluster.placement)
+
+
+def noisy_run(cluster: Cluster, rebalancer: Rebalancer, rounds: int, noise: float,
+              seed: int) -> int:
+    """Like ``Cluster.run`` with each measured time off by up to ``noise`` either way;
+    the number of plans carried out."""
+    rng, plans = np.random.default_rng(seed), 0
+    for _ in range(rounds):
+        times = cluster.shares() * rng.uniform(1 - noise, 1 + noise, cluster.speed.size)
+        if rebalancer.observe(cluster.placement.active(), times, 0.9 * times / times.max(),
+                              cluster.placement):
+            cluster.placement = cluster.placement.after(rebalancer.take(cluster.placement))
+            plans += 1
+    return plans
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_noisy_even_load_makes_it_back_off(seed):
+    """Even servers measured with 30 % noise either way (more than the margin): plans
+    that do not help double the rounds it waits, so it makes a handful of plans in 400
+    rounds (17 to 28 for these seeds when it never waits longer) and the servers stay
+    even."""
+    cluster = Cluster([1.0, 1.0], seed=4)
+    rebalancer, _ = cluster.rebalancer(window=2)
+    assert noisy_run(cluster, rebalancer, 400, 0.3, seed) <= 10
+    times = cluster.shares()
+    assert times.max() / times.mean() < 1.15
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_slow_server_is_evened_out_through_noise(seed):
+    cluster = Cluster([3.0, 1.0])
+    rebalancer, _ = cluster.rebalancer(window=2, max_bytes=64 * MiB)
+    assert 1 <= noisy_run(cluster, rebalancer, 100, 0.1, seed) <= 4
+    times = cluster.shares()
+    assert times.max() / times.mean() < 1.15 and rebalancer.window == 2
+
+
+def test_an_imbalance_no_move_can_narrow_asks_for_no_pause():
+    """Even servers, but one partition carries most of the load: moving it only moves
+    the imbalance, so the rebalancer wants a balance, plans nothing and asks for no
+    pause (a pause costs every worker a stop)."""
+    cluster = Cluster([1.0, 1.0], seed=7)
+    hot = int(np.flatnonzero(cluster.placement.pmap.owner == 0)[0])
+    cluster.load[:] = 0.0
+    cluster.load[hot] = 100.0
+    cluster.load[np.flatnonzero(cluster.placement.pmap.owner == 1)[:10]] = 4.0
+    cluster.scale = 0.6 / (cluster.load.sum() / 2)
+    rebalancer, _ = cluster.rebalancer()
+    shares = cluster.shares()
+    assert shares.max() / shares.mean() > 1.3
+    assert cluster.run(rebalancer, 20) == []
+    assert rebalancer.wanted() == "balance" and rebalancer.tabu == {}
+
+
+def test_a_plan_made_for_an_older_placement_is_not_carried_out():
+    """A plan is ready, then the placement changes (another move): taking it then moves
+    nothing, and the next plan needs new rounds."""
+    cluster = Cluster([3.0, 1.0])
+    rebalancer, _ = cluster.rebalancer()
+    for _ in range(3):
+        ready = rebalancer.observe([0, 1], cluster.shares(), cluster.busy(),
+                                   cluster.placement)
+    assert ready
+    first = int(np.flatnonzero(cluster.placement.pmap.owner == 0)[0])
+    other = cluster.placement.after(Moves(np.array([first]), np.array([1], np.int32)))
+    assert len(rebalancer.take(other)) == 0 and rebalancer.ready is None
+    assert rebalancer.history == [] and rebalancer.tabu == {}
 
 
 def test_plans_respect_the_byte_bound_and_move_only_downhill():
@@ -189,10 +258,11 @@ def test_meters():
 
 
 def test_load_watch_waits_for_every_final_report():
-    watch = LoadWatch(LoadStats(2, 65536), None, Placement.start(SPECS, 2, 2))
-    watch.server(0, ServerLoad(1, 2, 3, 4, 0, final=True), [0, 1])
+    placement = Placement.start(SPECS, 2, 2)
+    watch = LoadWatch(LoadStats(2, 65536), None, placement)
+    watch.server(0, ServerLoad(1, 2, 3, 4, 0, final=True), placement)
     assert not watch.all_final
-    watch.server(1, ServerLoad(1, 4, 3, 0, 0, final=True), [0, 1])
+    watch.server(1, ServerLoad(1, 4, 3, 0, 0, final=True), placement)
     assert watch.all_final and watch.summary()["server_busy"] == [0.5, 0.25]
 
 

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("matplotlib")
 from matplotlib.image import imread  # noqa: E402
 
+from former import FLAGS  # noqa: E402
 from launch import launch  # noqa: E402
 from mpips.report import report  # noqa: E402
 from mpips.runlog import read_run  # noqa: E402
@@ -33,7 +34,7 @@ def runs(tmp_path_factory):
                      "0.004", "--progress-seconds", "0.2", "--checkpoint-every", "40",
                      "--checkpoint-keep", "10", "--checkpoint-dir", str(tmp / "ck"),
                      "--run-name", sync, "--metrics-out", str(tmp / f"{sync}.jsonl"),
-                     timeout=240)
+                     *FLAGS, timeout=240)
         assert res.returncode == 0, res.stderr
     return tmp
 

@@ -6,17 +6,22 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from . import manifest
-from .layout import MANIFEST, candidates, server_file
+from .layout import BEST, MANIFEST, candidates, server_file
 from .shardfile import ServerFile
 
 
 def resolve(path: Path) -> Path:
-    """A checkpoint folder, or a run folder's latest complete checkpoint."""
+    """A checkpoint folder, or a run folder's model: the best parameters (``best``) of a
+    run that stopped early, else its latest complete checkpoint."""
     if (path / MANIFEST).is_file():
         return path
     found = candidates(path)
     if not found:
         raise CheckpointError(f"{path}: neither a checkpoint nor a run folder with one")
+    best = path / BEST
+    if (best / MANIFEST).is_file() and \
+            manifest.load(found[0])["settings"].get("early_stop", 0) > 0:
+        return best
     return found[0]
 
 

@@ -30,6 +30,47 @@ def partial_dir(run_dir: Path, step: int) -> Path:
     return run_dir / (step_name(step) + ".partial")
 
 
+BEST = "best"
+
+
+def best_partial(run_dir: Path) -> Path:
+    """Where the servers write the best parameters (early stopping) before they are
+    complete; ``publish_best`` makes the folder ``best``."""
+    return run_dir / (BEST + ".partial")
+
+
+def publish_best(run_dir: Path, source: Path, files: set[str],
+                 doc: Any = None) -> Path:
+    """Make ``files`` of ``source`` the run's ``best`` checkpoint: a written
+    ``best.partial`` is renamed; a published step folder is linked file by file (copied
+    where links fail), so that pruning old steps does not take the best with them. The
+    old ``best`` is replaced only once the new one is complete; ``LATEST`` is untouched
+    (a resume goes on from the newest step, not from the best). ``doc``: the manifest
+    to write into it first (for a linked folder)."""
+    partial = best_partial(run_dir)
+    if source != partial:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for name in sorted(files - {MANIFEST}):
+            try:
+                os.link(source / name, partial / name)
+            except OSError:
+                shutil.copy2(source / name, partial / name)
+    if doc is not None:
+        write_json(partial / MANIFEST, doc)
+    for stray in partial.iterdir():
+        if stray.name not in files:
+            stray.unlink()
+    final, old = run_dir / BEST, run_dir / (BEST + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(partial, final)
+    fsync_path(run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def server_file(index: int) -> str:
     return f"server-{index:04d}.h5"
 

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..config import TrainConfig, from_mapping
 from ..data.schedule import worker_entries
@@ -32,6 +32,12 @@ MAY_CHANGE = frozenset({"servers", "pull", "progress_seconds", "metrics_out", "c
                         "residual_rows", "link_gbps", "pull_cache"})
 
 
+# What a manifest written before a setting existed meant by its absence: the behaviour of
+# that time (no validation, no early stopping, every key its own row, no eviction).
+FORMER = {"val": None, "val_fraction": 0.0, "eval_every": 0, "early_stop": 0,
+          "min_count": 0, "admit_probability": 1.0, "evict_after": 0}
+
+
 def settings(cfg: TrainConfig) -> dict:
     """The settings as JSON values (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -40,6 +46,7 @@ def settings(cfg: TrainConfig) -> dict:
 def config_of(values: dict, where: str) -> TrainConfig:
     """The settings a manifest holds (``settings``'s inverse) as a ``TrainConfig``; a
     setting it lacks has its default, one this mpips does not know is an error."""
+    values = {**{k: v for k, v in FORMER.items() if k not in values}, **values}
     items = {k: tuple(tuple(x) for x in v) if k in ("tables", "fields", "table_compress")
              else v
              for k, v in values.items() if v is not None}
@@ -51,9 +58,10 @@ def config_of(values: dict, where: str) -> TrainConfig:
 
 def build(step: int, final: bool, cfg: TrainConfig, specs: Sequence[TableSpec],
           slots: Sequence[str], ring: dict, servers: Sequence[dict], workers: Sequence[dict],
-          seconds: float) -> dict:
-    """The manifest of a checkpoint after ``step`` steps (``final``: training had ended)."""
-    return {"format": FORMAT, "version": VERSION, "step": step, "final": final,
+          seconds: float, extra: Optional[dict] = None) -> dict:
+    """The manifest of a checkpoint after ``step`` steps (``final``: training had ended);
+    ``extra`` adds keys (``validation``: the early-stopping history)."""
+    return {**(extra or {}),"format": FORMAT, "version": VERSION, "step": step, "final": final,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": seconds,
             "settings": settings(cfg),
             "tables": [{"name": s.name, "rows": s.rows, "dim": s.dim, "state": list(slots)}
@@ -105,7 +113,7 @@ def check_settings(doc: dict, cfg: TrainConfig, where: str) -> None:
     """Refuse to resume with settings that change what the saved state means. A setting
     the checkpoint lacks (written before the setting existed) had its default value."""
     now = settings(cfg)
-    then = {**settings(TrainConfig()), **doc["settings"]}
+    then = {**settings(TrainConfig()), **FORMER, **doc["settings"]}
     for key in sorted(set(now) | set(then)):
         if key in MAY_CHANGE or now.get(key) == then.get(key):
             continue

@@ -25,7 +25,8 @@ from ..ring import PartitionMap
 from ..store import ShardStore
 from ..wire import allgather_json, reduce_int
 from . import manifest
-from .layout import MANIFEST, partial_dir, publish, server_file, write_json
+from .layout import BEST, MANIFEST, best_partial, partial_dir, publish, publish_best, \
+    server_file, write_json
 from .shardfile import ServerFile, write_server_file
 from .whole import saved_layout
 
@@ -41,16 +42,19 @@ def server_arrays(store: ShardStore, log: StalenessLog) -> dict[str, np.ndarray]
         out[f"tables/{name}/rows"] = store.rows(i)
         for slot, arr in store.state_rows(i).items():
             out[f"tables/{name}/{slot}"] = arr
+        if store.record_rows(i) is not None:      # admission counts and last steps
+            out[f"tables/{name}/record"] = store.record_rows(i)
         out[f"tables/{name}/partitions"] = mine.astype(np.int32)
         out[f"tables/{name}/partition_start"] = placement.layouts[i].base[mine]
     return out
 
 
 def write_server_checkpoint(store: ShardStore, log: StalenessLog, run_dir: Path, step: int,
-                            final: bool) -> dict:
+                            final: bool, best: bool = False) -> dict:
     """Write this server's file of the checkpoint after ``step`` steps into the folder
-    being assembled; returns the record for the scheduler's manifest."""
-    folder = partial_dir(run_dir, step)
+    being assembled (``best``: of the best parameters, early stopping); returns the
+    record for the scheduler's manifest."""
+    folder = best_partial(run_dir) if best else partial_dir(run_dir, step)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     name = server_file(store.me)
@@ -65,19 +69,37 @@ def write_server_checkpoint(store: ShardStore, log: StalenessLog, run_dir: Path,
 
 def publish_checkpoint(cfg: TrainConfig, specs: Sequence[TableSpec], slots: Sequence[str],
                        ring: dict, servers: Sequence[dict], workers: Sequence[dict],
-                       step: int, final: bool, seconds: float) -> Path:
-    """The scheduler's part: the manifest last, then the folder renamed into place."""
+                       step: int, final: bool, seconds: float,
+                       extra: Optional[dict] = None, best: bool = False) -> Path:
+    """The scheduler's part: the manifest last, then the folder renamed into place
+    (``best``: the folder the servers wrote is the run's ``best``)."""
     entries = [{k: v for k, v in s.items() if k not in ("step", "final", "kind")}
                for s in servers]
-    doc = manifest.build(step, final, cfg, specs, slots, ring, entries, workers, seconds)
-    partial = partial_dir(cfg.run_dir, step)
+    doc = manifest.build(step, final, cfg, specs, slots, ring, entries, workers, seconds,
+                         extra)
+    partial = best_partial(cfg.run_dir) if best else partial_dir(cfg.run_dir, step)
+    files = {MANIFEST, *(s["file"] for s in entries),
+             *(w["residuals"]["file"] for w in workers if "residuals" in w)}
     try:
         write_json(partial / MANIFEST, doc)
-        return publish(cfg.run_dir, partial, step, cfg.checkpoint_keep,
-                       {MANIFEST, *(s["file"] for s in entries),
-                        *(w["residuals"]["file"] for w in workers if "residuals" in w)})
+        if best:
+            return publish_best(cfg.run_dir, partial, files)
+        return publish(cfg.run_dir, partial, step, cfg.checkpoint_keep, files)
     except OSError as exc:
         raise CheckpointError(f"{partial}: cannot publish the checkpoint ({exc})") from None
+
+
+def link_best(cfg: TrainConfig, step_dir: Path, extra: dict) -> Path:
+    """A published checkpoint is also the run's best: its files linked into ``best``,
+    with a manifest that carries the early-stopping history as it is now."""
+    doc = dict(manifest.load(step_dir), **extra)
+    files = {MANIFEST, *(s["file"] for s in doc["servers"]),
+             *(w["residuals"]["file"] for w in doc["workers"] if "residuals" in w)}
+    try:
+        return publish_best(cfg.run_dir, step_dir, files, doc)
+    except OSError as exc:
+        raise CheckpointError(f"{cfg.run_dir / BEST}: cannot publish the best checkpoint "
+                              f"({exc})") from None
 
 
 def saved_map(doc: dict, step_dir: Path) -> tuple[PartitionMap, int]:
@@ -125,8 +147,11 @@ def restore_server(store: ShardStore, log: StalenessLog, doc: dict, step_dir: Pa
         for i, (name, layout) in enumerate(zip(store.names, store.placement.layouts)):
             before = saved_layout([file(s) for s in range(len(entries))], name, layout.rows,
                                   old)
+            record = store.record_rows(i)
+            arrays = [("rows", store.rows(i)), *store.state_rows(i).items(),
+                      *([("record", record)] if record is not None else [])]
             for s, runs in reads_of(before, layout, me).items():
-                for what, out in (("rows", store.rows(i)), *store.state_rows(i).items()):
+                for what, out in arrays:
                     file(s).read_runs(f"tables/{name}/{what}", runs.src, runs.dst,
                                       runs.length, out)
                 moved += runs.rows if s != me else 0

@@ -31,12 +31,15 @@ def eval_batch_rows(batch_size: int) -> int:
 
 @dataclass
 class DataPlan:
-    """Train rows ``train_range`` of ``train``; test rows ``test_range`` of ``test``."""
+    """Train rows ``train_range`` of ``train``; test rows ``test_range`` of ``test``;
+    validation rows ``val_range`` of ``val`` (None: the job does not validate)."""
 
     train: Source
     train_range: tuple[int, int]
     test: Source
     test_range: tuple[int, int]
+    val: Optional[Source] = None
+    val_range: tuple[int, int] = (0, 0)
 
     @property
     def table_rows(self) -> int:
@@ -46,8 +49,8 @@ class DataPlan:
     @property
     def bad_lines(self) -> int:
         """Bad lines skipped so far (``--on-bad-line skip``, text data)."""
-        return self.train.bad_lines + (self.test.bad_lines if self.test is not self.train
-                                       else 0)
+        return self.train.bad_lines + sum(s.bad_lines for s in (self.test, self.val)
+                                          if s is not None and s is not self.train)
 
 
 def field_hashing(cfg: TrainConfig, names: tuple[str, ...], seed: int,
@@ -81,13 +84,25 @@ def text_format(path: Path, cfg: TrainConfig, width: Optional[int] = None) -> Fo
 
 def plan_data(cfg: TrainConfig) -> DataPlan:
     """Open the sources named by the settings; with no ``--test``, hold out the last rows."""
-    plan = _plan(cfg)
-    for part, (lo, hi) in (("train", plan.train_range), ("test", plan.test_range)):
+    plan = with_validation(_plan(cfg), cfg)
+    parts = [("train", plan.train_range), ("test", plan.test_range)]
+    for part, (lo, hi) in parts + ([("validation", plan.val_range)] if cfg.validating else []):
         if hi <= lo:
             raise DataError(f"{cfg.data or 'the built-in data'}: no {part} rows "
                             f"(train rows {plan.train_range}, test rows {plan.test_range}); "
-                            f"give more rows or change --test-fraction")
+                            f"give more rows or change --test-fraction or --val-fraction")
     return plan
+
+
+def with_validation(plan: DataPlan, cfg: TrainConfig) -> DataPlan:
+    """The plan with its validation rows: the last ``--val-fraction`` of the training rows,
+    at least one (they then no longer train), or all of ``--val``'s source (kept in
+    ``plan.val``)."""
+    if plan.val is not None or cfg.val is not None or cfg.val_fraction <= 0:
+        return plan
+    lo, hi = plan.train_range
+    cut = hi - max(1, int((hi - lo) * cfg.val_fraction)) if hi - lo > 1 else hi
+    return DataPlan(plan.train, (lo, cut), plan.test, plan.test_range, plan.train, (cut, hi))
 
 
 def _plan(cfg: TrainConfig) -> DataPlan:
@@ -101,28 +116,47 @@ def _plan(cfg: TrainConfig) -> DataPlan:
     if len(set(prepared)) > 1:
         raise ConfigError("--data and --test must both be prepared directories or both "
                           "text files")
-    train, test = _shards(cfg) if prepared[0] else _text(cfg)
+    if cfg.val is not None and Path(cfg.val).is_dir() != prepared[0]:
+        raise ConfigError("--data and --val must both be prepared directories or both "
+                          "text files")
+    train, test, val = _shards(cfg) if prepared[0] else _text(cfg)
+    checked = (val, (0, val.rows)) if val is not None else (None, (0, 0))
     if test is not None:
-        return DataPlan(train, (0, train.rows), test, (0, test.rows))
+        return DataPlan(train, (0, train.rows), test, (0, test.rows), *checked)
     cut = train.rows - int(train.rows * cfg.test_fraction)
-    return DataPlan(train, (0, cut), train, (cut, train.rows))
+    return DataPlan(train, (0, cut), train, (cut, train.rows), *checked)
 
 
-def _text(cfg: TrainConfig) -> tuple[Source, Optional[Source]]:
+def _other(cfg: TrainConfig) -> list[str]:
+    """The named test and validation inputs, in that order (for the readers' loops)."""
+    return [p for p in (cfg.test, cfg.val) if p is not None]
+
+
+def _split(cfg: TrainConfig, sources: list[Source]
+           ) -> tuple[Source, Optional[Source], Optional[Source]]:
+    """(train, test, val) from the sources of ``--data`` and then ``_other``."""
+    rest = iter(sources[1:])
+    test = next(rest) if cfg.test is not None else None
+    val = next(rest) if cfg.val is not None else None
+    return sources[0], test, val
+
+
+def _text(cfg: TrainConfig) -> tuple[Source, Optional[Source], Optional[Source]]:
     """Text sources, sharing one slot width (libSVM) and one hashing."""
-    paths = [Path(p) for p in (cfg.data, cfg.test) if p is not None]
+    paths = [Path(p) for p in (cfg.data, *_other(cfg))]
     formats = [text_format(p, cfg) for p in paths]
-    if formats[0].padded and len(formats) == 2 and formats[0].fields != formats[1].fields:
+    if formats[0].padded and len({f.fields for f in formats}) > 1:
         width = max(f.fields for f in formats)
         formats = [text_format(p, cfg, width) for p in paths]
     hashing = field_hashing(cfg, formats[0].names, cfg.seed, formats[0].padded)
     sources = [TextSource(p, f, hashing, cfg.on_bad_line) for p, f in zip(paths, formats)]
-    return sources[0], (sources[1] if len(sources) == 2 else None)
+    return _split(cfg, sources)
 
 
-def _shards(cfg: TrainConfig) -> tuple[Source, Optional[Source]]:
-    """Prepared directories; a test set must be prepared alike (format, hashing seed)."""
-    folders = [Path(p) for p in (cfg.data, cfg.test) if p is not None]
+def _shards(cfg: TrainConfig) -> tuple[Source, Optional[Source], Optional[Source]]:
+    """Prepared directories; test and validation sets must be prepared alike (format,
+    hashing seed)."""
+    folders = [Path(p) for p in (cfg.data, *_other(cfg))]
     manifests = [read_manifest(f) for f in folders]
     first = manifests[0]
     for folder, m in zip(folders[1:], manifests[1:]):
@@ -133,4 +167,4 @@ def _shards(cfg: TrainConfig) -> tuple[Source, Optional[Source]]:
     hashing = field_hashing(cfg, tuple(first.names), first.seed, first.padded)
     width = max(m.fields for m in manifests)
     sources = [ShardSource(f, hashing, width) for f in folders]
-    return sources[0], (sources[1] if len(sources) == 2 else None)
+    return _split(cfg, sources)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from former import former
 from mpips.board import ClockBoard
 from mpips.data import share
-from mpips.config import TrainConfig
 from mpips.data.plan import plan_data
 from mpips.job import train
 from mpips.rowcache import RowCache
@@ -50,9 +50,9 @@ def test_every_rank_reads_every_share_from_node_memory(data, shared_dir):
     """The row cache: each rank fills its own share; any rank reads any share's batch
     exactly as the source gives it, also where skipped bad lines shorten a batch."""
     if data == "synthetic":
-        cfg = TrainConfig(synthetic_rows=5_000, table_rows=1 << 12, seed=2)
+        cfg = former(synthetic_rows=5_000, table_rows=1 << 12, seed=2)
     else:
-        cfg = TrainConfig(data=str(bad_line_file(shared_dir)), format="libsvm", on_bad_line="skip",
+        cfg = former(data=str(bad_line_file(shared_dir)), format="libsvm", on_bad_line="skip",
                           test_fraction=0.1, table_rows=1 << 12)
     plan, n, size = plan_data(cfg), comm.Get_size(), 64
     shares = [share(*plan.train_range, w, n) for w in range(n)]
@@ -69,7 +69,7 @@ def test_every_rank_reads_every_share_from_node_memory(data, shared_dir):
 
 
 def straggler_job(sync: str) -> dict:
-    cfg = TrainConfig(synthetic_rows=40_000, table_rows=1 << 16, epochs=2, batch_size=128,
+    cfg = former(synthetic_rows=40_000, table_rows=1 << 16, epochs=2, batch_size=128,
                       seed=5, sync=sync, staleness=2, slow_worker="0:4",
                       progress_seconds=60.0)
     return train(cfg, comm, verbose=False).metrics

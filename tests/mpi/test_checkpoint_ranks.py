@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from former import former
 from mpips import slurm
 from mpips.checkpoint import manifest
 from mpips.checkpoint.layout import complete_steps, server_file
@@ -14,7 +15,6 @@ from mpips.checkpoint.saving import agree_restore, restore_server
 from mpips.checkpoint.whole import saved_layout
 from mpips.checkpoint.shardfile import ServerFile
 from mpips.clocks import StalenessLog
-from mpips.config import TrainConfig
 from mpips.data.plan import plan_data
 from mpips.job import model_of, train
 from mpips.client import TableClient
@@ -54,7 +54,7 @@ def test_resume_a_two_server_checkpoint_on_three_and_on_one(shared_dir):
     """A 2-server BSP checkpoint restored on 3 and on 1 server: every row and optimiser
     state value sits where the new ring puts it, and training goes on to parameters
     bit-identical to the run that never stopped."""
-    cfg = TrainConfig(model="fm", optimizer="adagrad", synthetic_rows=12_000, batch_size=256,
+    cfg = former(model="fm", optimizer="adagrad", synthetic_rows=12_000, batch_size=256,
                       table_rows=1 << 13, embedding_dim=4, checkpoint_every=10,
                       checkpoint_keep=10, checkpoint_dir=str(shared_dir), seed=3)
     full = None
@@ -129,7 +129,7 @@ def test_timed_checkpoints_under_ssp_and_asp_resume_to_the_end(shared_dir, sync)
     worker to see it) under SSP and ASP, with a slow worker whose batches the other takes
     (``balance``); resuming one on 2 servers trains every remaining row once: the samples
     add up to the planned total, and the model is as good."""
-    cfg = TrainConfig(synthetic_rows=20_000, batch_size=128, sync=sync, staleness=2,
+    cfg = former(synthetic_rows=20_000, batch_size=128, sync=sync, staleness=2,
                       checkpoint_seconds=0.05, checkpoint_keep=50, delay_jitter=0.002,
                       slow_worker="0:3",
                       checkpoint_dir=str(shared_dir), seed=4, run_name=sync)
@@ -163,7 +163,7 @@ def test_resume_on_more_and_fewer_workers(shared_dir):
     """A 2-worker BSP checkpoint taken mid-epoch, resumed by 3 workers and by 1: the rows
     the old workers had left in the epoch are shared out, then whole epochs of the new
     shares; every planned sample is trained once and the model is as good."""
-    cfg = TrainConfig(synthetic_rows=20_000, batch_size=128, checkpoint_every=25,
+    cfg = former(synthetic_rows=20_000, batch_size=128, checkpoint_every=25,
                       checkpoint_keep=50, checkpoint_dir=str(shared_dir), seed=6,
                       run_name="w2")
     four = sub(4)
@@ -197,7 +197,7 @@ def test_stop_signal_under_ssp_and_asp_checkpoints_and_resumes(shared_dir, sync,
     them slow: the job stops after a checkpoint, before the end; the same job with
     ``--resume`` trains exactly the rows left."""
     monkeypatch.setitem(slurm._stop, "requested", False)     # restored after the test
-    cfg = TrainConfig(synthetic_rows=40_000, batch_size=128, sync=sync, staleness=2,
+    cfg = former(synthetic_rows=40_000, batch_size=128, sync=sync, staleness=2,
                       checkpoint_every=10**6, slow_worker="0:3", checkpoint_dir=str(shared_dir),
                       seed=8, run_name=sync, progress_seconds=60.0)
     if comm.Get_rank() == 0:

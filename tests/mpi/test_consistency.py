@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from former import former
 from mpips.config import TrainConfig
 from mpips.job import train
 from mpips.topology import WORKER
@@ -47,7 +48,7 @@ def synthetic(**kw) -> TrainConfig:
     base = dict(synthetic_rows=60_000, table_rows=1 << 16, epochs=1, batch_size=256, seed=3,
                 progress_seconds=60.0)
     base.update(kw)
-    return TrainConfig(**base)
+    return former(**base)
 
 
 @pytest.mark.mpi(min_size=4)
@@ -84,7 +85,7 @@ def test_ssp_and_asp_match_bsp_quality_and_keep_the_bound(mode, extra):
 @pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")
 @pytest.mark.parametrize("mode", ["ssp", "async"])
 def test_criteo_sample_ssp_and_asp_within_001_of_bsp(mode):
-    cfg = TrainConfig(data=str(KAGGLE), batch_size=128, lr=0.02, epochs=2,
+    cfg = former(data=str(KAGGLE), batch_size=128, lr=0.02, epochs=2,
                       progress_seconds=60.0)
     bsp = train(cfg, comm).metrics
     other = train(cfg.replace(sync=mode, staleness=3, delay_jitter=0.002), comm).metrics

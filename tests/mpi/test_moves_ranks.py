@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from former import former
 from mpips.client import TableClient
 from mpips.clocks import Start, SyncPolicy
 from mpips.config import TrainConfig
@@ -36,7 +37,7 @@ def small(**kw) -> TrainConfig:
                 progress_seconds=60.0, seed=5, servers=1, standby=1, embedding_dim=4,
                 hidden=(6, 5))
     base.update(kw)
-    return TrainConfig(**base)
+    return former(**base)
 
 
 @pytest.mark.mpi(min_size=2)

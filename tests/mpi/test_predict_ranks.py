@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from mpips.config import TrainConfig
+from former import former
 from mpips.job import train
 from mpips.predict import prepare, run_predict
 from mpips.predict_ranks import predict_ranks
@@ -21,7 +21,7 @@ def test_servers_and_workers_score_like_one_process(shared_dir, model):
     ranks as workers: the job's own test rows get the probabilities of one process to the
     bit, and the training job's AUC and log-loss."""
     n = comm.Get_size()
-    cfg = TrainConfig(model=model, synthetic_rows=60_000, batch_size=256, epochs=1,
+    cfg = former(model=model, synthetic_rows=60_000, batch_size=256, epochs=1,
                       table_rows=1 << 14, embedding_dim=4, hidden=(16, 8), seed=5,
                       servers=2 if n >= 4 else 1, checkpoint_every=100_000,
                       checkpoint_dir=str(shared_dir), run_name=model)

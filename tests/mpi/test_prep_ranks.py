@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from former import former
 from mpips.cli import build_parser
-from mpips.config import TrainConfig
 from mpips.data.plan import plan_data
 from mpips.job import train
 from mpips.prep import check_prep, run_prep
@@ -52,7 +52,7 @@ def prep(paths: list[Path], out: Path, fmt: str, on: MPI.Intracomm) -> None:
 
 
 def rows(data: Path, **kw) -> tuple[np.ndarray, ...]:
-    src = plan_data(TrainConfig(data=str(data), table_rows=1 << 16, **kw)).train
+    src = plan_data(former(data=str(data), table_rows=1 << 16, **kw)).train
     batches = list(src.batches(0, src.rows, 1000))
     return tuple(np.concatenate([getattr(b, f) for b in batches])
                  for f in ("keys", "vals", "labels"))
@@ -86,7 +86,7 @@ def test_training_from_shards_equals_training_from_text(shared_dir, fmt, model):
     """BSP: the same rows in the same order give bit-identical parameters."""
     paths = inputs(shared_dir, fmt)[:1]
     prep(paths, shared_dir / "shards", fmt, comm)
-    base = TrainConfig(format=fmt, model=model, epochs=2, batch_size=64, table_rows=1 << 14,
+    base = former(format=fmt, model=model, epochs=2, batch_size=64, table_rows=1 << 14,
                        embedding_dim=4, hidden=(8,), progress_seconds=60)
     text = train(base.replace(data=str(paths[0])), comm, return_params=True, verbose=False)
     shards = train(base.replace(data=str(shared_dir / "shards")), comm, return_params=True,
