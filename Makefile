@@ -59,7 +59,8 @@ test-openmpi: $(OVENV)/.ready
 
 # MPIR_CVAR_NOLOCAL=1: MPICH treats every rank as a node of its own, so pulls are one-sided
 # Get, nothing is shared memory, and moves and pauses cross the network module.
-NOLOCAL_TESTS := tests/mpi/test_moves_ranks.py tests/mpi/test_ps.py
+NOLOCAL_TESTS := tests/mpi/test_moves_ranks.py tests/mpi/test_ps.py \
+  tests/mpi/test_compress_ranks.py
 
 test-nolocal: $(VENV)/.ready
 	for n in 4 5; do \

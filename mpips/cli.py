@@ -14,6 +14,7 @@ for _var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MK
 from . import __version__  # noqa: E402
 from .clocks import SYNC_MODES  # noqa: E402
 from .cli_tools import TOOLS, add_parsers, run_tool  # noqa: E402
+from .codecs import CHOICES as CODEC_CHOICES  # noqa: E402
 from .config import BALANCE_MODES, FORMATS, MODELS, PULL_MODES, REBALANCE_MODES, \
     TrainConfig, from_mapping, load_toml  # noqa: E402
 from .data.parse import BAD_LINE_MODES  # noqa: E402
@@ -131,6 +132,22 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                            "never)")),
     ("--pull", dict(choices=PULL_MODES, help="how workers read server shards: direct loads "
                     "from shared memory (one node), one-sided MPI Get, or auto (default)")),
+    ("--compress", dict(choices=CODEC_CHOICES, help="push codec of the embedding tables: "
+                        "none, fp16, bf16, int8 (a scale and offset per row), topk (only the "
+                        "--compress-keep share of rows of largest gradient norm; topk+int8 "
+                        "etc. code those too); what is not sent is kept per key and sent "
+                        "later (error feedback); per table with [tables.NAME] compress = ... "
+                        f"(default {D.compress})")),
+    ("--compress-keep", dict(type=float, metavar="F", help=f"topk: share of a table's rows "
+                             f"sent each step (default {D.compress_keep})")),
+    ("--residual-rows", dict(type=int, metavar="N", help="error feedback: keys whose residual "
+                             "a worker keeps per table; past it the oldest are sent (default "
+                             f"{D.residual_rows})")),
+    ("--pull-cache", dict(type=int, metavar="ROWS", help="SSP/ASP: a worker keeps up to ROWS "
+                          "pulled rows per table and serves them again while they are at most "
+                          "the staleness bound old (default 0: off; never under BSP)")),
+    ("--link-gbps", dict(type=float, metavar="G", help="test aid: every message of a worker "
+                         "waits its bytes / G Gb/s, as on a slow link (default 0: off)")),
 ]
 
 
@@ -197,6 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--embedding-dim", type=int, default=16, help="FM embedding size")
     ba.add_argument("--repeats", type=int, default=3, help="runs of each job (default 3)")
     ba.add_argument("--json", action="store_true", help="print one JSON object")
+    tf = bsub.add_parser("traffic", help="push and pull bytes per codec, samples/s on slow "
+                         "links and with the pull cache, in one run")
+    tf.add_argument("--servers", type=int, default=1, help="servers (default 1)")
+    tf.add_argument("--rows", type=int, default=200_000, help="built-in rows per job, "
+                    "train + test (default 200,000)")
+    tf.add_argument("--batch-size", type=int, default=512, help="rows per worker per step "
+                    "(default 512)")
+    tf.add_argument("--embedding-dim", type=int, default=16, help="FM embedding size "
+                    "(default 16)")
+    tf.add_argument("--keep", type=float, default=0.1, help="topk: share of rows sent "
+                    "(default 0.1)")
+    tf.add_argument("--cache-rows", type=int, default=1 << 18, help="--pull-cache of the "
+                    "cache job (default 262,144)")
+    tf.add_argument("--repeats", type=int, default=3, help="runs of each job (default 3)")
+    tf.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -290,6 +322,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .bench_sync import check_straggler, run_straggler
 
         check, run_bench = check_straggler, run_straggler
+    elif args.bench == "traffic":
+        from .bench_traffic import check_traffic, run_traffic
+
+        check, run_bench = check_traffic, run_traffic
     elif args.bench == "balance":
         from .bench_balance import check_balance, run_balance
 

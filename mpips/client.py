@@ -6,30 +6,52 @@ of same-node servers directly (``direct``) or issues one ``Get`` per server with
 indexed datatype, completed by ``Flush``. Just before a pull the worker reads every
 server's table versions; its next push carries them, so servers can tell how many updates
 the pushed rows had missed.
+
+Pushes go through each table's compression (``codecs``): the rows a server gets are
+sorted by shard offset, their offsets delta-coded, their values coded; with a lossy codec
+or ``topk`` the client keeps per key what it did not send (``residuals``) and adds it to
+the key's next gradient. Every push and pull is counted in ``traffic`` and waits for the
+``--link-gbps`` aid.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from mpi4py import MPI
 
+from .checkpoint.residualfile import read_residuals, write_residuals
+from .codecs import RAW, Compression, encode_rows, round_trip
 from .errors import ProtocolError
+from .kernels.keymap import warm_up as keymap_warm_up
 from .kernels.sparse import gather_scatter_rows, scatter_rows
-from .message import FLAG_LAST, PushMessage, TablePart, encode, mark
+from .message import (FLAG_LAST, HEAD_BYTES, PushMessage, TablePart, encode,
+                      float32_part_bytes, mark, part_bytes)
 from .models import TableSpec
 from .placement import Placement
+from .pullcache import PullCache
 from .push import Outbox, PushHandle, send_mark, send_push
+from .keyrows import KeyedRows
+from .residuals import feedback
 from .ring import Route, route
 from .topology import Roles
+from .traffic import Link, Traffic
 from .windows import JobWindows
+
+RESIDUAL_ROWS = 1 << 20        # default bound of a table's residuals, in keys per worker
 
 
 class TableClient:
     """One worker's view of every table (collective over ``ps`` to build, move and close)."""
 
     def __init__(self, specs: Sequence[TableSpec], roles: Roles, placement: Placement,
-                 pull: str = "auto") -> None:
+                 pull: str = "auto", compression: Sequence[Compression] | None = None,
+                 residual_rows: int = RESIDUAL_ROWS, link_gbps: float = 0.0,
+                 caches: Sequence[PullCache | None] | None = None) -> None:
+        """``compression``: per table (default: none); ``residual_rows``: the bound of
+        each lossy table's residuals (keys); ``link_gbps``: the slow-link aid (0: off);
+        ``caches``: per table its pull cache (``pullcache``; default none)."""
         self.roles, self.placement = roles, placement
         self.names = [s.name for s in specs]
         self.dims = [s.dim for s in specs]
@@ -38,6 +60,15 @@ class TableClient:
                                   roles.n_servers, pull)
         self.outbox = Outbox()
         self.versions = np.zeros((roles.n_servers, len(specs)), dtype=np.int64)
+        self.compression = list(compression or [Compression()] * len(specs))
+        self.residual_rows = residual_rows
+        self.residuals: list[KeyedRows | None] = [
+            KeyedRows(d, residual_rows) if c.lossy else None
+            for c, d in zip(self.compression, self.dims)]
+        self.traffic = Traffic(self.names)
+        self.link = Link(link_gbps)
+        self.dropped = 0             # rows whose rounding was dropped (``residuals``)
+        self.caches = list(caches or [None] * len(specs))
 
     def __enter__(self) -> "TableClient":
         return self
@@ -50,6 +81,13 @@ class TableClient:
     def direct(self) -> bool:
         """Pulls are plain loads of node-shared memory."""
         return self.windows.direct
+
+    def warm_up(self) -> None:
+        """Load the kernels of pushes and error feedback (tiny calls, no communication)
+        before the clock starts, not during the first push."""
+        keymap_warm_up()
+        for comp, dim in zip(self.compression, self.dims):
+            round_trip(comp.codec, np.zeros((1, dim), np.float32))
 
     def ready(self) -> None:
         """Collective: wait until the servers' shards are initialised."""
@@ -65,9 +103,43 @@ class TableClient:
         self.versions = self.windows.versions.read()
         return self.versions.copy()
 
-    def pull(self, name: str, where: Route, out: np.ndarray) -> None:
-        """Fill ``out`` (one row per routed key, request order) from the servers' shards."""
-        w = self.windows.tables[self.index[name]]
+    def pull(self, name: str, where: Route, out: np.ndarray,
+             keys: np.ndarray | None = None, count: bool = True) -> None:
+        """Fill ``out`` (one row per routed key, request order) from the servers' shards,
+        or, given the unique ``keys`` and a pull cache, from the cache where its rows are
+        fresh enough. A training pull (``count``) is counted in ``traffic`` and waits
+        for the slow-link aid."""
+        i = self.index[name]
+        cache, n = self.caches[i], int(where.offsets.size)
+        if cache is None or keys is None or n == 0:
+            self._read(i, where, out)
+            if count:
+                self._pulled(i, n, n)
+            return
+        server = np.empty(n, dtype=np.int64)
+        server[where.order] = np.repeat(np.arange(self.roles.n_servers), np.diff(where.bounds))
+        versions = self.versions[server, i]
+        hit, slots = cache.lookup(keys, versions)
+        cache.serve(slots, hit, out)
+        miss = np.ones(n, dtype=bool)
+        miss[hit] = False
+        miss = np.flatnonzero(miss)
+        rows = np.empty((miss.size, self.dims[i]), np.float32)
+        self._read(i, self.route(name, keys[miss]), rows)
+        out[miss] = rows
+        cache.keep(keys[miss], rows, versions[miss])
+        self._pulled(i, miss.size, n)
+
+    def _pulled(self, i: int, rows: int, needed: int) -> None:
+        """Count a pull of ``rows`` rows (of ``needed``) and wait for the link aid."""
+        width = 4 * self.dims[i]
+        self.traffic.add("pull_bytes", i, width * rows)
+        self.traffic.add("pull_bytes_raw", i, width * needed)
+        self.link.cross(width * rows)
+
+    def _read(self, i: int, where: Route, out: np.ndarray) -> None:
+        """The one-sided read of ``pull``."""
+        w = self.windows.tables[i]
         n_servers = self.roles.n_servers
         if self.direct:
             w.win.Sync()
@@ -89,35 +161,78 @@ class TableClient:
             dt.Free()
         scatter_rows(tmp, where.order, out)
 
-    def push(self, step: int, last: bool, grads: dict[str, tuple[Route, np.ndarray]]
-             ) -> PushHandle:
+    def push(self, step: int, last: bool, grads: dict[str, tuple[Route, np.ndarray]],
+             keys: dict[str, np.ndarray] | None = None) -> PushHandle:
         """Send every server its rows of the gradients (tables not in ``grads`` send no
-        rows), with the versions read before the pull and the epoch of the placement the
-        rows were routed with (a server refuses any other). The handle waits until every
-        server has applied the step."""
-        empty = np.empty(0, dtype=np.int64)
+        rows), coded by each table's compression, with the versions read before the pull
+        and the epoch of the placement the rows were routed with (a server refuses any
+        other). A lossy table needs its unique ``keys`` (the route's request order) for
+        error feedback; the ``last`` push sends every residual left. The handle waits
+        until every server has applied the step."""
         flags = FLAG_LAST if last else 0
         epochs = {r.epoch for r, _ in grads.values()} or {self.placement.epoch}
         if len(epochs) != 1:
             raise ProtocolError(f"worker {self.roles.index}: a push mixes routes of "
                                 f"epochs {sorted(epochs)}")
         epoch = epochs.pop()
+        tables = [self._coded(i, name, step, last, grads, keys)
+                  for i, name in enumerate(self.names)]
         messages = []
         for s in range(self.roles.n_servers):
-            parts = []
-            for i, name in enumerate(self.names):
-                version = int(self.versions[s, i])
-                if name not in grads:
-                    parts.append(TablePart(i, version, empty,
-                                           np.empty((0, self.dims[i]), np.float32)))
-                    continue
-                r, rows = grads[name]
-                lo, hi = int(r.bounds[s]), int(r.bounds[s + 1])
-                order = None if r.bounds.size == 2 else r.order[lo:hi]
-                parts.append(TablePart(i, version, r.offsets[lo:hi], rows, order))
+            parts = [self._part(i, s, *t) for i, t in enumerate(tables)]
             messages.append(encode(PushMessage(self.roles.index, step, flags, epoch, parts),
                                    self.dims))
+            self._count(messages[-1])
+        self.link.cross(sum(m.size for m in messages))
         return send_push(self.roles, self.outbox, messages)
+
+    def _coded(self, i: int, name: str, step: int, last: bool,
+               grads: dict[str, tuple[Route, np.ndarray]], keys: dict[str, np.ndarray] | None
+               ) -> tuple[Route | None, np.ndarray, int]:
+        """Table ``i``'s rows to send: their route (None: no rows), the coded records and
+        the codec. With error feedback the rows sent may be other keys than the step's
+        (``topk``, a full residual store), routed afresh by the current placement."""
+        comp, store = self.compression[i], self.residuals[i]
+        if name not in grads:
+            if store is None or not (last and len(store)):
+                return None, np.empty((0, 4 * self.dims[i]), np.uint8), RAW
+            grads = {**grads, name: (self.route(name, np.empty(0, np.int64)),
+                                     np.empty((0, self.dims[i]), np.float32))}
+            keys = {**(keys or {}), name: np.empty(0, np.int64)}
+        where, rows = grads[name]
+        if store is None:
+            return where, encode_rows(RAW, rows), RAW
+        if keys is None or name not in keys:
+            raise ValueError(f"table {name!r} keeps residuals: push needs its keys")
+        out = feedback(store, comp, keys[name], rows, step, flush=last)
+        self.dropped += out.dropped
+        if not out.same:
+            where = self.route(name, out.keys)
+        return where, out.coded, comp.codec
+
+    def _part(self, i: int, s: int, where: Route | None, records: np.ndarray,
+              codec: int) -> TablePart:
+        """Server ``s``'s part of table ``i``: its offsets sorted, the records they pick."""
+        version = int(self.versions[s, i])
+        if where is None or where.bounds[s + 1] == where.bounds[s]:
+            return TablePart(i, version, np.empty(0, np.int64), records[:0], codec=codec)
+        lo, hi = int(where.bounds[s]), int(where.bounds[s + 1])
+        offsets = where.offsets[lo:hi]
+        by_offset = np.argsort(offsets, kind="stable")
+        pick = by_offset if where.bounds.size == 2 else where.order[lo:hi][by_offset]
+        return TablePart(i, version, offsets[by_offset], records, pick, codec)
+
+    def _count(self, buf: np.ndarray) -> None:
+        """Count a message's bytes to its tables (the header shared out evenly), and as it
+        would have been uncoded."""
+        parts = part_bytes(buf, self.dims)
+        head = HEAD_BYTES // max(1, len(parts))
+        for table, rows, key_bytes, nbytes in parts:
+            self.traffic.add("push_bytes", table, nbytes + head)
+            self.traffic.add("push_bytes_raw", table,
+                             float32_part_bytes(rows, self.dims[table]) + head)
+            self.traffic.add("push_key_bytes", table, key_bytes)
+            self.traffic.add("push_key_bytes_raw", table, 8 * rows)
 
     def mark(self, label: int) -> None:
         """Tell every server that this worker paused before step ``label`` (sent after
@@ -131,6 +246,26 @@ class TableClient:
         its new rows in place."""
         self.windows.release(self.windows.reallocate(new.rebuilt, [0] * len(new.rebuilt)))
         self.placement = new
+        for cache in self.caches:             # its versions were other servers'
+            if cache is not None:
+                cache.clear()
+
+    def restore_residuals(self, doc: dict, step_dir: Path) -> int:
+        """Take up this worker's residuals from a checkpoint (``agree_restore``'s loader:
+        a damaged file makes every rank try an older checkpoint). Returns 0 (rows moved)."""
+        saved = read_residuals(doc, step_dir, self.roles.index, self.roles.n_workers,
+                               self.names, self.dims, self.residual_rows)
+        self.residuals = [s if s is not None else
+                          KeyedRows(d, self.residual_rows) if c.lossy else None
+                          for s, c, d in zip(saved, self.compression, self.dims)]
+        return 0
+
+    def save_residuals(self, run_dir: Path, step: int) -> dict | None:
+        """Write this worker's residuals into the checkpoint of ``step`` being assembled;
+        its manifest entry, or None when no table keeps residuals."""
+        if all(s is None for s in self.residuals):
+            return None
+        return write_residuals(run_dir, step, self.roles.index, self.names, self.residuals)
 
     def pull_all(self) -> dict[str, np.ndarray]:
         """Every row of every table (for tests and inspection)."""
@@ -138,7 +273,7 @@ class TableClient:
         for name, i in self.index.items():
             rows = self.placement.layouts[i].rows
             out[name] = np.empty((rows, self.dims[i]), np.float32)
-            self.pull(name, self.route(name, np.arange(rows, dtype=np.int64)), out[name])
+            self._read(i, self.route(name, np.arange(rows, dtype=np.int64)), out[name])
         return out
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from .clocks import SYNC_MODES, SyncPolicy
+from .codecs import Compression
 from .data.csvdata import CsvSchema
 from .data.parse import BAD_LINE_MODES
 from .errors import ConfigError
@@ -101,6 +102,13 @@ class TrainConfig:
     checkpoint_seconds: float = 0.0        # seconds between checkpoints (0: none)
     checkpoint_keep: int = 3
     resume: Optional[str] = None           # "latest", or a run or checkpoint folder
+    compress: str = "none"                 # push codec of the embedding tables (codecs)
+    compress_keep: float = 0.1             # topk: the share of a table's rows sent a step
+    # Per-table codecs: (table, codec); from [tables.NAME] compress = ... in the config file.
+    table_compress: tuple[tuple[str, str], ...] = ()
+    residual_rows: int = 1 << 20           # error feedback: keys kept per table and worker
+    link_gbps: float = 0.0                 # test aid: a worker's messages wait bytes / G
+    pull_cache: int = 0                    # SSP/ASP: rows a worker may serve from its cache
     val: Optional[str] = None              # validation data, as --data (else --val-fraction)
     val_fraction: float = 0.1              # the last share of the training rows validates
     eval_every: int = 0                    # steps between validations (also every epoch)
@@ -170,6 +178,12 @@ class TrainConfig:
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
             raise ConfigError(f"--run-name must be a plain folder name, not "
                               f"{self.run_name!r}")
+        for name, codec in (("", self.compress), *self.table_compress):
+            Compression.parse(codec, self.compress_keep,
+                              f"tables.{name}" if name else "--compress")
+        if self.residual_rows < 1 or not self.link_gbps >= 0 or self.pull_cache < 0:
+            raise ConfigError("--residual-rows must be >= 1, --link-gbps and --pull-cache "
+                              ">= 0")
         self._check_quality_settings()
         if not (0 <= self.delay_jitter < 60):
             raise ConfigError(f"--delay-jitter must lie in [0, 60) seconds, got "
@@ -246,6 +260,16 @@ class TrainConfig:
             if name == table:
                 return SyncPolicy(mode, staleness)
         return SyncPolicy(self.sync, self.staleness)
+
+    def compression_of(self, table: str, rows: int) -> Compression:
+        """The push compression of ``table``: its ``[tables.NAME] compress``, else
+        ``--compress`` for tables of many rows (embeddings); dense one-row tables (bias,
+        MLP weights) travel uncoded unless named."""
+        for name, codec in self.table_compress:
+            if name == table:
+                return Compression.parse(codec, self.compress_keep, f"tables.{name}")
+        return Compression.parse(self.compress if rows > 1 else "none", self.compress_keep,
+                                 "--compress")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes``; settings that were left to their per-model default
@@ -355,7 +379,8 @@ def _table_overrides(value: Any, where: str, base: TrainConfig) -> tuple:
     if isinstance(value, tuple):                  # already parsed (a TrainConfig field)
         return value
     out = []
-    for table, section in _sections(value, where, "tables", {"sync", "staleness"}):
+    for table, section in _sections(value, where, "tables", {"sync", "staleness",
+                                                             "compress"}):
         staleness = section.get("staleness", base.staleness)
         sync = section.get("sync", base.sync)
         if not isinstance(sync, str) or isinstance(staleness, bool) \
@@ -363,6 +388,19 @@ def _table_overrides(value: Any, where: str, base: TrainConfig) -> tuple:
             raise ConfigError(f"{where}: tables.{table}: sync must be a string and "
                               f"staleness an integer")
         out.append((table, sync, staleness))
+    return tuple(out)
+
+
+def _table_codecs(value: Any, where: str, base: TrainConfig) -> tuple:
+    """``compress`` of ``[tables.NAME]`` sections -> (name, codec)."""
+    if isinstance(value, tuple):                  # already parsed (a TrainConfig field)
+        return base.table_compress
+    out = []
+    for table, section in value.items():
+        if isinstance(section, dict) and "compress" in section:
+            if not isinstance(section["compress"], str):
+                raise ConfigError(f"{where}: tables.{table}: compress must be a string")
+            out.append((table, section["compress"]))
     return tuple(out)
 
 
@@ -391,6 +429,10 @@ def from_mapping(values: Mapping[str, Any], where: str = "settings",
             raise ConfigError(f"{where}: unknown setting {key!r}")
         if name == "tables":
             overrides = value
+        elif name == "table_compress":        # only as a manifest holds it: [tables.NAME]
+            if not isinstance(value, tuple):
+                raise ConfigError(f"{where}: unknown setting {key!r}")
+            changes[name] = value
         elif name == "fields":
             changes[name] = _field_buckets(value, where)
         elif name == "csv":
@@ -401,7 +443,8 @@ def from_mapping(values: Mapping[str, Any], where: str = "settings",
     if overrides is None:
         return merged
     # A section's defaults are the job's own settings; its errors name the file already.
-    return _replace(merged, where, tables=_table_overrides(overrides, where, merged))
+    return _replace(merged, where, tables=_table_overrides(overrides, where, merged),
+                    table_compress=_table_codecs(overrides, where, merged))
 
 
 def _replace(cfg: TrainConfig, where: str, **changes: Any) -> TrainConfig:

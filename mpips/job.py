@@ -31,6 +31,7 @@ from .placement import Placement, moved_fraction
 from .rebalance import LoadWatch, Rebalancer, partition_bytes
 from .ring import PartitionMap, name_salt
 from .planner import Planner, check_schedule
+from .pullcache import pull_caches
 from .reports import reduce_server_stats, send_evaluation
 from .scheduler import run_scheduler
 from .server import run_server
@@ -241,10 +242,15 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                             report.violations, (report.peak_rss, report.table_bytes),
                             rows=(store.admitted, store.evicted))
         return finish(comm, roles, result)
-    with TableClient(model.tables, roles, placement, cfg.pull) as client:
+    with TableClient(model.tables, roles, placement, cfg.pull,
+                     [cfg.compression_of(t.name, t.rows) for t in model.tables],
+                     cfg.residual_rows, cfg.link_gbps,
+                     pull_caches(cfg.pull_cache, [t.dim for t in model.tables],
+                                 [p.staleness for p in policies], rounds,
+                                 roles.n_workers)) as client:
         resumed = None
         if candidates:
-            resumed, _, _ = agree_restore(comm, candidates, cfg)
+            resumed, _, _ = agree_restore(comm, candidates, cfg, client.restore_residuals)
             resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
                                                 roles.n_workers)
         worker = Worker(cfg, roles, client, model, data, bound, board,
@@ -264,7 +270,8 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
             send_evaluation(roles.ctl, worker.evaluate())
         if return_params:
             result.params = client.pull_all()
-    reduce_server_stats(comm, names, bad_lines=data.bad_lines)
+    reduce_server_stats(comm, names, bad_lines=data.bad_lines,
+                        traffic=client.traffic.matrix(), dropped=client.dropped)
     return finish(comm, roles, result)
 
 

@@ -1,11 +1,13 @@
 """The push message: what a worker sends one server for one step, and its byte layout.
 
 A message is one contiguous buffer: a header of int64 words (magic, worker, step, flags,
-map epoch, then per table its id, row count, the version its rows were pulled at and the
-codec of its rows), then per table the shard offsets (int64) and the gradient rows. Only
-``encode`` and ``decode`` know this layout: they are the seam where a codec sits (today
-every table's rows travel as raw float32, codec ``RAW``). Decoding makes views into the
-buffer, nothing is copied. Pure: no MPI.
+map epoch, then per table its id, row count, the version its rows were pulled at, the
+codec of its rows and the bytes of its keys), then per table its shard offsets, sorted and
+delta-coded as varints (``codecs.encode_keys``), and its rows as the codec's fixed-width
+records (``codecs``: float32, fp16, bf16 or int8 with a scale and offset per row), each
+padded to 8 bytes. Only ``encode`` and ``decode`` know this layout: the seam where the
+codecs sit. Decoding gives float32 rows (a view into the buffer for raw rows), so the
+server's optimiser never sees a codec. Pure: no MPI.
 
 The map epoch says which placement the offsets were routed with, so a server can refuse
 a message built for another one instead of updating the wrong rows.
@@ -17,26 +19,31 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .codecs import CODEC_NAMES, RAW, decode_keys, decode_rows, encode_keys, row_bytes
 from .errors import ProtocolError
 
-MAGIC = 0x4D50505301          # "MPPS", layout version 1
+MAGIC = 0x4D50505302          # "MPPS", layout version 2
 FLAG_LAST = 1                 # the worker's final push: it sends nothing more
 FLAG_MARK = 2                 # no rows: the worker paused before step ``step`` (the label)
-RAW = 0                       # codec: float32 rows as they are
-_HEAD, _PART = 6, 4           # header words, and words per table
+_HEAD, _PART = 6, 5           # header words, and words per table
+_PART_FLOAT32 = 4             # words per table of the uncoded layout (int64 keys, float32)
+HEAD_BYTES = 8 * _HEAD
 
 
 @dataclass
 class TablePart:
-    """One table's rows in a push: shard ``offsets`` and their gradient ``rows``.
+    """One table's rows in a push: shard ``offsets`` (strictly increasing) and their
+    gradient ``rows``.
 
-    When encoding, ``order`` (if given) picks the rows: row ``i`` of the part is
-    ``rows[order[i]]``, so routing and packing take one copy."""
+    When encoding, ``rows`` are float32 rows for ``RAW`` or the codec's records (uint8,
+    one row per key, ``codecs.encode_rows``), and ``order`` (if given) picks them: row
+    ``i`` of the part is ``rows[order[i]]``, so routing and packing take one copy. Decoded
+    parts hold float32 rows."""
 
     table: int
     version: int                          # the server's version when the rows were pulled
     offsets: np.ndarray                   # (n,) int64
-    rows: np.ndarray                      # (n, dim) float32, or the source picked by order
+    rows: np.ndarray                      # (n, dim) float32, or records; or picked by order
     order: Optional[np.ndarray] = None
     codec: int = RAW
 
@@ -72,37 +79,57 @@ def _pad8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def _sizes(counts: Sequence[int], dims: Sequence[int]) -> list[tuple[int, int]]:
-    """Bytes of each part's offsets and rows, each rounded up to 8."""
-    return [(8 * n, _pad8(4 * n * d)) for n, d in zip(counts, dims)]
+def float32_part_bytes(rows: int, dim: int) -> int:
+    """Bytes of one table's part as it would be uncoded: its header words, int64 offsets
+    and float32 rows (what byte accounting compares against)."""
+    return 8 * _PART_FLOAT32 + 8 * rows + _pad8(4 * rows * dim)
+
+
+def float32_bytes(counts: Sequence[int], dims: Sequence[int]) -> int:
+    """Bytes of a whole message with these row counts and widths, uncoded."""
+    return HEAD_BYTES + sum(float32_part_bytes(n, d) for n, d in zip(counts, dims))
+
+
+def _records(p: TablePart) -> np.ndarray:
+    """A part's rows as uint8 records, one row per entry."""
+    rows = p.rows
+    if rows.dtype != np.uint8:
+        if p.codec != RAW or rows.dtype != np.float32:
+            raise ValueError(f"table {p.table}: codec {p.codec} rows must be coded records")
+        rows = np.ascontiguousarray(rows).view(np.uint8).reshape(rows.shape[0],
+                                                                4 * rows.shape[1])
+    return rows
 
 
 def encode(msg: PushMessage, dims: Sequence[int]) -> np.ndarray:
     """The message as one uint8 buffer (``dims``: every table's row width)."""
+    keys = [encode_keys(p.offsets) for p in msg.parts]
     head = [MAGIC, msg.worker, msg.step, msg.flags, msg.epoch, len(msg.parts)]
-    for p in msg.parts:
-        head += [p.table, len(p), p.version, p.codec]
-    sizes = _sizes([len(p) for p in msg.parts], [dims[p.table] for p in msg.parts])
-    start = 8 * len(head)
-    buf = np.empty(start + sum(a + b for a, b in sizes), dtype=np.uint8)
-    buf[:start].view(np.int64)[:] = head
-    for p, (a, b) in zip(msg.parts, sizes):
-        if p.codec != RAW:
+    for p, k in zip(msg.parts, keys):
+        if p.codec not in CODEC_NAMES:
             raise ProtocolError(f"table {p.table}: unknown codec {p.codec}")
-        buf[start:start + a].view(np.int64)[:] = p.offsets
-        rows = buf[start + a:start + a + b].view(np.float32)[:len(p) * dims[p.table]]
-        rows = rows.reshape(len(p), dims[p.table])
+        head += [p.table, len(p), p.version, p.codec, k.size]
+    sizes = [(_pad8(k.size), _pad8(len(p) * row_bytes(p.codec, dims[p.table])))
+             for p, k in zip(msg.parts, keys)]
+    start = 8 * len(head)
+    buf = np.zeros(start + sum(a + b for a, b in sizes), dtype=np.uint8)
+    buf[:start].view(np.int64)[:] = head
+    for p, k, (a, b) in zip(msg.parts, keys, sizes):
+        buf[start:start + k.size] = k
+        width = row_bytes(p.codec, dims[p.table])
+        out = buf[start + a:start + a + len(p) * width].reshape(len(p), width)
+        records = _records(p)
         if p.order is None:
-            rows[:] = p.rows
+            out[:] = records
         else:
-            np.take(p.rows, p.order, axis=0, out=rows)
+            np.take(records, p.order, axis=0, out=out)
         start += a + b
     return buf
 
 
 def decode(buf: np.ndarray, dims: Sequence[int]) -> PushMessage:
-    """A received buffer as a message whose parts are views into ``buf``; a buffer that
-    does not follow the layout is a ``ProtocolError``."""
+    """A received buffer as a message with float32 rows (views into ``buf`` for raw rows);
+    a buffer that does not follow the layout is a ``ProtocolError``."""
     if buf.size < 8 * _HEAD or int(buf[:8].view(np.int64)[0]) != MAGIC:
         raise ProtocolError(f"not a push message ({buf.size} bytes)")
     words = buf[:8 * _HEAD].view(np.int64)
@@ -112,23 +139,38 @@ def decode(buf: np.ndarray, dims: Sequence[int]) -> PushMessage:
         raise ProtocolError(f"push from worker {worker}: {n} tables in a header of "
                             f"{buf.size} bytes, the job has {len(dims)}")
     meta = buf[8 * _HEAD:start].view(np.int64).reshape(n, _PART)
-    if np.any(meta[:, 0] < 0) or np.any(meta[:, 0] >= len(dims)) or np.any(meta[:, 1] < 0):
+    if np.any(meta[:, 0] < 0) or np.any(meta[:, 0] >= len(dims)) or np.any(meta[:, 1] < 0) \
+            or np.any(meta[:, 4] < 0):
         raise ProtocolError(f"push from worker {worker}: bad table entries {meta.tolist()}")
-    counts, tables = meta[:, 1].tolist(), meta[:, 0].tolist()
-    sizes = _sizes(counts, [dims[t] for t in tables])
+    for table, _, _, codec, _ in meta.tolist():
+        if codec not in CODEC_NAMES:
+            raise ProtocolError(f"push from worker {worker}: table {table} has unknown "
+                                f"codec {codec}")
+    sizes = [(_pad8(kb), _pad8(count * row_bytes(codec, dims[table])))
+             for table, count, _, codec, kb in meta.tolist()]
     if buf.size != start + sum(a + b for a, b in sizes):
         raise ProtocolError(f"push from worker {worker}: {buf.size} bytes, its header "
                             f"describes {start + sum(a + b for a, b in sizes)}")
     parts = []
-    for (table, count, version, codec), (a, b) in zip(meta.tolist(), sizes):
-        if codec != RAW:
-            raise ProtocolError(f"push from worker {worker}: table {table} has unknown "
-                                f"codec {codec}")
+    for (table, count, version, codec, kb), (a, b) in zip(meta.tolist(), sizes):
         dim = dims[table]
-        rows = buf[start + a:start + a + b].view(np.float32)[:count * dim].reshape(count, dim)
-        parts.append(TablePart(table, version, buf[start:start + a].view(np.int64), rows))
+        offsets = decode_keys(buf[start:start + kb], count,
+                              f"push from worker {worker}, table {table}")
+        records = buf[start + a:start + a + count * row_bytes(codec, dim)]
+        rows = decode_rows(codec, records.reshape(count, row_bytes(codec, dim)), dim)
+        parts.append(TablePart(table, version, offsets, rows, codec=codec))
         start += a + b
     return PushMessage(worker, step, flags, epoch, parts)
+
+
+def part_bytes(buf: np.ndarray, dims: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """Per part of a message ``encode`` made (its header read, nothing checked): the table,
+    its rows, the bytes of its keys and its bytes in all (header words, keys and rows,
+    padded)."""
+    n = int(buf[:8 * _HEAD].view(np.int64)[5])
+    meta = buf[8 * _HEAD:8 * (_HEAD + _PART * n)].view(np.int64).reshape(n, _PART)
+    return [(t, c, _pad8(kb), 8 * _PART + _pad8(kb) + _pad8(c * row_bytes(codec, dims[t])))
+            for t, c, _, codec, kb in meta.tolist()]
 
 
 def mark(worker: int, label: int, epoch: int) -> PushMessage:

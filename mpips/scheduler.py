@@ -66,7 +66,7 @@ class Progress:
         """Take a worker's latest record; the clock starts with the first one."""
         if self.start is None:
             self.start = time.perf_counter()
-        self.state[worker] = record
+        self.state[worker, :record.size] = record
         self.seen[worker] = True
 
     @property
@@ -85,7 +85,7 @@ class Progress:
         """A finished worker's entry in a checkpoint's manifest (None: still training)."""
         if not (self.seen[worker] and self.state[worker, 4]):
             return None
-        epoch, samples, loss, _, _, steps = self.state[worker]
+        epoch, samples, loss, _, _, steps = self.state[worker, :6]
         return {"index": worker, "step": int(steps), "finished": True, "epoch": int(epoch),
                 "samples": int(samples), "loss": float(loss), "rng": None}
 
@@ -97,9 +97,13 @@ class Progress:
         t0, s0, l0 = self._last
         self._last = (elapsed, samples, loss)
         rate = self.new_samples / elapsed if elapsed > 0 else 0.0
+        push, push_raw, pull, pull_raw = self.state[:, 6:10].sum(axis=0)
+        per_s = 1e-6 / elapsed if elapsed > 0 else 0.0
         return {"event": "progress", "epoch": int(self.state[:, 0].min()) + 1,
                 "samples": int(samples), "planned": int(planned), "seconds": elapsed,
-                "samples_per_s": rate,
+                "samples_per_s": rate, "push_mb_s": push * per_s,
+                "push_raw_mb_s": push_raw * per_s, "pull_mb_s": pull * per_s,
+                "pull_raw_mb_s": pull_raw * per_s,
                 "loss": (loss - l0) / (samples - s0) if samples > s0 else float("nan"),
                 "eta_s": (planned - samples) / rate if rate > 0 else float("inf")}
 
@@ -110,9 +114,11 @@ class Progress:
         busy = r.get("server_busy", [])
         servers = "  servers busy " + " ".join(f"{b:.0%}" for b in busy) \
             if len(busy) > 1 else ""
+        wire = f"  push {r['push_mb_s']:.1f} MB/s ({r['push_raw_mb_s'] / r['push_mb_s']:.1f}x " \
+            f"fewer)  pull {r['pull_mb_s']:.1f} MB/s" if r.get("push_mb_s") else ""
         return (f"[mpips] epoch {min(r['epoch'], self.epochs)}/{self.epochs} {pct:5.1f}% "
                 f"{r['samples']:,}/{r['planned']:,} samples  {r['samples_per_s']:,.0f} samples/s"
-                f"  loss {r['loss']:.4f}  ETA {_fmt_eta(r['eta_s'])}{servers}")
+                f"  loss {r['loss']:.4f}  ETA {_fmt_eta(r['eta_s'])}{wire}{servers}")
 
 
 def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, coord: Coordinator,

@@ -125,9 +125,10 @@ class Worker:
                                        order=order[skip:])
 
     def pull(self, lookups: dict[str, Lookup]) -> None:
-        """Fill each lookup's rows from the servers."""
+        """Fill each lookup's rows from the servers (for the evaluation: not counted in the
+        training's traffic)."""
         for n, lk in lookups.items():
-            self.client.pull(n, self.client.route(n, lk.keys), lk.rows)
+            self.client.pull(n, self.client.route(n, lk.keys), lk.rows, count=False)
 
     def prepare(self, batch: Batch | None) -> Prepared:
         """Deduplicate and route a batch's keys: no communication, so it can run while the
@@ -152,7 +153,7 @@ class Worker:
                              [prep.lookups[n].keys for n in self.client.names])
         self.client.read_versions()
         for n, lk in prep.lookups.items():
-            self.client.pull(n, prep.routes[n], lk.rows)
+            self.client.pull(n, prep.routes[n], lk.rows, lk.keys)
         if prep.batch is None:
             return {n: lk.rows for n, lk in prep.lookups.items()}, 0.0
         return self.model.gradients(prep.batch, prep.lookups, self.scale)
@@ -161,7 +162,8 @@ class Worker:
              last: bool) -> PushHandle:
         """Send a step's gradient rows to their servers; the handle waits for the acks."""
         return self.client.push(step, last, {n: (prep.routes[n], grads[n])
-                                             for n in prep.lookups})
+                                             for n in prep.lookups},
+                                {n: lk.keys for n, lk in prep.lookups.items()})
 
     def pace(self, step_s: float) -> None:
         """Test aids: the slow worker sleeps (FACTOR - 1) times its step's own time (pull,
@@ -188,7 +190,7 @@ class Worker:
             return
         self._last_report = t
         send_progress(self.roles.ctl, epoch, self.samples, self.loss, self.planned, finished,
-                      steps)
+                      steps, self.client.traffic.progress())
 
     def stop_label(self, step: int) -> int | None:
         """The pause to stop for before ``step``, if any (``PauseSchedule.stops_at``).
@@ -204,20 +206,26 @@ class Worker:
             return None
         return word if 0 < word <= step else step
 
-    def record(self, step: int, work: Work) -> dict:
+    def record(self, step: int, work: Work, label: int) -> dict:
         """This worker's entry in a checkpoint's manifest: where to resume. A balanced
         worker records the rows it has taken but not trained (``carry``); the scheduler
-        adds its counter (``pool``)."""
+        adds its counter (``pool``). A job that writes checkpoints gets the worker's
+        residuals (error feedback) written for the pause ``label`` (``residuals``)."""
+        saved = self.client.save_residuals(self.cfg.run_dir, label) \
+            if self.cfg.checkpointing else None
         if self.pool is None:
             where = self.plan.entry()
         else:
             where = {"carry": [list(r) for r in (*work.rows, *(r for _, r in self._taken))]}
+        if saved is not None:
+            where["residuals"] = saved
         return {"index": self.roles.index, "step": step, "finished": False,
                 "epoch": work.epoch, "samples": self.samples, "loss": self.loss,
                 "rng": self.jitter.bit_generator.state, **where}
 
     def warm_up(self) -> None:
         """Compile or load the numba kernels before the clock starts (no communication)."""
+        self.client.warm_up()
         batch = next(self.epoch_batches(0), None) if not self.finished else None
         if batch is not None:
             lookups = self.model.lookups(batch)
@@ -339,7 +347,8 @@ class Worker:
                 if in_flight is not None:
                     in_flight.wait()
                     in_flight = None
-                reply = worker_pause(self.roles, self.client, label, self.record(step, work),
+                reply = worker_pause(self.roles, self.client, label,
+                                     self.record(step, work, label),
                                      self.validate if self.cfg.validating else None)
                 if reply.stop:
                     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpips.data import Source, epoch_order, share, shuffle_block
+from mpips.kernels.quant import E_MAX, E_MIN, Z_MAX, Z_MIN
 
 
 def sparse_batch(rng: np.random.Generator, n: int, fields: int, keys: int, dim: int,
@@ -219,3 +220,30 @@ class Updater:
         else:
             w[rows], a[rows], b[rows] = ftrl(w[rows], a[rows], b[rows], g[rows], self.lr, 1.0,
                                              self.l1, self.l2)
+
+
+def _exponent(x: np.ndarray) -> np.ndarray:
+    """The least ``e`` with ``2**e >= x`` (int64; the least int8 exponent for x == 0)."""
+    mant, ex = np.frexp(x)
+    return np.where(x > 0, np.where(mant == 0.5, ex - 1, ex), E_MIN).astype(np.int64)
+
+
+def int8_encode(rows: np.ndarray) -> np.ndarray:
+    """Per row the smallest power-of-two scale that spans it in 255 steps and keeps the
+    offset in int16, the offset ``z = floor(lo / scale)``, and ``q = rint(v / scale - z)``
+    (``rint``: ties to even). Everything is exact in float64 but the one rounding."""
+    n, d = rows.shape
+    out = np.empty((n, 3 + d), dtype=np.uint8)
+    if n == 0:
+        return out
+    v = rows.astype(np.float64)
+    lo, hi = v.min(axis=1), v.max(axis=1)
+    span = np.maximum(hi - lo, 0.0) / 254.0
+    big = np.maximum(np.abs(lo), np.abs(hi)) / 32000.0
+    e = np.clip(np.maximum(_exponent(span), _exponent(big)), E_MIN, E_MAX)
+    z = np.clip(np.floor(np.ldexp(lo, -e)), Z_MIN, Z_MAX)
+    q = np.clip(np.rint(np.ldexp(v, -e[:, None]) - z[:, None]), 0, 255)
+    out[:, 0] = e.astype(np.int8).view(np.uint8)
+    out[:, 1:3] = z.astype(np.int16).view(np.uint8).reshape(n, 2)
+    out[:, 3:] = q.astype(np.uint8)
+    return out

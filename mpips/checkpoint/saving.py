@@ -78,7 +78,8 @@ def publish_checkpoint(cfg: TrainConfig, specs: Sequence[TableSpec], slots: Sequ
     doc = manifest.build(step, final, cfg, specs, slots, ring, entries, workers, seconds,
                          extra)
     partial = best_partial(cfg.run_dir) if best else partial_dir(cfg.run_dir, step)
-    files = {MANIFEST, *(s["file"] for s in entries)}
+    files = {MANIFEST, *(s["file"] for s in entries),
+             *(w["residuals"]["file"] for w in workers if "residuals" in w)}
     try:
         write_json(partial / MANIFEST, doc)
         if best:
@@ -92,7 +93,8 @@ def link_best(cfg: TrainConfig, step_dir: Path, extra: dict) -> Path:
     """A published checkpoint is also the run's best: its files linked into ``best``,
     with a manifest that carries the early-stopping history as it is now."""
     doc = dict(manifest.load(step_dir), **extra)
-    files = {MANIFEST, *(s["file"] for s in doc["servers"])}
+    files = {MANIFEST, *(s["file"] for s in doc["servers"]),
+             *(w["residuals"]["file"] for w in doc["workers"] if "residuals" in w)}
     try:
         return publish_best(cfg.run_dir, step_dir, files, doc)
     except OSError as exc:

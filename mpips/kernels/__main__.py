@@ -13,6 +13,7 @@ from ..data.libsvm import LibSVMFormat
 from ..data.parse import parse_bytes
 from .fm import add_field_grads, field_inputs, fm_grad, fm_logits
 from .init import normal_rows
+from .keymap import warm_up as warm_residuals
 from .lr import lr_grad, lr_logits
 from .optim import adagrad_rows, adam_rows, ftrl_rows, sgd_rows
 from .sparse import (accumulate_rows, add_partition_counts, gather_rows, gather_scatter_rows,
@@ -52,4 +53,5 @@ parse_bytes(CriteoFormat(), row.encode(), 0, "warm-up", 1)
 parse_bytes(LibSVMFormat(2, ffm=True), b"1 0:2:1.123456789012345678 1:3:1\n", 0, "warm-up", 1)
 parse_bytes(CsvFormat(CsvSchema("y", ("a",), ("b",)), ["y", "a", "b"]),
             b"1,2.123456789012345678,x\n", 0, "warm-up", 1)
+warm_residuals()
 print(f"mpips: numba kernels ready in {time.perf_counter() - t0:.1f}s")

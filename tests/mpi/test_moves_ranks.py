@@ -142,7 +142,8 @@ def test_a_push_for_an_old_placement_never_touches_the_new_rows():
             rows = np.full((keys.size, 2), 100.0, np.float32)
             for s in range(roles.n_servers):
                 lo, hi = where.bounds[s], where.bounds[s + 1]
-                part = TablePart(0, 0, where.offsets[lo:hi], rows[lo:hi])
+                offsets = np.sort(where.offsets[lo:hi])         # a message's keys ascend
+                part = TablePart(0, 0, offsets, rows[lo:hi])
                 msg = encode(PushMessage(roles.index, 0, 0, old.epoch, [part]), [2])
                 client.outbox.post(roles.ps, [msg], [roles.server_ps_rank(s)], TAG_PUSH)
             client.outbox.flush()

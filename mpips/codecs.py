@@ -1,0 +1,156 @@
+"""Push codecs: how a table's gradient rows and their shard offsets travel. Pure, no MPI.
+
+Keys, for every codec: a server's offsets sorted and delta-coded as varints
+(``kernels.varint``). Values, one fixed-width record per row:
+
+| codec  | a row of ``d`` values                                              | bytes    |
+| ------ | ------------------------------------------------------------------ | -------- |
+| `none` | float32 as they are                                                | 4 d      |
+| `fp16` | IEEE half, round to nearest even, clipped to ±65504                | 2 d      |
+| `bf16` | the float32's top 16 bits, round to nearest even                   | 2 d      |
+| `int8` | a power-of-two scale ``2**e`` (int8) and an integer offset ``z``   | 3 + d    |
+|        | (int16) per row, then a code ``q`` (uint8) a value: ``(q+z)·2**e`` |          |
+
+Rounding is deterministic (to nearest, ties to even: no randomness), so the same rows give
+the same bytes on every rank and in every run. Decoding gives float32 computed the same way
+everywhere, and the difference between a value and its decoding is itself exact in
+float32 (the scales are powers of two and a value's neighbours lie within a factor two), so
+error feedback (``residuals``) keeps every bit of what a codec rounds away. ``topk`` is
+not a wire format: the worker picks the rows to send (``residuals.feedback``) and codes them
+with the table's value codec.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .errors import ConfigError, ProtocolError
+from .kernels.quant import int8_decode, int8_encode
+from .kernels.varint import varint_decode, varint_encode
+
+RAW, FP16, BF16, INT8 = 0, 1, 2, 3
+NAMES = {"none": RAW, "fp16": FP16, "bf16": BF16, "int8": INT8}
+CODEC_NAMES = {v: k for k, v in NAMES.items()}
+CHOICES = ("none", "fp16", "bf16", "int8", "topk", "topk+fp16", "topk+bf16", "topk+int8")
+FP16_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class Compression:
+    """A table's push compression: its value ``codec`` and, for ``topk``, the share of
+    its rows sent each step (``keep``; None: all rows)."""
+
+    codec: int = RAW
+    keep: Optional[float] = None
+
+    @property
+    def lossy(self) -> bool:
+        """Does the worker hold something back (rounding or rows), so that it needs error
+        feedback?"""
+        return self.codec != RAW or self.keep is not None
+
+    @property
+    def name(self) -> str:
+        value = CODEC_NAMES[self.codec]
+        if self.keep is None:
+            return value
+        return "topk" if self.codec == RAW else f"topk+{value}"
+
+    @classmethod
+    def parse(cls, text: str, keep: float, where: str) -> "Compression":
+        """``none|fp16|bf16|int8|topk|topk+VALUE`` with ``keep`` for topk; a bad name is a
+        ``ConfigError`` naming ``where``."""
+        if text not in CHOICES:
+            raise ConfigError(f"{where}: compress must be one of {', '.join(CHOICES)}, got "
+                              f"{text!r}")
+        if not 0 < keep <= 1:
+            raise ConfigError(f"--compress-keep must lie in (0, 1], got {keep}")
+        if text.startswith("topk"):
+            return cls(NAMES[text.partition("+")[2] or "none"], keep)
+        return cls(NAMES[text])
+
+
+def row_bytes(codec: int, dim: int) -> int:
+    """Bytes of one coded row of ``dim`` values."""
+    if codec == RAW:
+        return 4 * dim
+    if codec in (FP16, BF16):
+        return 2 * dim
+    if codec == INT8:
+        return 3 + dim
+    raise ProtocolError(f"unknown codec {codec}")
+
+
+# ---- values --------------------------------------------------------------------------------
+def encode_rows(codec: int, rows: np.ndarray) -> np.ndarray:
+    """Float32 rows ``(n, d)`` as coded records ``(n, row_bytes)`` of uint8 (for ``none``
+    a view of ``rows`` when they are contiguous)."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    n, d = rows.shape
+    if codec == RAW:
+        return rows.view(np.uint8).reshape(n, 4 * d)
+    if codec == FP16:
+        with np.errstate(invalid="ignore"):
+            half = np.clip(rows, -FP16_MAX, FP16_MAX).astype(np.float16)
+        return half.view(np.uint8).reshape(n, 2 * d)
+    if codec == BF16:
+        bits = rows.view(np.uint32)
+        top = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+               >> np.uint32(16)).astype(np.uint16)
+        nan = np.isnan(rows)
+        top[nan] = np.uint16(0x7FC0)
+        return top.view(np.uint8).reshape(n, 2 * d)
+    if codec == INT8:
+        out = np.empty((n, 3 + d), dtype=np.uint8)
+        int8_encode(rows, out)
+        return out
+    raise ProtocolError(f"unknown codec {codec}")
+
+
+def decode_rows(codec: int, coded: np.ndarray, dim: int) -> np.ndarray:
+    """Coded records ``(n, row_bytes)`` back to float32 rows ``(n, dim)`` (for ``none`` a
+    view)."""
+    coded = np.ascontiguousarray(coded, dtype=np.uint8)
+    n = coded.shape[0]
+    if codec == RAW:
+        return coded.view(np.float32).reshape(n, dim)
+    if codec == FP16:
+        return coded.view(np.float16).reshape(n, dim).astype(np.float32)
+    if codec == BF16:
+        bits = coded.view(np.uint16).reshape(n, dim).astype(np.uint32) << np.uint32(16)
+        return bits.view(np.float32)
+    if codec == INT8:
+        out = np.empty((n, dim), dtype=np.float32)
+        int8_decode(coded, out)
+        return out
+    raise ProtocolError(f"unknown codec {codec}")
+
+
+def round_trip(codec: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The coded records of ``rows`` and what a server decodes from them."""
+    coded = encode_rows(codec, rows)
+    return coded, decode_rows(codec, coded, rows.shape[1])
+
+
+# ---- keys ----------------------------------------------------------------------------------
+def encode_keys(offsets: np.ndarray) -> np.ndarray:
+    """Strictly increasing offsets as varint bytes (``kernels.varint``)."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    out = np.empty(10 * offsets.size, dtype=np.uint8)
+    n = varint_encode(offsets, out)
+    if n < 0:
+        raise ValueError("push offsets must be strictly increasing")
+    return out[:n]
+
+
+def decode_keys(buf: np.ndarray, count: int, where: str) -> np.ndarray:
+    """``count`` offsets from varint bytes ``buf`` that must be used exactly; anything
+    else is a ``ProtocolError`` naming ``where``."""
+    out = np.empty(count, dtype=np.int64)
+    used = varint_decode(buf, out)
+    if used != buf.size:
+        raise ProtocolError(f"{where}: {buf.size} key bytes do not hold {count} increasing "
+                            f"offsets")
+    return out

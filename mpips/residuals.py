@@ -1,0 +1,87 @@
+"""Error feedback: per key, what a worker has not yet sent of a table's gradients, and the
+choice of what to send. Pure, no MPI.
+
+Each step a worker adds a key's residual to its new gradient row, sends what the table's
+compression lets through (every row, or for ``topk`` the rows of largest norm) coded by its
+value codec, and keeps per key the exact difference: the rows held back whole, of the rows
+sent what rounding took off. So nothing is lost, only delayed: what was sent plus the
+residual is, exactly, the sum of the gradients. Residuals are kept per *key* (a key's
+shard offset changes when partitions move) and depend on nothing but the worker's own
+gradients, so runs stay bit-identical whatever the servers.
+
+Memory is bounded: a store holds at most ``capacity`` keys beyond the step in hand. When it
+would hold more, the keys written longest ago (then the smallest keys) are sent with the
+step, and then forgotten: only their own rounding is dropped (counted in ``dropped``). The
+last push of a worker sends everything left the same way.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .codecs import Compression, round_trip
+from .keyrows import KeyedRows
+
+EVICT_SLACK = 8        # a full store makes room for capacity / 8 keys more at once
+
+
+@dataclass
+class Outgoing:
+    """What one step sends of a table: unique ``keys`` and their coded rows, how many
+    rows' rounding was dropped (keys sent out of a full store, or with the last push), and
+    whether the keys are the step's own, in their order (``same``: their route serves)."""
+
+    keys: np.ndarray
+    coded: np.ndarray
+    dropped: int = 0
+    same: bool = False
+
+
+def top_rows(rows: np.ndarray, keys: np.ndarray, keep: float) -> np.ndarray:
+    """Positions of the ``ceil(keep * n)`` rows of largest squared norm, ties broken by the
+    smaller key, in position order: the same rows whatever order or servers."""
+    n = rows.shape[0]
+    m = min(n, math.ceil(keep * n))
+    if m >= n:
+        return np.arange(n, dtype=np.int64)
+    norm = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+    cut = np.partition(norm, n - m)[n - m]
+    above = np.flatnonzero(norm > cut)
+    ties = np.flatnonzero(norm == cut)
+    ties = ties[np.argsort(keys[ties], kind="stable")[:m - above.size]]
+    return np.sort(np.concatenate([above, ties]))
+
+
+def feedback(store: KeyedRows, comp: Compression, keys: np.ndarray, grads: np.ndarray,
+             step: int, flush: bool = False) -> Outgoing:
+    """One step of error feedback for one table: ``grads`` (a row per unique key) plus each
+    key's residual; what ``comp`` lets through is coded and returned, the exact rest kept.
+    Keys beyond the store's capacity (the oldest) are sent too; with ``flush`` (a worker's
+    last push) everything is sent and the store is left empty."""
+    v = np.array(grads, dtype=np.float32, order="C")
+    slots = store.slots_of(keys)
+    store.add_into(slots, v)
+    if flush:
+        evict = store.oldest(store.size, slots[slots >= 0])
+    else:
+        over = store.size + int(np.count_nonzero(slots < 0)) - store.capacity
+        evict = store.oldest(over + store.capacity // EVICT_SLACK, slots[slots >= 0]) \
+            if over > 0 else np.empty(0, dtype=np.int64)
+    extra_keys, extra_rows = store.take(evict)
+    sel = np.arange(keys.size, dtype=np.int64) if flush or comp.keep is None \
+        else top_rows(v, keys, comp.keep)
+    send_rows = np.concatenate([v[sel], extra_rows]) if extra_rows.size else v[sel]
+    coded, decoded = round_trip(comp.codec, send_rows)
+    rest = v
+    rest[sel] -= decoded[:sel.size]
+    dropped = int(np.count_nonzero(np.any(send_rows[sel.size:] != decoded[sel.size:], axis=1)))
+    if flush:
+        dropped += int(np.count_nonzero(np.any(rest != 0, axis=1)))
+        store.take(store.oldest(store.size, np.empty(0, np.int64)))
+    else:
+        store.put(keys, rest, step)
+    same = sel.size == keys.size and extra_keys.size == 0
+    return Outgoing(keys if same else np.concatenate([np.asarray(keys, np.int64)[sel],
+                                                      extra_keys]), coded, dropped, same)

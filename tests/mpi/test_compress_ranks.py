@@ -1,0 +1,163 @@
+"""Compressed pushes across ranks (pytest-mpi): BSP with every codec is bit-identical when
+repeated and between 1 and 2 servers (with partitions moving), a resume from a checkpoint
+holding the workers' residuals ends bit-identical to the run that never stopped, and the
+bytes are counted.
+
+Run under MPICH with ``MPIR_CVAR_NOLOCAL=1`` too (the Makefile does): every rank is then
+its own node, so pulls are one-sided ``Get``.
+"""
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from former import former
+from mpips.checkpoint import manifest
+from mpips.checkpoint.layout import complete_steps
+from mpips.config import TrainConfig
+from mpips.job import train
+from mpips.wire import all_ranks
+from textdata import KAGGLE
+
+comm = MPI.COMM_WORLD
+CODECS = ["fp16", "bf16", "int8", "topk", "topk+int8"]
+
+
+def small(**kw) -> TrainConfig:
+    """A small FM job with the defaults from before validation and admission (what is
+    checked here does not depend on them)."""
+    base = dict(synthetic_rows=3000, table_rows=4096, batch_size=97, lr=0.1,
+                progress_seconds=60.0, seed=5, servers=1, embedding_dim=4, hidden=(6, 5),
+                model="fm", compress_keep=0.2)
+    base.update(kw)
+    return former(**base)
+
+
+def sub(n: int):
+    """The first ``n`` ranks as a communicator (None elsewhere)."""
+    part = comm.Split(0 if comm.Get_rank() < n else MPI.UNDEFINED, comm.Get_rank())
+    return None if part == MPI.COMM_NULL else part
+
+
+def run(cfg: TrainConfig, ranks: int | None = None) -> tuple[dict, dict]:
+    """Train on the first ``ranks`` ranks (all: None); (parameters of the first worker,
+    metrics), on world rank 0."""
+    part = comm if ranks is None else sub(ranks)
+    params = metrics = None
+    if part is not None:
+        res = train(cfg, part, return_params=True, verbose=False)
+        first = 1 + cfg.servers + cfg.standby
+        params = part.bcast(res.params if part.Get_rank() == first else None, root=first)
+        metrics = part.bcast(res.metrics, root=0)
+        if part is not comm:
+            part.Free()
+    comm.Barrier()
+    return params, metrics
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("codec", CODECS)
+def test_bsp_with_a_codec_is_bit_identical_across_repeats_and_servers(codec):
+    """The same job twice with one server, and (with 4 ranks or more) with two servers
+    whose partitions move every 4 steps, the same workers: bit-identical parameters and
+    AUC. The codec did act (the parameters differ from an uncompressed run) and sent
+    fewer bytes than float32 would."""
+    n = comm.Get_size()
+    workers = n - 3 if n >= 4 else n - 2
+    one = small(compress=codec)
+    a_params, a = run(one, workers + 2)
+    b_params, b = run(one, workers + 2)
+    plain_params, _ = run(small(), workers + 2)
+    ok = True
+    if comm.Get_rank() == 0:
+        ok = same(a_params, b_params) and a["auc"] == b["auc"]
+        ok &= not same(a_params, plain_params)
+        ok &= a["push_bytes"] < a["push_bytes_raw"] and a["pull_bytes"] > 0
+        ok &= a["traffic"]["features"]["push_bytes"] < a["traffic"]["features"][
+            "push_bytes_raw"]
+    if n >= 4:
+        two_params, two = run(one.replace(servers=2, move_every=4, rebalance="off"))
+        if comm.Get_rank() == 0:
+            ok &= same(a_params, two_params) and two["auc"] == a["auc"]
+            ok &= two["partition_moves"] > 0
+    assert all_ranks(comm, ok)
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("model,codec,bound", [("fm", "topk+int8", 1 << 20),
+                                               ("lr", "topk", 150),
+                                               ("deepfm", "int8", 1 << 20)])
+def test_resume_with_residuals_is_bit_identical_to_the_run_that_never_stopped(
+        shared_dir, model, codec, bound):
+    """BSP, checkpoints every 7 steps: the checkpoint of step 14 holds every worker's
+    residuals (a file each, named in the manifest); resumed from it, the job ends with
+    exactly the parameters of the uninterrupted run. With a bound of 150 keys the
+    residuals are evicted while training, and still resume exactly."""
+    servers = 2 if comm.Get_size() >= 4 else 1
+    cfg = small(model=model, compress=codec, residual_rows=bound, servers=servers,
+                checkpoint_every=7, checkpoint_keep=20, checkpoint_dir=str(shared_dir))
+    full_params, full = run(cfg.replace(run_name="full"))
+    step_dir = [p for p in complete_steps(shared_dir / "full")
+                if manifest.load(p)["step"] == 14][0]
+    doc = manifest.load(step_dir)
+    files = [w["residuals"]["file"] for w in doc["workers"] if "residuals" in w]
+    again_params, again = run(cfg.replace(run_name="again", resume=str(step_dir)))
+    ok = True
+    if comm.Get_rank() == 0:
+        ok = len(files) == len(doc["workers"]) and all((step_dir / f).is_file()
+                                                       for f in files)
+        table = "weights" if model == "lr" else "features"
+        ok &= any(w["residuals"]["datasets"][f"tables/{table}/keys"]["shape"][0] > 0
+                  for w in doc["workers"])
+        ok &= same(full_params, again_params) and again["auc"] == full["auc"]
+        ok &= again["resumed_from_step"] == 14
+    assert all_ranks(comm, ok)
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sync", ["ssp", "async"])
+def test_ssp_and_asp_with_int8_train_every_row_with_fewer_bytes(sync):
+    """Compression under SSP and ASP: every planned row is trained, the model learns, and
+    FM's pushes take at least 2.5 times fewer bytes."""
+    cfg = small(synthetic_rows=12_000, batch_size=128, sync=sync, staleness=2,
+                embedding_dim=8)
+    _, plain = run(cfg)
+    _, coded = run(cfg.replace(compress="int8"))
+    ok = True
+    if comm.Get_rank() == 0:
+        ok = coded["samples"] == plain["samples"] == 2 * 9600
+        ok &= min(coded["auc"], plain["auc"]) > 0.55     # both learn (runs are not
+        # repeatable: on 9,600 rows two uncompressed SSP runs differ by up to 0.03 AUC)
+        f = coded["traffic"]["features"]
+        ok &= f["push_bytes_raw"] > 2.5 * f["push_bytes"]
+    assert all_ranks(comm, ok)
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not KAGGLE.exists(), reason="shared Criteo sample not present")
+@pytest.mark.parametrize("model", ["lr", "fm", "deepfm"])
+def test_codecs_keep_the_auc_on_the_kaggle_sample(model):
+    """The Kaggle sample (80/20 split, examples/criteo_kaggle.toml). LR, which is not
+    chaotic: fp16, bf16 and int8 within 0.001 AUC of uncompressed pushes. FM and DeepFM
+    on 6,400 rows turn any perturbation into AUC changes of a few 0.001 (measured: fp16
+    and bf16 -0.0004..+0.0011, int8 -0.0028..+0.0045 over rank counts and seeds), so
+    there the bound is 0.005; topk (10 % of the rows) must not be more than 0.003 below
+    (it scores higher: holding small gradients of rare keys back regularises)."""
+    cfg = former(data=str(KAGGLE), model=model, batch_size=128, lr=0.02,
+                 progress_seconds=60.0, compress_keep=0.1)
+    aucs = {codec: run(cfg.replace(compress=codec))[1] for codec in
+            ("none", "fp16", "bf16", "int8", "topk")}
+    ok = True
+    if comm.Get_rank() == 0:
+        auc = {codec: m["auc"] for codec, m in aucs.items()}
+        bound = 0.001 if model == "lr" else 0.005
+        ok = all(abs(auc[c] - auc["none"]) <= bound for c in ("fp16", "bf16", "int8"))
+        ok &= auc["topk"] >= auc["none"] - 0.003
+    assert all_ranks(comm, ok)

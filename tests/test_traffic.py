@@ -1,0 +1,90 @@
+"""Byte accounting, the slow-link aid, the pull cache, and the compression settings."""
+import time
+
+import numpy as np
+import pytest
+
+from mpips.checkpoint.manifest import config_of, settings
+from mpips.codecs import FP16, INT8, RAW, Compression
+from mpips.config import TrainConfig, from_mapping, load_toml
+from mpips.errors import ConfigError
+from mpips.pullcache import PullCache, pull_caches
+from mpips.traffic import KINDS, Link, Traffic
+
+
+def test_traffic_counts_per_table_and_kind():
+    t = Traffic(["bias", "features"])
+    t.add("push_bytes", 1, 100)
+    t.add("push_bytes_raw", 1, 300)
+    t.add("pull_bytes", 0, 8)
+    assert t.progress() == [100, 300, 8, 0]
+    m = t.matrix()
+    assert m.shape == (2, len(KINDS)) and m[1, 0] == 100 and m[0, 2] == 8
+
+
+def test_the_link_aid_waits_bytes_over_its_rate():
+    """10 MB at 1 Gb/s: 80 ms, within the sleeps' slack; no limit: no wait."""
+    link = Link(1.0)
+    assert link.seconds(10**7) == pytest.approx(0.08)
+    began = time.perf_counter()
+    for _ in range(10):
+        link.cross(10**6)
+    assert 0.079 < time.perf_counter() - began < 0.5 and link.waited > 0.07
+    free = Link(0.0)
+    free.cross(10**9)
+    assert free.waited == 0.0
+
+
+def test_the_pull_cache_serves_rows_while_fresh_enough():
+    """Rows are served while their server applied at most ``bound`` updates since the
+    pull; then pulled again. Zero rows are rows like any other."""
+    cache = PullCache(2, 100, bound=4)
+    keys = np.array([5, 9, 12], np.int64)
+    rows = np.array([[0, 0], [1, 2], [3, 4]], np.float32)
+    cache.keep(keys, rows, np.array([10, 10, 11]))
+    hit, slots = cache.lookup(np.array([9, 5, 12, 77]), np.array([14, 15, 15, 15]))
+    assert hit.tolist() == [0, 2]                  # 9 is 4 updates old, 12 is 4; 5 is 5
+    out = np.full((4, 2), -1, np.float32)
+    cache.serve(slots, hit, out)
+    np.testing.assert_array_equal(out[[0, 2]], [[1, 2], [3, 4]])
+    hit, _ = cache.lookup(np.array([5]), np.array([10]))
+    assert hit.tolist() == [0]
+
+
+def test_the_pull_cache_keeps_at_most_its_rows_dropping_the_oldest():
+    cache = PullCache(1, 3, bound=100)
+    for v in range(5):
+        cache.keep(np.array([v], np.int64), np.ones((1, 1), np.float32), np.array([v]))
+    assert len(cache.rows) == 3 and cache.rows.arrays()[0].tolist() == [2, 3, 4]
+    cache.clear()
+    assert len(cache.rows) == 0
+
+
+def test_pull_caches_are_off_under_bsp():
+    assert pull_caches(100, [1, 8], [3, 3], True, 2) == [None, None]
+    assert pull_caches(0, [1, 8], [3, 3], False, 2) == [None, None]
+    caches = pull_caches(100, [1, 8], [3, 2], False, 4)
+    assert [c.bound for c in caches] == [12, 8]
+
+
+def test_compression_settings_per_table(tmp_path):
+    """--compress applies to the embedding tables, [tables.NAME] compress to its table
+    (dense ones included); the settings survive a manifest."""
+    f = tmp_path / "job.toml"
+    f.write_text('compress = "int8"\ncompress-keep = 0.25\n[tables.bias]\ncompress = "fp16"\n'
+                 '[tables."mlp0.w"]\ncompress = "topk"\n')
+    cfg = load_toml(f)
+    assert cfg.compression_of("features", 1000) == Compression(INT8)
+    assert cfg.compression_of("mlp1.b", 1) == Compression(RAW)
+    assert cfg.compression_of("bias", 1) == Compression(FP16)
+    assert cfg.compression_of("mlp0.w", 1) == Compression(RAW, 0.25)
+    assert config_of(settings(cfg), "m") == cfg
+    f.write_text('[tables.bias]\ncompress = "zstd"\n')
+    with pytest.raises(ConfigError, match="tables.bias: compress must be one of"):
+        load_toml(f)
+    with pytest.raises(ConfigError, match="unknown setting 'table-compress'"):
+        from_mapping({"table-compress": [["bias", "fp16"]]})
+    for bad in ({"compress_keep": 1.5}, {"residual_rows": 0}, {"link_gbps": -1.0},
+                {"pull_cache": -1}):
+        with pytest.raises(ConfigError):
+            TrainConfig(**bad)
