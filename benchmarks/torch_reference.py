@@ -37,8 +37,8 @@ Validation and early stopping as mpips does them (``--val-fraction``, ``--eval-e
 ``--early-stop``): the same validation rows, scored at the same steps (every epoch but the
 last, every N steps, and after the last step); with early stopping the parameters of the
 best validation are kept and tested. Feature admission (``--min-count N``): a key's
-lookups read its field's rare row (one more table row per field) until N steps have seen
-it (a step sees a key once per worker batch that holds it), as mpips' servers count.
+lookups read its field's rare row (one more table row per field) until the training
+batches have held it in N cells, counted after each step, as mpips' servers count.
 """
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def bsp_steps(plan, cfg: TrainConfig, workers: int
     Worker ``w`` runs its share's batches ``epochs`` times over, each epoch in the order
     mpips' schedule gives (shuffled unless the settings say ``shuffle = false``); BSP
     round ``t`` sums the pushes of every worker that still has a step ``t``, in worker
-    order. Each step also lists every worker's unique keys (admission counts them).
+    order. Each step also lists every worker's keys, one per cell (admission counts them).
     """
     per_worker = []
     for sched in schedules(cfg, plan.train_range, workers):
@@ -204,15 +204,15 @@ def bsp_steps(plan, cfg: TrainConfig, workers: int
     steps = []
     for t in range(max(len(b) for b in per_worker)):
         parts = [tensors(b[t]) for b in per_worker if t < len(b)]
-        seen = [np.unique(b[t].keys) for b in per_worker if t < len(b)]
+        seen = [b[t].keys.ravel() for b in per_worker if t < len(b)]
         steps.append((*(torch.cat(x) for x in zip(*parts)), seen))
     return steps
 
 
 class Admission:
-    """mpips' ``--min-count``: per key the steps that saw it; keys seen fewer than
-    ``min_count`` times before a step read their field's rare row (key ``rare_from +
-    field``)."""
+    """mpips' ``--min-count``: per key the cells of training batches that held it; keys
+    seen fewer than ``min_count`` times before a step read their field's rare row (key
+    ``rare_from + field``)."""
 
     def __init__(self, min_count: int, rare_from: int, fields: int) -> None:
         self.min_count, self.rare_from = min_count, rare_from
@@ -227,7 +227,7 @@ class Admission:
 
     def saw(self, seen: list) -> None:
         for keys in seen:
-            self.counts[keys] += 1
+            np.add.at(self.counts, keys, 1)
 
 
 def score(net: "SparseModel", source, rows: tuple[int, int], batch_size: int,

@@ -1,10 +1,11 @@
 """Which rows of a sparse table have their own parameters: feature admission and
 eviction, as pure decisions over per-row counts and steps. No MPI.
 
-A server keeps, beside every row of a sparse table, how many steps have seen its key
-(``count``: the pushes that carried the row, one per worker and step) and the last step
-that touched it (``last``; -1: the row holds its initial values). With ``--min-count N``
-a key is admitted once ``N`` steps have seen it; with ``--admit-probability P`` each step
+A server keeps, beside every row of a sparse table, how many times its key was seen
+while not admitted (``count``: the cells of training batches that held it, which pushes
+carry as sightings) and the last step that touched it (``last``; -1: the row holds its
+initial values). With ``--min-count N`` a key is admitted once it has been seen ``N``
+times, after the step that brings its count there; with ``--admit-probability P`` each step
 that sees a key not admitted admits it with probability ``P``, drawn from (seed, key,
 step), so the outcome does not depend on which server holds the row. With
 ``--evict-after E``, a sweep every ``max(1, E // 8)`` steps resets rows that no step
@@ -20,6 +21,7 @@ import numpy as np
 from .ring import mix64
 
 COUNT, LAST = 0, 1          # columns of a table's per-row record (int32)
+COUNT_MAX = np.iinfo(np.int32).max      # counts stop there (a hot key in an endless stream)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,11 @@ def new_record(rows: int) -> np.ndarray:
     out = np.zeros((rows, 2), dtype=np.int32)
     out[:, LAST] = -1
     return out
+
+
+def add_counts(counts: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """``counts + more`` as int32 counts, held at ``COUNT_MAX`` instead of wrapping."""
+    return np.minimum(counts.astype(np.int64) + more, COUNT_MAX).astype(np.int32)
 
 
 def draw(seed: int, keys: np.ndarray, step: int) -> np.ndarray:

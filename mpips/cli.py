@@ -122,8 +122,9 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                           "better AUC and test the best parameters, kept as checkpoint "
                           f"'best' (default {D.early_stop}; 0: off)")),
     ("--min-count", dict(type=int, metavar="N", help="a key gets a row of its own once "
-                         "seen in N steps; until then it reads and trains its field's rare "
-                         f"row (default {D.min_count}; 0: every key has its own)")),
+                         "training batches have held it N times; until then it reads and "
+                         "trains its field's rare row (default "
+                         f"{D.min_count}; 0: every key has its own)")),
     ("--admit-probability", dict(type=float, metavar="P", help="each sighting of a key "
                                  "without a row of its own admits it with probability P, "
                                  f"seeded by key and step (default {D.admit_probability})")),

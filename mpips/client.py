@@ -162,13 +162,16 @@ class TableClient:
         scatter_rows(tmp, where.order, out)
 
     def push(self, step: int, last: bool, grads: dict[str, tuple[Route, np.ndarray]],
-             keys: dict[str, np.ndarray] | None = None) -> PushHandle:
+             keys: dict[str, np.ndarray] | None = None,
+             seen: dict[str, np.ndarray] | None = None) -> PushHandle:
         """Send every server its rows of the gradients (tables not in ``grads`` send no
         rows), coded by each table's compression, with the versions read before the pull
         and the epoch of the placement the rows were routed with (a server refuses any
         other). A lossy table needs its unique ``keys`` (the route's request order) for
-        error feedback; the ``last`` push sends every residual left. The handle waits
-        until every server has applied the step."""
+        error feedback; the ``last`` push sends every residual left. ``seen`` gives, per
+        table and in its route's request order, how many cells held each key that was
+        not admitted (``Lookup.seen``): those go as sightings, and their zero rows are
+        left out. The handle waits until every server has applied the step."""
         flags = FLAG_LAST if last else 0
         epochs = {r.epoch for r, _ in grads.values()} or {self.placement.epoch}
         if len(epochs) != 1:
@@ -177,9 +180,11 @@ class TableClient:
         epoch = epochs.pop()
         tables = [self._coded(i, name, step, last, grads, keys)
                   for i, name in enumerate(self.names)]
+        sighted = [(grads[name][0], seen[name]) if seen and name in seen else None
+                   for name in self.names]
         messages = []
         for s in range(self.roles.n_servers):
-            parts = [self._part(i, s, *t) for i, t in enumerate(tables)]
+            parts = [self._part(i, s, *t, sighted[i]) for i, t in enumerate(tables)]
             messages.append(encode(PushMessage(self.roles.index, step, flags, epoch, parts),
                                    self.dims))
             self._count(messages[-1])
@@ -211,16 +216,24 @@ class TableClient:
         return where, out.coded, comp.codec
 
     def _part(self, i: int, s: int, where: Route | None, records: np.ndarray,
-              codec: int) -> TablePart:
-        """Server ``s``'s part of table ``i``: its offsets sorted, the records they pick."""
+              codec: int, sighted: tuple[Route, np.ndarray] | None) -> TablePart:
+        """Server ``s``'s part of table ``i``: its offsets sorted, the records they pick,
+        and its sightings (``sighted``: the step's route and cells per key not admitted).
+        Rows of keys sighted are left out where the rows follow the step's route."""
         version = int(self.versions[s, i])
+        seen = {} if sighted is None else dict(zip(("seen", "seen_counts"),
+                                                   sightings(*sighted, s)))
         if where is None or where.bounds[s + 1] == where.bounds[s]:
-            return TablePart(i, version, np.empty(0, np.int64), records[:0], codec=codec)
+            return TablePart(i, version, np.empty(0, np.int64), records[:0], codec=codec,
+                             **seen)
         lo, hi = int(where.bounds[s]), int(where.bounds[s + 1])
-        offsets = where.offsets[lo:hi]
+        offsets, positions = where.offsets[lo:hi], where.order[lo:hi]
+        if sighted is not None and where is sighted[0]:
+            keep = sighted[1][positions] == 0
+            offsets, positions = offsets[keep], positions[keep]
         by_offset = np.argsort(offsets, kind="stable")
-        pick = by_offset if where.bounds.size == 2 else where.order[lo:hi][by_offset]
-        return TablePart(i, version, offsets[by_offset], records, pick, codec)
+        return TablePart(i, version, offsets[by_offset], records, positions[by_offset],
+                         codec, **seen)
 
     def _count(self, buf: np.ndarray) -> None:
         """Count a message's bytes to its tables (the header shared out evenly), and as it
@@ -280,3 +293,14 @@ class TableClient:
         """Collective over ``ps``: finish sends, wait for every rank, free the windows."""
         self.outbox.flush()
         self.windows.free()
+
+
+def sightings(where: Route, cells: np.ndarray, server: int) -> tuple[np.ndarray, np.ndarray]:
+    """Server ``server``'s sightings of a step routed by ``where``: the offsets (sorted)
+    of its keys with ``cells`` > 0 (per key, in request order) and those counts."""
+    lo, hi = int(where.bounds[server]), int(where.bounds[server + 1])
+    counts = cells[where.order[lo:hi]]
+    held = counts > 0
+    offsets = where.offsets[lo:hi][held]
+    by_offset = np.argsort(offsets, kind="stable")
+    return offsets[by_offset], counts[held][by_offset].astype(np.int64)

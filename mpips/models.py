@@ -7,7 +7,8 @@ With feature admission (``rare``) the sparse table has one more row per field af
 hashed ones: the field's rare row. A key that the servers have not admitted yet holds
 ``NOT_ADMITTED`` in its row; a batch's lookups always include the rare rows, and every
 cell whose key is not admitted reads (and trains) its field's rare row instead
-(``admit``). Its own row then gets a zero gradient, which the server counts as a sighting.
+(``admit``). Its own row then gets a zero gradient, and the push carries it as a
+sighting: how many cells of the batch held it, which the servers count.
 """
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ def not_admitted(rows: np.ndarray) -> np.ndarray:
 def admit(lk: "Lookup", rare_from: int) -> None:
     """Point every cell of ``lk`` whose key is not admitted at its field's rare row (key
     ``rare_from + field``, among ``lk.keys``: the last ``fields`` of them) and zero the
-    marked rows, so that they get a zero gradient. Idempotent."""
+    marked rows, so that they get a zero gradient; ``lk.seen`` keeps how many cells held
+    each marked key (zero for the others). Idempotent."""
     marked = not_admitted(lk.rows)
     if not marked.any():
         return
+    lk.seen = np.bincount(lk.inverse.ravel(), minlength=lk.keys.size) * marked
     fields = lk.inverse.shape[1]
     cells = marked[lk.inverse]
     lk.inverse[cells] = (lk.keys.size - fields) + np.nonzero(cells)[1]
@@ -63,11 +66,13 @@ class TableSpec:
 
 @dataclass
 class Lookup:
-    """One table's rows for a batch: unique keys, each lookup's index into them, the rows."""
+    """One table's rows for a batch: unique keys, each lookup's index into them, the rows,
+    and after ``admit`` the keys' sightings."""
 
     keys: np.ndarray      # (U,) unique keys, first-appearance order
     inverse: np.ndarray   # batch-shaped index into ``keys``
     rows: np.ndarray      # (U, dim) pulled values, filled by the worker
+    seen: np.ndarray | None = None   # (U,) cells per key not admitted, 0 for the others
 
 
 def lookup(keys: np.ndarray, dim: int, rare_from: int = -1) -> Lookup:

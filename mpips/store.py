@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from mpi4py import MPI
 
-from .admission import COUNT, LAST, RowPolicy, new_record
+from .admission import COUNT, LAST, RowPolicy, add_counts, new_record
 from .clocks import StalenessLog
 from .errors import ProtocolError
 from .kernels.init import normal_rows
@@ -183,24 +183,26 @@ class ShardStore:
             rec[rows, LAST] = -1
 
     def _track(self, table: int, parts: Sequence, rows: np.ndarray, step: int) -> np.ndarray:
-        """A step's bookkeeping of a tracked table: count the pushes that carried each row
-        (a worker's batch sees a key once), note the step, admit what is due; then sweep
-        for rows to evict if one is due. Returns which of ``rows`` the optimiser updates
-        (the admitted ones)."""
+        """A step's bookkeeping of a tracked table: add the pushes' sightings to their
+        rows' counts (a key not admitted: the cells that held it), note the step on the
+        rows pushed and sighted, admit what is due; then sweep for rows to evict if one
+        is due. Returns which of ``rows`` the optimiser updates (the admitted ones)."""
         rec = self.record[table]
         for q in parts:
-            if len(q):
-                rec[q.offsets, COUNT] += 1       # a push's offsets are unique
-        rec[rows, LAST] = step
+            if q.seen.size:                      # a push's sightings are unique
+                rec[q.seen, COUNT] = add_counts(rec[q.seen, COUNT], q.seen_counts)
+        sighted = [q.seen for q in parts if q.seen.size]
+        seen = np.unique(np.concatenate([rows] + sighted)) if sighted else rows
+        rec[seen, LAST] = step
         update = np.ones(rows.size, dtype=bool)
         if self.policy.admitting:
-            marked = not_admitted(self.windows.tables[table].shard[rows])
-            if marked.any():
-                waiting = rows[marked]
+            shard = self.windows.tables[table].shard
+            update = ~not_admitted(shard[rows])
+            waiting = seen[not_admitted(shard[seen])]
+            if waiting.size:
                 now = self.policy.admits(rec[waiting, COUNT], self.keys[table][waiting], step)
                 self._reset(table, waiting[now], admit=True)
                 self.admitted += int(now.sum())
-                update = ~marked
         if self.policy.sweeps(step):
             n = self._rows_of(table)
             stale = np.flatnonzero(self.policy.stale(rec[:n, LAST], step)
@@ -237,14 +239,15 @@ class ShardStore:
         for i in range(len(self.specs)) if tables is None else tables:
             parts = [p.parts[i] for p in pushes]
             total = sum(len(q) for q in parts)
-            if total == 0:
+            if total == 0 and not any(q.seen.size for q in parts):
                 continue
             n_rows = self._rows_of(i)
             for p, q in zip(pushes, parts):
-                if len(q) and (int(q.offsets.min()) < 0 or int(q.offsets.max()) >= n_rows):
-                    raise ProtocolError(f"server {self.me}: a push from worker {p.worker} "
-                                        f"for table {self.names[i]!r} holds rows outside its "
-                                        f"{n_rows:,} (epoch {p.epoch})")
+                for got in (q.offsets, q.seen):
+                    if got.size and (int(got.min()) < 0 or int(got.max()) >= n_rows):
+                        raise ProtocolError(f"server {self.me}: a push from worker "
+                                            f"{p.worker} for table {self.names[i]!r} holds "
+                                            f"rows outside its {n_rows:,} (epoch {p.epoch})")
             if log is not None:
                 for q in parts:
                     if len(q):
@@ -266,7 +269,7 @@ class ShardStore:
             self.windows.tables[i].win.Sync()
             versions[i] += 1
             applied += n
-        if applied:                  # one atomic write of every table's version
+        if np.any(versions != self.versions):     # one atomic write of every version
             self.set_versions(versions)
         return applied
 

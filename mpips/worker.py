@@ -160,10 +160,13 @@ class Worker:
 
     def push(self, step: int, prep: Prepared, grads: dict[str, np.ndarray],
              last: bool) -> PushHandle:
-        """Send a step's gradient rows to their servers; the handle waits for the acks."""
+        """Send a step's gradient rows, and its sightings of keys not admitted, to their
+        servers; the handle waits for the acks."""
         return self.client.push(step, last, {n: (prep.routes[n], grads[n])
                                              for n in prep.lookups},
-                                {n: lk.keys for n, lk in prep.lookups.items()})
+                                {n: lk.keys for n, lk in prep.lookups.items()},
+                                {n: lk.seen for n, lk in prep.lookups.items()
+                                 if lk.seen is not None})
 
     def pace(self, step_s: float) -> None:
         """Test aids: the slow worker sleeps (FACTOR - 1) times its step's own time (pull,

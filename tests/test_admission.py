@@ -4,7 +4,7 @@ field's rare row)."""
 import numpy as np
 import pytest
 
-from mpips.admission import RowPolicy, draw, new_record
+from mpips.admission import COUNT_MAX, RowPolicy, add_counts, draw, new_record
 from mpips.data import Batch
 from mpips.models import NOT_ADMITTED, build_model, not_admitted
 
@@ -18,6 +18,12 @@ def test_a_key_is_admitted_exactly_once_seen_min_count_times():
                                                                    True, True]
     assert RowPolicy(min_count=1).admitting and not RowPolicy().admitting
     assert RowPolicy(evict_after=5).tracking and not RowPolicy(evict_after=5).admitting
+
+
+def test_counts_add_sightings_and_stop_at_the_int32_limit():
+    counts = np.array([0, 5, COUNT_MAX - 1], dtype=np.int32)
+    got = add_counts(counts, np.array([3, 1, 7]))
+    assert got.dtype == np.int32 and got.tolist() == [3, 6, COUNT_MAX]
 
 
 def test_the_admission_draw_depends_only_on_seed_key_and_step():
@@ -88,6 +94,9 @@ def test_a_key_not_admitted_reads_and_trains_its_fields_rare_row(name):
     g = dict(zip(sparse.keys.tolist(), grads[model.sparse]))
     w = dict(zip(plain[model.sparse].keys.tolist(), want[model.sparse]))
     assert np.all(g[4] == 0) and not not_admitted(sparse.rows).any()
+    # The push carries key 4 as a sighting of two cells, and no other key.
+    assert dict(zip(sparse.keys.tolist(), sparse.seen.tolist())) == {
+        k: 2 if k == 4 else 0 for k in sparse.keys.tolist()}
     for k in (1, 2, 3, 5, 10, 11):
         assert np.allclose(g[k], w[k], rtol=1e-6, atol=1e-7)
     assert loss == pytest.approx(want_loss, rel=1e-9)

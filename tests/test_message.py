@@ -72,7 +72,7 @@ def test_keys_are_delta_coded_and_sizes_are_reported():
     sizes = part_bytes(buf, DIMS)
     assert [(t, n, k) for t, n, k, _ in sizes] == [(0, 0, 0), (1, 1000, 1000), (2, 0, 0)]
     assert buf.size == 48 + sum(b for *_, b in sizes)
-    assert buf.size == 48 + 3 * 40 + 1000 + 4000
+    assert buf.size == 48 + 3 * 56 + 1000 + 4000
     assert float32_bytes([0, 1000, 0], DIMS) == 48 + 3 * 32 + 1000 * 12
 
 
@@ -93,8 +93,30 @@ def test_the_same_message_gives_the_same_bytes():
         assert np.array_equal(encode(sample(codec)[0], DIMS), encode(sample(codec)[0], DIMS))
 
 
+def test_sightings_come_back_apart_from_the_rows():
+    """Sightings travel with or without rows: offsets and counts come back as they were,
+    a count of one costs a byte (and so does a key here), and a count below one is a bug."""
+    seen, counts = np.array([3, 9, 10, 700]), np.array([1, 130, 2, 1])
+    msg, _ = sample()
+    msg.parts[0].seen, msg.parts[0].seen_counts = seen, counts
+    msg.parts[1].seen, msg.parts[1].seen_counts = np.array([4]), np.array([6])
+    buf = encode(msg, DIMS)
+    got = decode(buf, DIMS)
+    np.testing.assert_array_equal(got.parts[0].seen, seen)
+    np.testing.assert_array_equal(got.parts[0].seen_counts, counts)
+    assert got.parts[1].seen.tolist() == [4] and got.parts[1].seen_counts.tolist() == [6]
+    assert len(got.parts[1]) == 0 and got.parts[2].seen.size == 0
+    np.testing.assert_array_equal(got.parts[0].rows, msg.parts[0].rows)
+    plain = encode(sample()[0], DIMS)
+    # Part 0: keys 1+1+1+2 bytes, sums 1+2+1+1 bytes (10 bytes -> 16); part 1: 2 -> 8.
+    assert buf.size - plain.size == 16 + 8
+    msg.parts[0].seen_counts = np.array([1, 0, 2, 1])
+    with pytest.raises(ValueError):
+        encode(msg, DIMS)
+
+
 @pytest.mark.parametrize("damage", ["short", "magic", "truncated", "table", "longer",
-                                    "codec", "keys"])
+                                    "codec", "keys", "sightings"])
 def test_broken_buffers_are_protocol_errors(damage):
     buf = encode(sample()[0], DIMS).copy()
     if damage == "short":
@@ -108,8 +130,10 @@ def test_broken_buffers_are_protocol_errors(damage):
     elif damage == "codec":
         buf[72:80].view(np.int64)[0] = 7       # the first part's codec
     elif damage == "keys":
-        start = 48 + 3 * 40
+        start = 48 + 3 * 56
         buf[start:start + 5] = 0x80            # varints that never end
+    elif damage == "sightings":
+        buf[88:96].view(np.int64)[0] = 1       # the first part claims one sighting
     else:
         buf = np.concatenate([buf, np.zeros(8, np.uint8)])
     with pytest.raises(ProtocolError):

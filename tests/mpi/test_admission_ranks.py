@@ -3,6 +3,7 @@ bit-identical with one server or two and with partitions moving, admission count
 a checkpoint, and an early-stopped job tests the parameters of its best validation."""
 import json
 
+import numpy as np
 import pytest
 from mpi4py import MPI
 
@@ -53,6 +54,21 @@ def test_admission_is_bit_identical_on_one_or_two_servers_and_with_moves(model):
     assert one["admitted_rows"] > 0 and one["evicted_rows"] > 0
     assert not_admitted(sparse).sum() > 0 and free["admitted_rows"] == 0
     assert free["auc"] != one["auc"]
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.timeout(300)
+def test_a_codec_that_sends_few_rows_admits_the_same_keys():
+    """Sightings travel apart from the rows: with ``topk`` sending a tenth of the rows
+    (the zero rows of keys not admitted never among them) the same keys are admitted
+    after the same steps as uncoded, so the same rows are left not admitted."""
+    cfg = small(model="fm")
+    plain_params, plain = run(cfg)
+    topk_params, topk = run(cfg.replace(compress="topk", compress_keep=0.1))
+    assert plain["admitted_rows"] == topk["admitted_rows"] > 0
+    assert np.array_equal(not_admitted(plain_params["features"]),
+                          not_admitted(topk_params["features"]))
+    assert not same_params(plain_params, topk_params)      # topk did send fewer rows
 
 
 @pytest.mark.mpi(min_size=4)
@@ -111,3 +127,27 @@ def test_early_stopping_tests_the_parameters_of_the_best_validation(shared_dir):
                                                              # removes its best on the way out
     for key in ("validations", "best_step", "val_auc", "auc", "stopped_early"):
         assert json.dumps(rec[key]) == json.dumps(two[key]), key
+
+
+@pytest.mark.mpi(min_size=4)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sync", ["ssp", "async"])
+def test_early_stopping_under_ssp_and_asp_restores_the_best(shared_dir, sync):
+    """Two workers not in lockstep: the validations are still taken with every worker
+    paused at the same step, the job stops early, and the parameters tested are those of
+    the best validation's checkpoint, which the history names."""
+    cfg = small(model="fm", min_count=0, lr=0.5, epochs=8, val_fraction=0.2, eval_every=3,
+                early_stop=2, checkpoint_dir=str(shared_dir), sync=sync, staleness=2,
+                run_name=sync, checkpoint_every=100, standby=0)
+    params, rec = run(cfg)
+    assert rec["workers"] == comm.Get_size() - 2 >= 2 and rec["pacing"].startswith(sync)
+    best = shared_dir / sync / "best"
+    if comm.Get_rank() == 0:
+        doc = manifest.load(best)
+        assert same_params(read_tables(best, doc), params)
+        aucs = dict((s, a) for s, a in rec["validations"])
+        steps = [s for s, _ in rec["validations"]]
+        assert steps == sorted(set(steps)) and {3, 6} <= set(steps)   # and epochs' ends
+        assert doc["step"] == rec["best_step"] and rec["val_auc"] == aucs[rec["best_step"]]
+        assert rec["val_auc"] == max(aucs.values())
+        assert rec["stopped_early"] and rec["samples"] < cfg.epochs * 1920
