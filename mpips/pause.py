@@ -166,6 +166,11 @@ class MoveLog:
     moves: list[dict] = field(default_factory=list)
     joined: int = 0
 
+    @property
+    def last_pause(self) -> float:
+        """Seconds the latest move's pause took (0: no move yet), what the next may cost."""
+        return float(self.moves[-1]["pause_seconds"]) if self.moves else 0.0
+
     def summary(self, epoch: int) -> dict:
         return {"partition_moves": sum(m["partitions"] for m in self.moves),
                 "moved_rows": sum(m["rows"] for m in self.moves),

@@ -10,8 +10,10 @@ move), each only if it narrows the gap between the two, until the slowest is pre
 within ``margin / 4`` of the mean (as the moves change it) or ``max_bytes`` would be
 exceeded. Time per step, unlike a busy share, does not saturate when a server is the
 bottleneck. The plan is made as soon as the imbalance is seen, and a pause (which stops
-every worker) is asked for only when it moves something; the pause ``take``s it, unless
-the placement changed in between.
+every worker) is asked for only when it moves something and is worth it: the time it is
+predicted to save over the rest of the job (the share of a step the slowest server
+loses, times the time left) must be at least ``PAYBACK`` times what the last move's
+pause cost. The pause ``take``s the plan, unless the placement changed in between.
 
 Each server's cost per unit of load (a slow server's is high) predicts what a partition
 adds to one server and takes from the other: at first its time per step over the load it
@@ -49,6 +51,7 @@ TABU_PLANS = 3       # plans for which a moved partition stays where it went
 STEP = 0.7           # the most of a server's load one plan moves off it
 HELPED = 0.75        # a plan helped if at most this share of its imbalance is left
 MAX_WINDOW = 16      # rounds: the longest that plans which did not help make it wait
+PAYBACK = 3.0        # a plan must save this many times what its pause is expected to cost
 
 
 def partition_bytes(specs: Sequence[TableSpec], state_slots: int,
@@ -80,10 +83,13 @@ class Rebalancer:
         self._excess: Optional[float] = None   # the imbalance the last plan started from
 
     def observe(self, active: Sequence[int], per_step: np.ndarray, shares: np.ndarray,
-                placement: Placement) -> bool:
+                placement: Placement, time_left: float = float("inf"),
+                pause_cost: float = 0.0) -> bool:
         """One round of the active servers' seconds per step and busy shares. True when a
         plan that changes ``placement`` is ready: then ask for a pause, whose planner
-        ``take``s it. A wanted balance that no partition can narrow asks for no pause."""
+        ``take``s it. A wanted balance that no partition can narrow, or whose predicted
+        saving over the job's ``time_left`` seconds is under ``PAYBACK`` times
+        ``pause_cost`` (the seconds the last move's pause took), asks for no pause."""
         self.history = [*self.history[-(self.window - 1):],
                         (tuple(active), np.asarray(per_step, float),
                          np.asarray(shares, float))]
@@ -96,8 +102,11 @@ class Rebalancer:
             median = np.median([t for _, t, _ in self.history], axis=0)
             per_step = np.zeros(placement.n_servers)
             per_step[list(active)] = median
-            self.ready = (placement.epoch, *self._balance(placement, list(active),
-                                                         per_step), _excess(median))
+            moves, before, after = self._balance(placement, list(active), per_step)
+            saving = 1.0 - after / float(median.max()) if median.max() > 0 else 0.0
+            if saving * time_left < PAYBACK * pause_cost:
+                moves = Moves.none()
+            self.ready = (placement.epoch, moves, before, _excess(median))
         return self.ready is not None and len(self.ready[1]) > 0
 
     def _judge_last_plan(self) -> None:
@@ -150,15 +159,16 @@ class Rebalancer:
         return moves
 
     def _balance(self, placement: Placement, active: list[int], per_step: np.ndarray
-                 ) -> tuple[Moves, Optional[tuple[np.ndarray, np.ndarray]]]:
-        """The moves that even the servers out, and what they start from (owners, times
-        per step) for the marginal costs of the next plan."""
+                 ) -> tuple[Moves, Optional[tuple[np.ndarray, np.ndarray]], float]:
+        """The moves that even the servers out, what they start from (owners, times per
+        step) for the marginal costs of the next plan, and the slowest active server's
+        time per step predicted after them."""
         owner, load = placement.pmap.owner, self.stats.partition_load
         held = np.bincount(owner, weights=load, minlength=placement.n_servers)
         pred = per_step.astype(float).copy()
         cost = self._costs(active, held, pred)
         if cost is None:
-            return Moves.none(), None
+            return Moves.none(), None, float(pred[active].max())
         before = (owner.copy(), pred.copy())
         queues = {s: deque(self._candidates(owner, load, s)) for s in active}
         room = STEP * held                       # load each server may still give away
@@ -183,7 +193,8 @@ class Rebalancer:
             moved += self.bytes[p]
             parts.append(p)
             owners.append(d)
-        return Moves(np.array(parts, np.int64), np.array(owners, np.int32), "balance"), before
+        return (Moves(np.array(parts, np.int64), np.array(owners, np.int32), "balance"),
+                before, float(pred[active].max()))
 
     def _costs(self, active: list[int], held: np.ndarray, per_step: np.ndarray
                ) -> Optional[np.ndarray]:
@@ -232,8 +243,10 @@ class LoadWatch:
         self.n_servers, self.owner = placement.n_servers, placement.pmap.owner
         self.finals: dict[int, ServerLoad] = {}
 
-    def server(self, s: int, load: ServerLoad, placement: Placement) -> bool:
-        """A server's report; True when the rebalancer has a plan and wants a pause to
+    def server(self, s: int, load: ServerLoad, placement: Placement,
+               time_left: float = float("inf"), pause_cost: float = 0.0) -> bool:
+        """A server's report; True when the rebalancer has a plan worth a pause over the
+        job's ``time_left`` seconds (a pause costs about ``pause_cost``) and wants one to
         carry it out."""
         if load.final:
             self.finals[s] = load
@@ -243,7 +256,8 @@ class LoadWatch:
         if self.rebalancer is None or not self.stats.round_complete(active):
             return False
         return self.rebalancer.observe(active, self.stats.per_step[active],
-                                       self.stats.shares[active], placement)
+                                       self.stats.shares[active], placement, time_left,
+                                       pause_cost)
 
     def after_pause(self, placement: Placement) -> None:
         """Measure afresh after every pause (shares across a move or a wait mislead)."""

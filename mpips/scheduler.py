@@ -89,6 +89,15 @@ class Progress:
         return {"index": worker, "step": int(steps), "finished": True, "epoch": int(epoch),
                 "samples": int(samples), "loss": float(loss), "rng": None}
 
+    @property
+    def time_left(self) -> float:
+        """Seconds the job is expected to need still, at its rate so far (inf: no rate
+        yet)."""
+        elapsed = self.elapsed
+        rate = self.new_samples / elapsed if elapsed > 0 else 0.0
+        left = self.state[:, 3].sum() - self.state[:, 1].sum()
+        return float(left / rate) if rate > 0 else float("inf")
+
     def record(self) -> dict:
         """A progress record; the loss is the mean since the previous record."""
         elapsed = self.elapsed
@@ -105,7 +114,7 @@ class Progress:
                 "push_raw_mb_s": push_raw * per_s, "pull_mb_s": pull * per_s,
                 "pull_raw_mb_s": pull_raw * per_s,
                 "loss": (loss - l0) / (samples - s0) if samples > s0 else float("nan"),
-                "eta_s": (planned - samples) / rate if rate > 0 else float("inf")}
+                "eta_s": self.time_left}
 
     def line(self, r: dict) -> str:
         """The progress line printed from a record (with the servers' busy shares when
@@ -152,7 +161,8 @@ def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, coord: Coor
 
     def from_server(server: int, tag: int, buf: np.ndarray) -> None:
         if tag == TAG_LOAD:
-            if loads.server(server, server_load_of(buf), coord.placement) \
+            if loads.server(server, server_load_of(buf), coord.placement,
+                            progress.time_left, coord.move_log.last_pause) \
                     and not coord.pending:
                 coord.request(move=True)
         elif tag == TAG_RECORD:

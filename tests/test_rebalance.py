@@ -95,6 +95,20 @@ def test_a_large_part_that_no_move_changes_is_learned_from_the_first_move():
     assert cluster.run(rebalancer, 100) == []
 
 
+def test_a_plan_must_save_more_than_its_pause_costs():
+    """Server 0 three times slower, so a plan would save about 40 % of each step: with 2
+    s of the job left and pauses of 1 s it is not worth a pause (0.8 s saved < 3 x 1 s),
+    and no pause is asked for however long the imbalance lasts; with 60 s left it is."""
+    for left, wanted in ((2.0, False), (60.0, True)):
+        cluster = Cluster([3.0, 1.0])
+        rebalancer, _ = cluster.rebalancer(max_bytes=64 * MiB)
+        times = cluster.shares()
+        asked = [rebalancer.observe([0, 1], times, cluster.busy(), cluster.placement,
+                                    time_left=left, pause_cost=1.0) for _ in range(30)]
+        assert any(asked) == asked[-1] == wanted
+        assert (len(rebalancer.take(cluster.placement)) > 0) == wanted
+
+
 def test_even_servers_never_move():
     cluster = Cluster([1.0, 1.0, 1.0], seed=2)
     rebalancer, _ = cluster.rebalancer()
