@@ -144,11 +144,17 @@ def init_mpips(net: SparseModel, init_std: float, seed: int) -> None:
 # ---------------------------------------------------------------------------- optimisers
 
 class Optimizers:
-    """The optimiser(s) for the parameters, with mpips' ``l2`` on touched rows."""
+    """The optimiser(s) for the parameters, with mpips' ``l2`` on touched rows and, for FM
+    and DeepFM, mpips' ``linear_lr`` for the first-order weights (column 0 of the table):
+    SGD's, Adagrad's and Adam's steps are proportional to the rate, so column 0's step is
+    scaled by ``linear_lr / lr``."""
 
-    def __init__(self, net: SparseModel, name: str, lr: float, l2: float) -> None:
+    def __init__(self, net: SparseModel, name: str, lr: float, l2: float,
+                 linear_lr: Optional[float] = None) -> None:
         self.params = list(net.parameters())
         self.l2 = l2
+        self.table = net.table.weight
+        self.linear = (linear_lr / lr) if net.dim and linear_lr is not None else 1.0
         dense = [p for p in self.params if p is not net.table.weight]
         if name == "sgd":
             self.opts = [torch.optim.SGD(self.params, lr=lr)]
@@ -176,8 +182,16 @@ class Optimizers:
                         idx, g.values() + self.l2 * p.detach()[idx[0]], g.shape).coalesce()
                 else:
                     g.add_(p.detach(), alpha=self.l2)
+        rows = before = None
+        if self.linear != 1.0 and self.table.grad is not None:
+            rows = self.table.grad.coalesce().indices()[0]
+            before = self.table.detach()[rows, 0].clone()
         for o in self.opts:
             o.step()
+        if rows is not None:
+            with torch.no_grad():
+                after = self.table[rows, 0]
+                self.table[rows, 0] = before + self.linear * (after - before)
 
 
 # ---------------------------------------------------------------------------- data
@@ -270,7 +284,7 @@ def run(args: argparse.Namespace) -> dict:
     if cfg.optimizer not in OPTIMIZERS:
         raise SystemExit(f"--optimizer {cfg.optimizer}: the reference has "
                          f"{', '.join(OPTIMIZERS)}")
-    opt = Optimizers(net, cfg.optimizer, cfg.lr, cfg.l2)
+    opt = Optimizers(net, cfg.optimizer, cfg.lr, cfg.l2, cfg.linear_lr)
     steps = bsp_steps(plan, cfg, args.workers)
     scale = 1.0 / (cfg.batch_size * args.workers)
     bce = nn.BCEWithLogitsLoss(reduction="sum")
@@ -322,6 +336,7 @@ def run(args: argparse.Namespace) -> dict:
              "validations": [[s, a] for s, a in stopping.history]} if cfg.validating else {}
     return {**extra,"event": "final", "impl": "torch", "torch": torch.__version__,
             "model": cfg.model, "optimizer": cfg.optimizer, "lr": cfg.lr,
+            "linear_lr": cfg.linear_lr,
             "workers": args.workers, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
             "embedding_dim": cfg.embedding_dim, "init_std": cfg.init_std,
             "hidden": list(cfg.hidden), "table_rows": table_rows, "seed": cfg.seed,
@@ -348,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="mpips workers whose BSP steps "
                    "to reproduce (default 2)")
     p.add_argument("--lr", type=float)
+    p.add_argument("--linear-lr", type=float)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--l2", type=float)
     p.add_argument("--table-rows", type=int, metavar="N")

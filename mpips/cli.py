@@ -40,6 +40,9 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                           f"{D.batch_size}); a step's gradient is the mean over all workers")),
     ("--lr", dict(type=float, help=f"learning rate (default: per model and optimizer, "
                   f"{D.lr} for lr + {D.optimizer}; README 'Defaults')")),
+    ("--linear-lr", dict(type=float, metavar="LR", help="learning rate of FM's and "
+                         "DeepFM's first-order weights (default: lr's default rate for "
+                         "the optimizer when --lr is not given, else --lr)")),
     ("--optimizer", dict(choices=OPTIMIZERS, help=f"server-side optimizer (default "
                          f"{D.optimizer})")),
     ("--l2", dict(type=float, help=f"L2 penalty on touched rows; FTRL's lambda2 (default: "

@@ -33,17 +33,22 @@ DEFAULT_LR = {"adagrad": {"lr": 0.05, "fm": 0.01, "deepfm": 0.01},
               "sgd": {"lr": 0.05, "fm": 0.05, "deepfm": 0.05},
               "adam": {"lr": 0.001, "fm": 0.001, "deepfm": 0.001},
               "ftrl": {"lr": 0.05, "fm": 0.05, "deepfm": 0.05}}
-DEFAULT_L2 = {"lr": 0.001, "fm": 0.01, "deepfm": 0.01}
+DEFAULT_L2 = {"lr": 0.001, "fm": 0.003, "deepfm": 0.001}
 DEFAULT_PATIENCE = 2
-PER_MODEL = ("lr", "l2", "early_stop")
+PER_MODEL = ("lr", "linear_lr", "l2", "early_stop")
 
 
 def model_default(name: str, cfg: "TrainConfig") -> float:
     """The default of a setting left unset (``PER_MODEL``): the learning rate of the
-    model and optimiser (an unknown one is refused by the checks that follow), the
-    model's L2, early stopping when the job has validation rows."""
+    model and optimiser (an unknown one is refused by the checks that follow); for the
+    first-order weights of FM and DeepFM, LR's rate for the optimiser when ``lr`` too
+    was left unset (else ``lr``); the model's L2; early stopping when the job has
+    validation rows."""
+    rates = DEFAULT_LR.get(cfg.optimizer, DEFAULT_LR["adagrad"])
     if name == "lr":
-        return DEFAULT_LR.get(cfg.optimizer, DEFAULT_LR["adagrad"]).get(cfg.model, 0.05)
+        return rates.get(cfg.model, 0.05)
+    if name == "linear_lr":
+        return rates["lr"] if "lr" in getattr(cfg, "_unset", ()) else cfg.lr
     if name == "l2":
         return DEFAULT_L2.get(cfg.model, 0.0)
     return DEFAULT_PATIENCE if cfg.val is not None or cfg.val_fraction > 0 else 0
@@ -63,6 +68,7 @@ class TrainConfig:
     epochs: int = 10                       # at most: early stopping usually ends sooner
     batch_size: int = 512
     lr: Optional[float] = None             # None: the default of the model and optimiser
+    linear_lr: Optional[float] = None      # FM/DeepFM first-order weights (None: see above)
     optimizer: str = "adagrad"
     l2: Optional[float] = None             # None: the model's default
     l1: float = 0.0
@@ -114,7 +120,7 @@ class TrainConfig:
     eval_every: int = 0                    # steps between validations (also every epoch)
     early_stop: Optional[int] = None       # validations without a better AUC before a stop
                                            # (None: 2 when the job validates, else off)
-    min_count: int = 10                    # sightings before a key gets a row of its own
+    min_count: int = 20                    # sightings before a key gets a row of its own
     admit_probability: float = 1.0         # chance a sighting of a new key admits it
     evict_after: int = 0                   # steps untouched before a row is reset (0: never)
 
@@ -134,8 +140,10 @@ class TrainConfig:
                      "embedding_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
+        for name in ("lr", "linear_lr"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{_flag(name)} must be a finite number > 0, got {value}")
         for name in ("l1", "l2", "init_std"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):

@@ -182,7 +182,8 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
     balanced = not rounds and cfg.balance != "off"
     # The board carries SSP clocks and requested pauses (a timer, the stop signal, a move).
     board = ClockBoard(roles.ctl, roles.n_workers) if roles.ctl is not None else None
-    optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1)
+    optimizer = Optimizer(cfg.optimizer, lr=cfg.lr, l2=cfg.l2, l1=cfg.l1,
+                          linear_lr=cfg.linear_lr)
     # Rank 0 lists the checkpoints, so that every rank tries the same ones in turn.
     candidates = [Path(p) for p in bcast_json(comm, [
         str(p) for p in resume_candidates(cfg.resume, cfg.run_dir)]

@@ -62,6 +62,7 @@ class TableSpec:
     init_from: int = 0
     rare_from: int = -1       # feature admission: keys from here are the fields' rare rows
     sparse: bool = False      # a model's hashed table (admission and eviction apply to it)
+    linear: int = 0           # leading columns that are first-order weights (--linear-lr)
 
 
 @dataclass
@@ -152,7 +153,8 @@ class FactorizationMachine(OneSparseTable):
     grad = staticmethod(fm_grad)
 
     def __init__(self, table_rows: int, dim: int, init_std: float, rare: int = 0) -> None:
-        self.tables = (sparse_spec("features", table_rows, 1 + dim, rare, init_std, 1),
+        self.tables = (sparse_spec("features", table_rows, 1 + dim, rare, init_std, 1,
+                                   linear=1),
                        TableSpec("bias", 1, 1))
 
 
@@ -224,11 +226,11 @@ Model = LogisticRegression | FactorizationMachine | DeepFM
 
 
 def sparse_spec(name: str, table_rows: int, dim: int, rare: int, init_std: float = 0.0,
-                init_from: int = 0) -> TableSpec:
+                init_from: int = 0, linear: int = 0) -> TableSpec:
     """A model's sparse table: ``table_rows`` hashed rows, then ``rare`` fields' rare rows
-    (feature admission; 0: none)."""
+    (feature admission; 0: none); its first ``linear`` columns are first-order weights."""
     return TableSpec(name, table_rows + rare, dim, init_std, init_from,
-                     table_rows if rare else -1, sparse=True)
+                     table_rows if rare else -1, sparse=True, linear=linear)
 
 
 def build_model(name: str, table_rows: int, dim: int = 8, init_std: float = 0.01,

@@ -2,6 +2,8 @@
 
 Pure: a server holds ``rows`` (the parameters, in its RMA window) and one state array per
 name in ``state_slots`` of the same shape, so state moves and is checkpointed with its rows.
+A table's leading ``linear`` columns (FM's and DeepFM's first-order weights) may learn at
+their own rate (``linear_lr``), as wide-and-deep trainers give the wide part its own.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ class Optimizer:
 
     name: str = "adagrad"
     lr: float = 0.05            # FTRL's alpha
+    linear_lr: float | None = None   # first-order weights' rate (None: ``lr``)
     l2: float = 0.0             # weight decay; FTRL's lambda2
     l1: float = 0.0             # FTRL's lambda1
     eps: float = 1e-10          # Adagrad's, as in PyTorch (Adam uses adam_eps)
@@ -37,6 +40,8 @@ class Optimizer:
                               f"not {self.name!r}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.linear_lr is not None and not self.linear_lr > 0:
+            raise ConfigError(f"--linear-lr must be > 0, got {self.linear_lr}")
 
     @property
     def state_slots(self) -> tuple[str, ...]:
@@ -53,17 +58,27 @@ class Optimizer:
             out["accum"][:shape[0] if used is None else used] = self.initial_accumulator
         return out
 
+    def rates(self, dim: int, linear: int = 0) -> np.ndarray:
+        """Per column of a table ``dim`` wide, its learning rate (FTRL's alpha): the
+        first ``linear`` columns at ``linear_lr`` (when set), the others at ``lr``."""
+        out = np.full(dim, self.lr)
+        if self.linear_lr is not None:
+            out[:linear] = self.linear_lr
+        return out
+
     def apply(self, rows: np.ndarray, state: dict[str, np.ndarray], offsets: np.ndarray,
-              grads: np.ndarray, step: int = 1) -> None:
+              grads: np.ndarray, step: int = 1, rates: np.ndarray | None = None) -> None:
         """Update ``rows[offsets]`` (unique offsets) with the summed gradient rows;
-        ``step`` (1-based) is the table's update count, for Adam's bias correction."""
+        ``step`` (1-based) is the table's update count, for Adam's bias correction;
+        ``rates``: per column, as ``rates`` gives them (default: ``lr`` for all)."""
+        lr = self.rates(rows.shape[1]) if rates is None else rates
         if self.name == "sgd":
-            sgd_rows(rows, offsets, grads, self.lr, self.l2)
+            sgd_rows(rows, offsets, grads, lr, self.l2)
         elif self.name == "adagrad":
-            adagrad_rows(rows, state["accum"], offsets, grads, self.lr, self.l2, self.eps)
+            adagrad_rows(rows, state["accum"], offsets, grads, lr, self.l2, self.eps)
         elif self.name == "adam":
-            adam_rows(rows, state["m"], state["v"], offsets, grads, self.lr, self.l2,
+            adam_rows(rows, state["m"], state["v"], offsets, grads, lr, self.l2,
                       self.beta1, self.beta2, self.adam_eps, step)
         else:
-            ftrl_rows(rows, state["z"], state["n"], offsets, grads, self.lr, self.ftrl_beta,
+            ftrl_rows(rows, state["z"], state["n"], offsets, grads, lr, self.ftrl_beta,
                       self.l1, self.l2)

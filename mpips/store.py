@@ -74,6 +74,7 @@ class ShardStore:
                                   roles.n_servers, pull)
         self.state = [optimizer.new_state((int(c), d), self._rows_of(i))
                       for i, (c, d) in enumerate(zip(cap, self.dims))]
+        self.rates = [optimizer.rates(s.dim, s.linear) for s in self.specs]
         # Per window row: 1 + its index among this step's summed rows, 0 if untouched.
         self.slot = [np.zeros(int(c), dtype=np.int32) for c in cap]
         # Per-row records (count, last step) and keys of the tracked sparse tables.
@@ -265,7 +266,7 @@ class ShardStore:
                 if not update.all():
                     rows, grads = rows[update], grads[update]
             self.optimizer.apply(self.windows.tables[i].shard, self.state[i], rows, grads,
-                                 count)
+                                 count, self.rates[i])
             self.windows.tables[i].win.Sync()
             versions[i] += 1
             applied += n
@@ -285,7 +286,8 @@ class ShardStore:
             grads = np.empty((0, dim), dtype=np.float32)
             accumulate_rows(self.slot[i], none, grads, none.copy(), grads.copy(), 0)
             release_slots(self.slot[i], none)
-            self.optimizer.apply(self.windows.tables[i].shard, self.state[i], none, grads, 1)
+            self.optimizer.apply(self.windows.tables[i].shard, self.state[i], none, grads, 1,
+                                 self.rates[i])
 
     # ---- moves ---------------------------------------------------------------------------
     def move(self, new: Placement) -> MoveReport:

@@ -59,19 +59,19 @@ def fm_grad(rows: np.ndarray, b: float, inv: np.ndarray, vals: np.ndarray,
     return grows, float(g.sum()), loss
 
 
-def sgd(w: np.ndarray, g: np.ndarray, lr: float, l2: float) -> np.ndarray:
+def sgd(w: np.ndarray, g: np.ndarray, lr: float | np.ndarray, l2: float) -> np.ndarray:
     return (w - lr * (g.astype(np.float64) + l2 * w)).astype(np.float32)
 
 
-def adagrad(w: np.ndarray, acc: np.ndarray, g: np.ndarray, lr: float, l2: float,
+def adagrad(w: np.ndarray, acc: np.ndarray, g: np.ndarray, lr: float | np.ndarray, l2: float,
             eps: float) -> tuple[np.ndarray, np.ndarray]:
     g = g.astype(np.float64) + l2 * w
     acc = (acc + (g * g).astype(np.float32)).astype(np.float32)
     return (w - lr * g / (np.sqrt(acc.astype(np.float64)) + eps)).astype(np.float32), acc
 
 
-def adam(w: np.ndarray, m: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float, l2: float,
-         step: int, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+def adam(w: np.ndarray, m: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float | np.ndarray,
+         l2: float, step: int, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     g = g.astype(np.float64) + l2 * w
     m = (beta1 * m + (1 - beta1) * g).astype(np.float32)
@@ -81,8 +81,9 @@ def adam(w: np.ndarray, m: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float, 
     return (w - lr * mhat / (np.sqrt(vhat) + eps)).astype(np.float32), m, v
 
 
-def ftrl(w: np.ndarray, z: np.ndarray, n: np.ndarray, g: np.ndarray, alpha: float,
-         beta: float, l1: float, l2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ftrl(w: np.ndarray, z: np.ndarray, n: np.ndarray, g: np.ndarray,
+         alpha: float | np.ndarray, beta: float, l1: float, l2: float
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """FTRL-Proximal, McMahan et al. (2013), Algorithm 1, per coordinate."""
     g = g.astype(np.float64)
     n_new = n.astype(np.float64) + g * g

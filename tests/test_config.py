@@ -114,3 +114,18 @@ def test_section_errors_name_the_file_once(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_toml(f)
     assert str(err.value).count("job.toml") == 1 and "tables.bias" in str(err.value)
+
+
+def test_first_order_weights_learn_at_lrs_rate_unless_a_rate_is_given():
+    """FM and DeepFM keep LR's rate for their first-order weights when no --lr is given;
+    a given --lr sets both; --linear-lr sets its own; a copy with another model follows."""
+    fm = TrainConfig(model="fm")
+    assert (fm.lr, fm.linear_lr) == (0.01, TrainConfig().lr) == (0.01, 0.05)
+    assert TrainConfig(model="deepfm", lr=0.02).linear_lr == 0.02
+    assert TrainConfig(model="fm", linear_lr=0.2).linear_lr == 0.2
+    assert TrainConfig(model="fm", optimizer="adam").linear_lr == 0.001
+    assert TrainConfig().replace(model="fm").linear_lr == 0.05
+    args = build_parser().parse_args(["train", "--model", "fm", "--linear-lr", "0.3"])
+    assert train_config(args).linear_lr == 0.3
+    with pytest.raises(ConfigError, match="--linear-lr must be a finite number > 0"):
+        TrainConfig(model="fm", linear_lr=0.0)

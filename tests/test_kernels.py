@@ -105,19 +105,21 @@ def test_lr_logits_stable_for_large_inputs():
 
 
 def test_sgd_and_adagrad_rows_match_numpy():
+    """Each column at its own learning rate (a first-order weight beside an embedding)."""
+    lr = np.array([0.1, 0.02, 0.3, 0.1])
     table = rng.normal(size=(50, 4)).astype(np.float32)
     acc = rng.uniform(0, 1, (50, 4)).astype(np.float32)
     offs = rng.permutation(50)[:20]
     g = rng.normal(size=(20, 4)).astype(np.float32)
     t1 = table.copy()
-    sgd_rows(t1, offs, g, 0.1, 0.01)
+    sgd_rows(t1, offs, g, lr, 0.01)
     expect = table.copy()
-    expect[offs] = ref.sgd(table[offs], g, 0.1, 0.01)
+    expect[offs] = ref.sgd(table[offs], g, lr, 0.01)
     np.testing.assert_allclose(t1, expect, rtol=1e-6)
     t2, a2 = table.copy(), acc.copy()
-    adagrad_rows(t2, a2, offs, g, 0.1, 0.01, 1e-10)
+    adagrad_rows(t2, a2, offs, g, lr, 0.01, 1e-10)
     ew, ea = table.copy(), acc.copy()
-    ew[offs], ea[offs] = ref.adagrad(table[offs], acc[offs], g, 0.1, 0.01, 1e-10)
+    ew[offs], ea[offs] = ref.adagrad(table[offs], acc[offs], g, lr, 0.01, 1e-10)
     np.testing.assert_allclose(t2, ew, rtol=1e-6)
     np.testing.assert_allclose(a2, ea, rtol=1e-6)
     untouched = np.setdiff1d(np.arange(50), offs)
@@ -132,9 +134,10 @@ def test_adam_rows_match_numpy_over_steps():
     for step in (1, 2, 3):
         offs = rng.permutation(40)[:15]
         g = rng.normal(size=(15, 3)).astype(np.float32)
-        adam_rows(table, m, v, offs, g, 0.01, 0.001, 0.9, 0.999, 1e-8, step)
-        ew[offs], em[offs], ev[offs] = ref.adam(ew[offs], em[offs], ev[offs], g, 0.01, 0.001,
-                                                step)
+        adam_rows(table, m, v, offs, g, np.array([0.01, 0.03, 0.01]), 0.001, 0.9, 0.999, 1e-8,
+                  step)
+        ew[offs], em[offs], ev[offs] = ref.adam(ew[offs], em[offs], ev[offs], g,
+                                                np.array([0.01, 0.03, 0.01]), 0.001, step)
     np.testing.assert_allclose(table, ew, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(m, em, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(v, ev, rtol=1e-5, atol=1e-9)
@@ -148,12 +151,19 @@ def test_ftrl_rows_match_numpy_and_make_zeros():
     for _ in range(4):
         offs = rng.permutation(30)[:12]
         g = rng.normal(size=(12, 2)).astype(np.float32)
-        ftrl_rows(table, z, n, offs, g, 0.1, 1.0, 0.5, 0.01)
-        ew[offs], ez[offs], en[offs] = ref.ftrl(ew[offs], ez[offs], en[offs], g, 0.1, 1.0,
-                                                0.5, 0.01)
+        ftrl_rows(table, z, n, offs, g, np.array([0.1, 0.4]), 1.0, 0.5, 0.01)
+        ew[offs], ez[offs], en[offs] = ref.ftrl(ew[offs], ez[offs], en[offs], g,
+                                                np.array([0.1, 0.4]), 1.0, 0.5, 0.01)
     np.testing.assert_allclose(table, ew, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(z, ez, rtol=1e-5, atol=1e-6)
     assert (table == 0).sum() > 0 and (table != 0).sum() > 0
+
+
+def test_first_order_columns_take_their_own_rate():
+    opt = Optimizer("adagrad", lr=0.01, linear_lr=0.05)
+    assert opt.rates(4, linear=1).tolist() == [0.05, 0.01, 0.01, 0.01]
+    assert opt.rates(3).tolist() == [0.01] * 3
+    assert Optimizer("adagrad", lr=0.01).rates(2, linear=1).tolist() == [0.01, 0.01]
 
 
 def test_optimizer_state_lives_beside_rows():

@@ -34,11 +34,13 @@ out = np.empty((2, 1), dtype=np.float32)
 gather_rows(table, uniq, out)
 scatter_rows(out, np.arange(2, dtype=np.int64), out.copy())
 gather_scatter_rows(table, uniq, np.arange(2, dtype=np.int64), out)
-sgd_rows(table, uniq, summed, 0.1, 0.0)
-adagrad_rows(table, np.zeros_like(table), uniq, summed, 0.1, 0.0, 1e-10)
-adam_rows(table, np.zeros_like(table), np.zeros_like(table), uniq, summed, 0.1, 0.0, 0.9,
+rates = np.full(table.shape[1], 0.1)
+sgd_rows(table, uniq, summed, rates, 0.0)
+adagrad_rows(table, np.zeros_like(table), uniq, summed, rates, 0.0, 1e-10)
+adam_rows(table, np.zeros_like(table), np.zeros_like(table), uniq, summed, rates, 0.0, 0.9,
           0.999, 1e-8, 1)
-ftrl_rows(table, np.zeros_like(table), np.zeros_like(table), uniq, summed, 0.1, 1.0, 0.0, 0.0)
+ftrl_rows(table, np.zeros_like(table), np.zeros_like(table), uniq, summed, rates, 1.0, 0.0,
+          0.0)
 inv2 = inv[:2].reshape(1, 2)
 vals = np.ones((1, 2), dtype=np.float32)
 lr_logits(out, 0.0, inv2, vals)
