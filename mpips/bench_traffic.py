@@ -40,9 +40,12 @@ def check_traffic(args: argparse.Namespace, size: int) -> None:
 
 def jobs(args: argparse.Namespace) -> list[tuple[tuple, str, TrainConfig]]:
     """(key, label, settings) of every job of one repeat."""
+    # Fixed work, as in the other benchmarks: no validation, admission or L2 (a key not
+    # admitted yet has a zero gradient, which topk would never send).
     base = TrainConfig(synthetic_rows=args.rows, epochs=1, servers=args.servers,
                        batch_size=args.batch_size, embedding_dim=args.embedding_dim,
-                       compress_keep=args.keep, progress_seconds=60.0)
+                       compress_keep=args.keep, progress_seconds=60.0,
+                       val_fraction=0.0, min_count=0, l2=0.0)
     out = [(("codec", model, codec, 0.0), f"{model:3} {codec:10} no limit",
             base.replace(model=model, compress=codec))
            for model in ("lr", "fm") for codec in CODECS]
