@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codecs import Compression, round_trip
+from .codecs import Compression, send_rows
 from .keyrows import KeyedRows
 
 EVICT_SLACK = 8        # a full store makes room for capacity / 8 keys more at once
@@ -70,18 +70,19 @@ def feedback(store: KeyedRows, comp: Compression, keys: np.ndarray, grads: np.nd
         evict = store.oldest(over + store.capacity // EVICT_SLACK, slots[slots >= 0]) \
             if over > 0 else np.empty(0, dtype=np.int64)
     extra_keys, extra_rows = store.take(evict)
-    sel = np.arange(keys.size, dtype=np.int64) if flush or comp.keep is None \
-        else top_rows(v, keys, comp.keep)
-    send_rows = np.concatenate([v[sel], extra_rows]) if extra_rows.size else v[sel]
-    coded, decoded = round_trip(comp.codec, send_rows)
-    rest = v
-    rest[sel] -= decoded[:sel.size]
-    dropped = int(np.count_nonzero(np.any(send_rows[sel.size:] != decoded[sel.size:], axis=1)))
+    whole = flush or comp.keep is None
+    sel = np.arange(keys.size, dtype=np.int64) if whole else top_rows(v, keys, comp.keep)
+    send = v if whole and not extra_rows.size else \
+        np.concatenate([v if whole else v[sel], extra_rows])
+    coded, _ = send_rows(comp.codec, send)               # ``send`` now holds what is left
+    if send is not v:
+        v[sel] = send[:sel.size]
+    dropped = int(np.count_nonzero(np.any(send[sel.size:] != 0, axis=1)))
     if flush:
-        dropped += int(np.count_nonzero(np.any(rest != 0, axis=1)))
+        dropped += int(np.count_nonzero(np.any(v != 0, axis=1)))
         store.take(store.oldest(store.size, np.empty(0, np.int64)))
     else:
-        store.put(keys, rest, step)
+        store.put(keys, v, step)
     same = sel.size == keys.size and extra_keys.size == 0
     return Outgoing(keys if same else np.concatenate([np.asarray(keys, np.int64)[sel],
                                                       extra_keys]), coded, dropped, same)
