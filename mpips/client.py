@@ -182,7 +182,7 @@ class TableClient:
             parts = [self._part(i, s, *t) for i, t in enumerate(tables)]
             messages.append(encode(PushMessage(self.roles.index, step, flags, epoch, parts),
                                    self.dims))
-            self._count(messages[-1])
+            self._count(messages[-1], last)
         self.link.cross(sum(m.size for m in messages))
         return send_push(self.roles, self.outbox, messages)
 
@@ -222,13 +222,15 @@ class TableClient:
         pick = by_offset if where.bounds.size == 2 else where.order[lo:hi][by_offset]
         return TablePart(i, version, offsets[by_offset], records, pick, codec)
 
-    def _count(self, buf: np.ndarray) -> None:
+    def _count(self, buf: np.ndarray, last: bool) -> None:
         """Count a message's bytes to its tables (the header shared out evenly), and as it
-        would have been uncoded."""
+        would have been uncoded; those of the ``last`` push apart too."""
         parts = part_bytes(buf, self.dims)
         head = HEAD_BYTES // max(1, len(parts))
         for table, rows, key_bytes, nbytes in parts:
             self.traffic.add("push_bytes", table, nbytes + head)
+            if last:
+                self.traffic.add("push_bytes_last", table, nbytes + head)
             self.traffic.add("push_bytes_raw", table,
                              float32_part_bytes(rows, self.dims[table]) + head)
             self.traffic.add("push_key_bytes", table, key_bytes)
