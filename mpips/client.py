@@ -200,11 +200,16 @@ class TableClient:
                                      np.empty((0, self.dims[i]), np.float32))}
             keys = {**(keys or {}), name: np.empty(0, np.int64)}
         where, rows = grads[name]
+        cache = self.caches[i]
         if store is None:
+            if cache is not None and keys is not None and name in keys:
+                cache.wrote(keys[name])
             return where, encode_rows(RAW, rows), RAW
         if keys is None or name not in keys:
             raise ValueError(f"table {name!r} keeps residuals: push needs its keys")
         out = feedback(store, comp, keys[name], rows, step, flush=last)
+        if cache is not None:
+            cache.wrote(out.keys)
         self.dropped += out.dropped
         if not out.same:
             where = self.route(name, out.keys)

@@ -80,6 +80,10 @@ class KeyedRows:
         """The ages at pool ``slots`` (a copy)."""
         return self.page[slots]
 
+    def age_by(self, slots: np.ndarray, amount: int) -> None:
+        """Make the rows at pool ``slots`` (-1: none) ``amount`` older."""
+        self.page[slots[slots >= 0]] -= amount
+
     def take(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Remove the keys at pool ``slots``; returns their keys and rows."""
         keys = self.pkeys[slots].copy()
