@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import ConfigError, ProtocolError
-from .kernels.quant import bf16_code, fp16_code, int8_code, int8_decode
+from .kernels.quant import half_code, int8_code, int8_decode
 from .kernels.varint import varint_decode, varint_encode
 
 RAW, FP16, BF16, INT8 = 0, 1, 2, 3
@@ -91,7 +91,7 @@ def _code(codec: int, rows: np.ndarray, rest: bool) -> tuple[np.ndarray, int]:
         return rows.view(np.uint8).reshape(n, 4 * d), 0
     if codec in (FP16, BF16):
         out = np.empty((n, d), dtype=np.uint16)
-        kept = (fp16_code if codec == FP16 else bf16_code)(rows, out, rest)
+        kept = half_code(rows, out, rest, codec == BF16)
         return out.view(np.uint8).reshape(n, 2 * d), kept
     if codec == INT8:
         out = np.empty((n, 3 + d), dtype=np.uint8)

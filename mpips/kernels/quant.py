@@ -92,10 +92,18 @@ def _half(x: np.float32, b: np.int64) -> tuple[np.int64, np.int64]:
     return sign | np.int64(np.rint(np.float64(abs(x)) * 16777216.0)), np.int64(-1)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _brain(x: np.float32, b: np.int64) -> tuple[np.int64, np.int64]:
+    """bfloat16 of ``x`` (float32 bits ``b``): its top 16 bits rounded to nearest even
+    (NaN: 0x7FC0), and its value's float32 bits."""
+    top = 0x7FC0 if x != x else ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF
+    return top, top << 16
+
+
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def fp16_code(rows: np.ndarray, out: np.ndarray, rest: bool) -> int:
-    """Code float32 ``rows`` (n, d) into halves ``out`` (n, d) uint16, round to nearest
-    even, clipped to ±65504."""
+def half_code(rows: np.ndarray, out: np.ndarray, rest: bool, brain: bool) -> int:
+    """Code float32 ``rows`` (n, d) into 16-bit ``out`` (n, d) uint16: IEEE halves
+    (clipped to ±65504), or with ``brain`` bfloat16; both round to nearest even."""
     n, d = rows.shape
     bits = rows.view(np.uint32)
     back = np.empty(d, dtype=np.uint32)
@@ -105,40 +113,16 @@ def fp16_code(rows: np.ndarray, out: np.ndarray, rest: bool) -> int:
         nonzero = False
         for j in range(d):
             x = rows[i, j]
-            h, bb = _half(x, np.int64(bits[i, j]))
+            h, bb = _brain(x, np.int64(bits[i, j])) if brain else \
+                _half(x, np.int64(bits[i, j]))
             out[i, j] = np.uint16(h)
             if rest:
                 if bb >= 0:
                     back[j] = np.uint32(bb)
                     r = x - backf[j]
-                else:                                   # subnormal: units of 2**-24
+                else:                                   # a subnormal half: 2**-24 units
                     m = np.float32(np.float64(h & 0x7FFF) / 16777216.0)
                     r = x - (-m if h & 0x8000 else m)
-                rows[i, j] = r
-                nonzero |= r != 0
-        kept += nonzero
-    return kept
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def bf16_code(rows: np.ndarray, out: np.ndarray, rest: bool) -> int:
-    """Code float32 ``rows`` (n, d) into their top 16 bits ``out`` (n, d) uint16, rounded
-    to nearest even (NaN: 0x7FC0)."""
-    n, d = rows.shape
-    bits = rows.view(np.uint32)
-    back = np.empty(d, dtype=np.uint32)
-    backf = back.view(np.float32)
-    kept = 0
-    for i in range(n):
-        nonzero = False
-        for j in range(d):
-            b = np.int64(bits[i, j])
-            x = rows[i, j]
-            top = 0x7FC0 if x != x else ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF
-            out[i, j] = np.uint16(top)
-            if rest:
-                back[j] = np.uint32(top << 16)
-                r = x - backf[j]
                 rows[i, j] = r
                 nonzero |= r != 0
         kept += nonzero
