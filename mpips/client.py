@@ -187,7 +187,7 @@ class TableClient:
             parts = [self._part(i, s, *t, sighted[i]) for i, t in enumerate(tables)]
             messages.append(encode(PushMessage(self.roles.index, step, flags, epoch, parts),
                                    self.dims))
-            self._count(messages[-1])
+            self._count(messages[-1], last)
         self.link.cross(sum(m.size for m in messages))
         return send_push(self.roles, self.outbox, messages)
 
@@ -205,11 +205,16 @@ class TableClient:
                                      np.empty((0, self.dims[i]), np.float32))}
             keys = {**(keys or {}), name: np.empty(0, np.int64)}
         where, rows = grads[name]
+        cache = self.caches[i]
         if store is None:
+            if cache is not None and keys is not None and name in keys:
+                cache.wrote(keys[name])
             return where, encode_rows(RAW, rows), RAW
         if keys is None or name not in keys:
             raise ValueError(f"table {name!r} keeps residuals: push needs its keys")
         out = feedback(store, comp, keys[name], rows, step, flush=last)
+        if cache is not None:
+            cache.wrote(out.keys)
         self.dropped += out.dropped
         if not out.same:
             where = self.route(name, out.keys)
@@ -235,13 +240,15 @@ class TableClient:
         return TablePart(i, version, offsets[by_offset], records, positions[by_offset],
                          codec, **seen)
 
-    def _count(self, buf: np.ndarray) -> None:
+    def _count(self, buf: np.ndarray, last: bool) -> None:
         """Count a message's bytes to its tables (the header shared out evenly), and as it
-        would have been uncoded."""
+        would have been uncoded; those of the ``last`` push apart too."""
         parts = part_bytes(buf, self.dims)
         head = HEAD_BYTES // max(1, len(parts))
         for table, rows, key_bytes, nbytes in parts:
             self.traffic.add("push_bytes", table, nbytes + head)
+            if last:
+                self.traffic.add("push_bytes_last", table, nbytes + head)
             self.traffic.add("push_bytes_raw", table,
                              float32_part_bytes(rows, self.dims[table]) + head)
             self.traffic.add("push_key_bytes", table, key_bytes)

@@ -27,14 +27,13 @@ from typing import Optional
 import numpy as np
 
 from .errors import ConfigError, ProtocolError
-from .kernels.quant import int8_decode, int8_encode
+from .kernels.quant import half_code, int8_code, int8_decode
 from .kernels.varint import varint_decode, varint_encode
 
 RAW, FP16, BF16, INT8 = 0, 1, 2, 3
 NAMES = {"none": RAW, "fp16": FP16, "bf16": BF16, "int8": INT8}
 CODEC_NAMES = {v: k for k, v in NAMES.items()}
 CHOICES = ("none", "fp16", "bf16", "int8", "topk", "topk+fp16", "topk+bf16", "topk+int8")
-FP16_MAX = 65504.0
 
 
 @dataclass(frozen=True)
@@ -84,29 +83,37 @@ def row_bytes(codec: int, dim: int) -> int:
 
 
 # ---- values --------------------------------------------------------------------------------
+def _code(codec: int, rows: np.ndarray, rest: bool) -> tuple[np.ndarray, int]:
+    """Coded records of float32 ``rows`` (C order) and, with ``rest``, how many rows the
+    coder left something in (``kernels.quant``)."""
+    n, d = rows.shape
+    if codec == RAW:
+        return rows.view(np.uint8).reshape(n, 4 * d), 0
+    if codec in (FP16, BF16):
+        out = np.empty((n, d), dtype=np.uint16)
+        kept = half_code(rows, out, rest, codec == BF16)
+        return out.view(np.uint8).reshape(n, 2 * d), kept
+    if codec == INT8:
+        out = np.empty((n, 3 + d), dtype=np.uint8)
+        return out, int8_code(rows, out, rest)
+    raise ProtocolError(f"unknown codec {codec}")
+
+
 def encode_rows(codec: int, rows: np.ndarray) -> np.ndarray:
     """Float32 rows ``(n, d)`` as coded records ``(n, row_bytes)`` of uint8 (for ``none``
     a view of ``rows`` when they are contiguous)."""
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
-    n, d = rows.shape
+    return _code(codec, np.ascontiguousarray(rows, dtype=np.float32), False)[0]
+
+
+def send_rows(codec: int, rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """Code float32 ``rows`` (C order, changed in place) for sending and leave in each row
+    what the rounding took off, exactly (``rows - decode(records)`` in float32): error
+    feedback's one pass. Returns the records and how many rows kept something."""
     if codec == RAW:
-        return rows.view(np.uint8).reshape(n, 4 * d)
-    if codec == FP16:
-        with np.errstate(invalid="ignore"):
-            half = np.clip(rows, -FP16_MAX, FP16_MAX).astype(np.float16)
-        return half.view(np.uint8).reshape(n, 2 * d)
-    if codec == BF16:
-        bits = rows.view(np.uint32)
-        top = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
-               >> np.uint32(16)).astype(np.uint16)
-        nan = np.isnan(rows)
-        top[nan] = np.uint16(0x7FC0)
-        return top.view(np.uint8).reshape(n, 2 * d)
-    if codec == INT8:
-        out = np.empty((n, 3 + d), dtype=np.uint8)
-        int8_encode(rows, out)
-        return out
-    raise ProtocolError(f"unknown codec {codec}")
+        coded = rows.copy().view(np.uint8).reshape(rows.shape[0], 4 * rows.shape[1])
+        rows[:] = 0
+        return coded, 0
+    return _code(codec, rows, True)
 
 
 def decode_rows(codec: int, coded: np.ndarray, dim: int) -> np.ndarray:

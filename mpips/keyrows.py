@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.keymap import keymap_add_into, keymap_find, keymap_put, keymap_take
+from .kernels.keymap import (keymap_add_into, keymap_find, keymap_put, keymap_rehash,
+                             keymap_take)
 
-INITIAL_SLOTS = 1 << 14        # pool rows to start with; it doubles as keys arrive
+INITIAL_SLOTS = 1 << 20        # pool rows at most to start with (NumPy's zeros are touched
+                               # lazily); past them it doubles as keys arrive
 
 
 class KeyedRows:
@@ -35,16 +37,21 @@ class KeyedRows:
         return self.size
 
     def _room(self, more: int) -> None:
-        """Grow the pool (doubling) so that ``more`` keys fit, rehashing in one call."""
-        if int(self.nfree[0]) >= more:
+        """Grow the pool (doubling) so that ``more`` keys fit: rows keep their slots, the
+        hash map is rebuilt in one kernel call."""
+        free = int(self.nfree[0])
+        if free >= more:
             return
-        keys, rows, ages = self.arrays()
-        slots = self.pkeys.size
+        old = self.pkeys.size
+        slots = old
         while slots - self.size < more:
             slots *= 2
+        pkeys, prows, page, spare = self.pkeys, self.prows, self.page, self.free[:free]
         self._alloc(slots)
-        self.size = 0
-        self._put(keys, rows, ages)
+        self.pkeys[:old], self.prows[:old], self.page[:old] = pkeys, prows, page
+        self.free[slots - old:slots - old + free] = spare
+        self.nfree[0] = slots - old + free
+        keymap_rehash(self.hkeys, self.hslot, self.pkeys)
 
     def slots_of(self, keys: np.ndarray) -> np.ndarray:
         """Each key's pool slot, -1 for keys without a row."""
@@ -72,6 +79,10 @@ class KeyedRows:
     def ages_at(self, slots: np.ndarray) -> np.ndarray:
         """The ages at pool ``slots`` (a copy)."""
         return self.page[slots]
+
+    def age_by(self, slots: np.ndarray, amount: int) -> None:
+        """Make the rows at pool ``slots`` (-1: none) ``amount`` older."""
+        self.page[slots[slots >= 0]] -= amount
 
     def take(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Remove the keys at pool ``slots``; returns their keys and rows."""

@@ -6,7 +6,8 @@ A push is counted as the bytes of its messages (header, delta-coded keys, coded 
 float32 counterpart as the same message with int64 keys and float32 rows; a pull as the
 rows read (``4 * dim`` bytes a row; keys do not travel in a one-sided read), its float32
 counterpart as every row the batch needed (the same, unless the pull cache served some).
-Of a push's bytes, the keys alone are counted too (varints against 8 bytes a key).
+Of a push's bytes, the keys alone are counted too (varints against 8 bytes a key), and
+those of a worker's last push (with ``topk`` it sends every row still held back).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 KINDS = ("push_bytes", "push_bytes_raw", "pull_bytes", "pull_bytes_raw", "push_key_bytes",
-         "push_key_bytes_raw")
+         "push_key_bytes_raw", "push_bytes_last")
 PROGRESS_KINDS = 4             # the first four travel in progress records
 
 

@@ -248,3 +248,18 @@ def int8_encode(rows: np.ndarray) -> np.ndarray:
     out[:, 1:3] = z.astype(np.int16).view(np.uint8).reshape(n, 2)
     out[:, 3:] = q.astype(np.uint8)
     return out
+
+
+def fp16_encode(rows: np.ndarray) -> np.ndarray:
+    """IEEE halves by NumPy: clipped to ±65504, rounded to nearest even (uint16 bits)."""
+    with np.errstate(invalid="ignore"):
+        return np.clip(rows, -65504.0, 65504.0).astype(np.float16).view(np.uint16)
+
+
+def bf16_encode(rows: np.ndarray) -> np.ndarray:
+    """The top 16 bits of each float32, rounded to nearest even; NaN as 0x7FC0."""
+    bits = rows.view(np.uint32)
+    top = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+           >> np.uint32(16)).astype(np.uint16)
+    top[np.isnan(rows)] = np.uint16(0x7FC0)
+    return top

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from mpips.codecs import (BF16, FP16, INT8, RAW, Compression, decode_keys, decode_rows,
-                          encode_keys, encode_rows, round_trip, row_bytes)
+                          encode_keys, encode_rows, round_trip, row_bytes,
+                          send_rows)
 from mpips.errors import ConfigError, ProtocolError
 
 CODECS = [RAW, FP16, BF16, INT8]
@@ -133,3 +134,45 @@ def test_the_int8_kernel_equals_its_numpy_reference():
         z = coded[:, 1:3].copy().view(np.int16)[:, 0].astype(np.float64)
         expect = np.ldexp(coded[:, 3:].astype(np.float64) + z[:, None], e[:, None])
         np.testing.assert_array_equal(decode_rows(INT8, coded, 17), expect.astype(np.float32))
+
+
+def every_kind_of_float32(n: int = 200_000, seed: int = 0) -> np.ndarray:
+    """Random float32 bit patterns (every exponent: subnormals, halves' subnormal and
+    overflow ranges, infinities, NaNs) and the exact ties of fp16 and bf16."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 1 << 32, size=n, dtype=np.uint64).astype(np.uint32)
+    ties = (rng.integers(0, 1 << 19, size=n // 4, dtype=np.uint32) << np.uint32(13)) \
+        | np.uint32(0x1000)
+    special = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x33000000,
+                        0x33000001, 0x387FFFFF, 0x38800000, 0x477FE000, 0x477FF000],
+                       np.uint32)
+    return np.concatenate([bits, ties, special]).view(np.float32).reshape(-1, 1)
+
+
+@pytest.mark.parametrize("codec", [FP16, BF16])
+def test_the_half_kernels_equal_their_numpy_references(codec):
+    """The fp16 and bf16 coders give NumPy's bits on every kind of float32; what they
+    leave as the rest is the value minus NumPy's decoding, in float32."""
+    from reference import bf16_encode, fp16_encode
+
+    x = every_kind_of_float32()
+    coded = encode_rows(codec, x).view(np.uint16)
+    expect = (fp16_encode if codec == FP16 else bf16_encode)(x)
+    np.testing.assert_array_equal(coded, expect)
+    rest = x.copy()
+    sent, kept = send_rows(codec, rest)
+    assert np.array_equal(sent, coded.view(np.uint8))
+    with np.errstate(invalid="ignore"):
+        want = x - decode_rows(codec, sent, 1)
+    np.testing.assert_array_equal(rest, want)
+    assert kept == np.count_nonzero(want != 0)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_sending_leaves_exactly_what_rounding_took_off(codec):
+    x = rows_of_every_scale(1)
+    rest = x.copy()
+    sent, kept = send_rows(codec, rest)
+    np.testing.assert_array_equal(sent, encode_rows(codec, x))
+    np.testing.assert_array_equal(rest, x - decode_rows(codec, sent, 17))
+    assert kept == np.count_nonzero(np.any(rest != 0, axis=1))

@@ -151,3 +151,25 @@ def test_residuals_survive_a_checkpoint_file(tmp_path):
     expect[a[0]] += a[1]
     expect[b[0]] += b[1]
     np.testing.assert_array_equal(rows, expect)
+
+
+@pytest.mark.parametrize("comp", [Compression(INT8), Compression(INT8, 0.1)],
+                         ids=lambda c: c.name)
+def test_the_last_push_sends_held_rows_and_drops_only_rounding(comp):
+    """The last push leaves the store empty. With topk it sends every key still held;
+    without, the keys of other steps hold only rounding (under half a step), which is
+    dropped and counted, not sent at the cost of a row each."""
+    rng = np.random.default_rng(6)
+    store = KeyedRows(DIM, 1 << 20)
+    for step in range(3):
+        feedback(store, comp, np.arange(step * 50, step * 50 + 100, dtype=np.int64),
+                 rng.normal(size=(100, DIM)).astype(np.float32), step)
+    held = len(store)
+    keys = np.arange(0, 20, dtype=np.int64)
+    out = feedback(store, comp, keys, rng.normal(size=(20, DIM)).astype(np.float32), 3,
+                   flush=True)
+    assert len(store) == 0
+    if comp.keep is None:
+        assert out.same and out.keys.size == 20 and out.dropped == held
+    else:
+        assert out.keys.size == held and np.unique(out.keys).size == held

@@ -51,6 +51,21 @@ def test_the_pull_cache_serves_rows_while_fresh_enough():
     assert hit.tolist() == [0]
 
 
+def test_the_workers_own_pushes_age_its_cached_rows_by_half_the_bound():
+    """Bound 6 (SSP(3), 2 workers): a row the worker pushed after pulling it is served
+    while 3 more updates came; one it pushed twice, or did not push but 7 updates old,
+    is pulled again."""
+    cache = PullCache(1, 10, bound=6)
+    keys = np.array([1, 2, 3], np.int64)
+    cache.keep(keys, np.ones((3, 1), np.float32), np.array([10, 10, 10]))
+    cache.wrote(np.array([1, 2, 99], np.int64))            # 99: not cached
+    cache.wrote(np.array([2], np.int64))
+    hit, _ = cache.lookup(keys, np.array([13, 12, 16]))
+    assert hit.tolist() == [0, 2]
+    hit, _ = cache.lookup(keys, np.array([14, 11, 17]))
+    assert hit.tolist() == []
+
+
 def test_the_pull_cache_keeps_at_most_its_rows_dropping_the_oldest():
     cache = PullCache(1, 3, bound=100)
     for v in range(5):

@@ -115,7 +115,8 @@ def keymap_put(hkeys: np.ndarray, hslot: np.ndarray, pkeys: np.ndarray, prows: n
             hslot[-1 - p] = s
             pkeys[s] = keys[i]
             change += 1
-        prows[s, :] = rows[i, :]
+        for j in range(d):
+            prows[s, j] = rows[i, j]
         page[s] = ages[i]
     return change
 
@@ -128,11 +129,23 @@ def keymap_take(hkeys: np.ndarray, hslot: np.ndarray, pkeys: np.ndarray, prows: 
     bits = _bits(hkeys.size)
     for i in range(slots.size):
         s = slots[i]
-        out[i, :] = prows[s, :]
+        for j in range(prows.shape[1]):
+            out[i, j] = prows[s, j]
         _delete_at(hkeys, hslot, _position(hkeys, pkeys[s], bits), bits)
         pkeys[s] = -1
         free[nfree[0]] = s
         nfree[0] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def keymap_rehash(hkeys: np.ndarray, hslot: np.ndarray, pkeys: np.ndarray) -> None:
+    """Fill an empty table ``hkeys`` (all -1) with every live pool slot's key."""
+    bits = _bits(hkeys.size)
+    for s in range(pkeys.size):
+        if pkeys[s] >= 0:
+            p = -1 - _position(hkeys, pkeys[s], bits)
+            hkeys[p] = pkeys[s]
+            hslot[p] = s
 
 
 def warm_up() -> None:
@@ -150,3 +163,4 @@ def warm_up() -> None:
     slots = keymap_find(hkeys, hslot, keys)
     keymap_add_into(prows, slots, rows)
     keymap_take(hkeys, hslot, pkeys, prows, free, nfree, slots, rows)
+    keymap_rehash(np.full(8, -1, np.int64), hslot, pkeys)

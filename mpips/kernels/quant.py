@@ -1,6 +1,11 @@
-"""int8 rows: per row a power-of-two scale ``2**e`` (int8), an integer offset ``z``
-(int16) and a uint8 code per value, ``value = (q + z) * 2**e`` (``codecs``). The NumPy
-reference is ``tests/reference.py:int8_encode``.
+"""Row coders of the push codecs (``codecs``): float32 rows to fp16, bf16 or int8 records,
+each rounding to nearest, ties to even. With ``rest`` a coder also leaves in each row what
+its rounding took off (the row minus its decoding, exact in float32), so that error
+feedback (``residuals``) needs no second pass to decode, and returns how many rows kept
+something. The NumPy references are in ``tests/reference.py``.
+
+int8 rows: per row a power-of-two scale ``2**e`` (int8), an integer offset ``z`` (int16)
+and a uint8 code per value, ``value = (q + z) * 2**e``.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import numpy as np
 
 E_MIN, E_MAX = -128, 112          # 2**112 * 2**15 still fits float32
 Z_MIN, Z_MAX = -32768, 32767 - 255
+FP16_MAX = np.float32(65504.0)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -22,13 +28,14 @@ def _exponent(x: float) -> int:
     return ex - 1 if mant == 0.5 else ex
 
 
-@nb.njit(cache=True, nogil=True)
-def int8_encode(rows: np.ndarray, out: np.ndarray) -> None:
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def int8_code(rows: np.ndarray, out: np.ndarray, rest: bool) -> int:
     """Code float32 ``rows`` (n, d) into ``out`` (n, 3 + d) uint8: the smallest
     power-of-two scale that spans a row in 254 steps and keeps ``|z|`` within 32,000,
     ``z = floor(lo / scale)`` and ``q = rint(v / scale - z)`` (ties to even). Everything
-    but that one rounding is exact in float64."""
+    but that one rounding is exact in float64 (scales are powers of two)."""
     n, d = rows.shape
+    kept = 0
     for i in range(n):
         lo = np.float64(rows[i, 0])
         hi = lo
@@ -38,14 +45,22 @@ def int8_encode(rows: np.ndarray, out: np.ndarray) -> None:
             hi = max(hi, v)
         e = max(_exponent((hi - lo) / 254.0), _exponent(max(abs(lo), abs(hi)) / 32000.0))
         e = min(max(e, E_MIN), E_MAX)
-        z = min(max(math.floor(math.ldexp(lo, -e)), Z_MIN), Z_MAX)
+        inv, scale = math.ldexp(1.0, -e), math.ldexp(1.0, e)
+        z = min(max(math.floor(lo * inv), Z_MIN), Z_MAX)
         out[i, 0] = np.uint8(np.int8(e) & 0xFF)
         zu = np.uint16(np.int16(z) & 0xFFFF)
         out[i, 1] = np.uint8(zu & 0xFF)
         out[i, 2] = np.uint8(zu >> 8)
+        nonzero = False
         for j in range(d):
-            q = np.rint(math.ldexp(np.float64(rows[i, j]), -e) - z)
-            out[i, 3 + j] = np.uint8(min(max(q, 0.0), 255.0))
+            q = min(max(np.rint(np.float64(rows[i, j]) * inv - z), 0.0), 255.0)
+            out[i, 3 + j] = np.uint8(q)
+            if rest:
+                r = rows[i, j] - np.float32((q + z) * scale)
+                rows[i, j] = r
+                nonzero |= r != 0
+        kept += nonzero
+    return kept
 
 
 @nb.njit(cache=True, nogil=True)
@@ -54,6 +69,61 @@ def int8_decode(coded: np.ndarray, out: np.ndarray) -> None:
     n, d = out.shape
     for i in range(n):
         e = np.int64(np.int8(coded[i, 0]))
-        z = np.int64(np.int16(np.uint16(coded[i, 1]) | (np.uint16(coded[i, 2]) << 8)))
+        z = np.float64(np.int16(np.uint16(coded[i, 1]) | (np.uint16(coded[i, 2]) << 8)))
+        scale = math.ldexp(1.0, e)
         for j in range(d):
-            out[i, j] = np.float32(math.ldexp(np.float64(np.int64(coded[i, 3 + j]) + z), e))
+            out[i, j] = np.float32((np.float64(coded[i, 3 + j]) + z) * scale)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _half(x: np.float32, b: np.int64) -> tuple[np.int64, np.int64]:
+    """IEEE half of ``x`` (float32 bits ``b``; clipped to ±65504, NaN stays NaN as NumPy
+    codes it) and, but for a subnormal half, its value's float32 bits (-1: subnormal)."""
+    if x > FP16_MAX or x < -FP16_MAX:
+        b = np.int64(0x477FE000) | (b & 0x80000000)
+    sign = (b >> 16) & 0x8000
+    a = b & 0x7FFFFFFF
+    if a > 0x7F800000:                       # NaN: NumPy keeps the top 10 payload bits
+        m = (a & 0x007FFFFF) >> 13
+        return sign | 0x7C00 | (m if m else 1), b
+    if a >= 0x38800000:                                 # a normal half: round the bits
+        a = (a + 0x0FFF + ((a >> 13) & 1)) & ~np.int64(0x1FFF)
+        return sign | ((a - 0x38000000) >> 13), (b & 0x80000000) | a
+    return sign | np.int64(np.rint(np.float64(abs(x)) * 16777216.0)), np.int64(-1)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _brain(x: np.float32, b: np.int64) -> tuple[np.int64, np.int64]:
+    """bfloat16 of ``x`` (float32 bits ``b``): its top 16 bits rounded to nearest even
+    (NaN: 0x7FC0), and its value's float32 bits."""
+    top = 0x7FC0 if x != x else ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF
+    return top, top << 16
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def half_code(rows: np.ndarray, out: np.ndarray, rest: bool, brain: bool) -> int:
+    """Code float32 ``rows`` (n, d) into 16-bit ``out`` (n, d) uint16: IEEE halves
+    (clipped to ±65504), or with ``brain`` bfloat16; both round to nearest even."""
+    n, d = rows.shape
+    bits = rows.view(np.uint32)
+    back = np.empty(d, dtype=np.uint32)
+    backf = back.view(np.float32)
+    kept = 0
+    for i in range(n):
+        nonzero = False
+        for j in range(d):
+            x = rows[i, j]
+            h, bb = _brain(x, np.int64(bits[i, j])) if brain else \
+                _half(x, np.int64(bits[i, j]))
+            out[i, j] = np.uint16(h)
+            if rest:
+                if bb >= 0:
+                    back[j] = np.uint32(bb)
+                    r = x - backf[j]
+                else:                                   # a subnormal half: 2**-24 units
+                    m = np.float32(np.float64(h & 0x7FFF) / 16777216.0)
+                    r = x - (-m if h & 0x8000 else m)
+                rows[i, j] = r
+                nonzero |= r != 0
+        kept += nonzero
+    return kept
