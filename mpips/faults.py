@@ -6,16 +6,20 @@ call that needs a dead rank raises ``MPI.Exception`` with ``ERR_PROC_FAILED`` (o
 ``ERR_PROC_FAILED_PENDING``, or ``ERR_REVOKED`` once someone revoked the communicator)
 instead of hanging. Not every wait needs the dead rank: one-sided reads of a dead rank's
 shared memory still succeed, and a rank may wait on clocks that the dead rank will never
-advance. So the rank that first sees a failure revokes the world, and every polite wait
-(``waiting.idle_poll``) looks every ``CHECK_SECONDS`` whether the world is revoked and
-raises ``PeerFailure`` if so. Then the survivors shrink the world, which tells every one
-of them the same dead ranks (``agree``). Under MPICH or Open MPI without ``--with-ft``
-nothing here is active: a dead rank ends the job through the launcher, as before.
+advance. So the rank that first sees a failure revokes the world and the job's
+sub-communicators (which also interrupts a blocking send to a survivor that stopped
+receiving), and every polite wait (``waiting.idle_poll``) looks every ``CHECK_SECONDS``
+whether they are revoked and raises ``PeerFailure`` if so. Then the survivors shrink the
+world, which tells every one of them the same dead ranks (``agree``). Under MPICH or Open
+MPI without ``--with-ft`` nothing here is active: a dead rank ends the job through the
+launcher, as before.
 """
 from __future__ import annotations
 
 import os
 import time
+from typing import Sequence
+
 from mpi4py import MPI
 
 from . import waiting
@@ -27,11 +31,11 @@ FAILURE_CLASSES = frozenset(getattr(MPI, name) for name in
                             if hasattr(MPI, name))
 # ``Testall`` and friends say only that some request failed: maybe a dead peer.
 MAYBE_FAILURE = FAILURE_CLASSES | {MPI.ERR_IN_STATUS}
-CHECK_SECONDS = 0.05        # how often a polite wait looks whether the world is revoked
+CHECK_SECONDS = 0.05        # how often a polite wait looks for a revoked communicator
 
 
 class PeerFailure(Exception):
-    """A wait found the world revoked: another rank saw a peer die."""
+    """A wait found a communicator revoked: another rank saw a peer die."""
 
 
 def ulfm_enabled() -> bool:
@@ -50,30 +54,47 @@ def is_failure(exc: BaseException) -> bool:
 
 
 class FaultWatch:
-    """Collective over ``world`` to start (under ULFM only): errors come back as
-    exceptions, and every polite wait checks for a revoked world."""
+    """Under ULFM only: errors come back as exceptions, and every polite wait checks
+    whether the world (or a communicator given to ``cover``) is revoked."""
 
     def __init__(self, world: MPI.Intracomm) -> None:
         self.world = world
+        self.comms: list[MPI.Intracomm] = [world]
         world.Set_errhandler(MPI.ERRORS_RETURN)
         self._next = 0.0
         waiting.set_watch(self.check)
 
+    def cover(self, comms: Sequence[MPI.Intracomm | None]) -> None:
+        """Watch and, on a failure, revoke these communicators too (None: not on this
+        rank)."""
+        for comm in comms:
+            if comm is not None:
+                comm.Set_errhandler(MPI.ERRORS_RETURN)
+                self.comms.append(comm)
+
+    def close(self) -> None:
+        """The job is over (its communicators freed): waits check nothing any more."""
+        waiting.set_watch(None)
+        self.comms = [self.world]
+
     def check(self) -> None:
-        """Raise ``PeerFailure`` if the world is revoked (at most every CHECK_SECONDS)."""
+        """Raise ``PeerFailure`` if a watched communicator is revoked (looked at every
+        CHECK_SECONDS at most)."""
         now = time.monotonic()
         if now < self._next:
             return
         self._next = now + CHECK_SECONDS
-        if self.world.Is_revoked():
-            raise PeerFailure("the world communicator is revoked")
+        if any(comm.Is_revoked() for comm in self.comms):
+            raise PeerFailure("a communicator of the job is revoked")
 
     def agree(self) -> tuple[list[int], MPI.Intracomm]:
-        """Collective over the survivors: revoke the world (waking everyone), shrink it;
-        returns the dead world ranks, the same on every survivor, and the shrunk world."""
+        """Collective over the survivors: revoke every watched communicator (waking
+        everyone), shrink the world; returns the dead world ranks, the same on every
+        survivor, and the shrunk world."""
         waiting.set_watch(None)
-        if not self.world.Is_revoked():
-            self.world.Revoke()
+        for comm in self.comms:
+            if not comm.Is_revoked():
+                comm.Revoke()
         alive = self.world.Shrink()
         everyone = self.world.Get_group()
         survivors = alive.Get_group()

@@ -159,12 +159,14 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     watch = FaultWatch(comm) if ulfm_enabled() else None
     standing = Standing(lambda: None)
     try:
-        return _train(cfg, comm, return_params, data, verbose, standing)
+        return _train(cfg, comm, return_params, data, verbose, standing, watch)
     except BaseException as exc:
         if watch is None or not is_failure(exc):
             raise
         raise watch.lost(standing, exc) from None
     finally:
+        if watch is not None:
+            watch.close()
         if cfg is not job_cfg and comm.Get_rank() == 0:   # a job without checkpoints
             shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
 
@@ -184,10 +186,13 @@ def with_best_dir(comm: MPI.Intracomm, cfg: TrainConfig) -> TrainConfig:
 
 
 def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: DataPlan,
-           verbose: bool, standing: Standing) -> JobResult:
+           verbose: bool, standing: Standing, watch: Optional[FaultWatch]) -> JobResult:
     """``train`` once the settings say where the best parameters go; ``standing`` learns
-    where the job stands, for the plan if ranks die."""
+    where the job stands, for the plan if ranks die, and ``watch`` (under ULFM) covers the
+    roles' communicators."""
     roles = split_roles(comm, cfg.servers, cfg.standby)
+    if watch is not None:
+        watch.cover([roles.group, roles.ps, roles.ctl])
     model = model_of(cfg, data)
     result = JobResult(roles.role)
     names = [t.name for t in model.tables]
