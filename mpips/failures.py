@@ -44,7 +44,9 @@ def abort_on_error(main: Callable[[], int], comm: MPI.Comm = MPI.COMM_WORLD) -> 
     An ``MpipsError`` prints one line naming the rank; anything else prints the rank's
     header and traceback. Both then call ``MPI_Abort``, so no rank waits forever on a peer.
     Under ULFM, when ranks died (``JobLost``), the survivors have agreed to end: one of
-    them prints why, and each returns ``LOST`` without aborting.
+    them prints why, and each exits at once with ``LOST``, neither aborting nor calling
+    ``MPI_Finalize`` (Open MPI 5's hung now and then in these tests, with every survivor
+    in it).
     """
     try:
         return main()
@@ -54,7 +56,8 @@ def abort_on_error(main: Callable[[], int], comm: MPI.Comm = MPI.COMM_WORLD) -> 
         if isinstance(exc, JobLost):     # ranks died: the survivors end together
             if exc.report:
                 print(f"mpips: error: {exc}", file=sys.stderr, flush=True)
-            return LOST
+            sys.stdout.flush()
+            os._exit(LOST)   # MPI_Finalize may hang for good after a rank died (ULFM)
         header = f"mpips: rank {comm.Get_rank()} of {comm.Get_size()} on {socket.gethostname()}"
         if isinstance(exc, KeyboardInterrupt):
             print(f"{header}: interrupted", file=sys.stderr, flush=True)
