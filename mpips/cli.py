@@ -97,6 +97,9 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                        "each of these steps (scheduled; the balancer may also)")),
     ("--drain-at", dict(metavar="I:STEP,...", help="move all partitions of server I to the "
                         "others before STEP; it then idles")),
+    ("--kill-at", dict(metavar="RANK:STEP", help="test aid: world rank RANK kills itself "
+                       "with SIGKILL when it reaches STEP (a worker's completed steps, a "
+                       "server's applied steps), to try failure handling")),
     ("--delay-jitter", dict(type=float, metavar="T", help="test aid: every worker sleeps a "
                             "random 0..T seconds each step (seeded)")),
     ("--shuffle", dict(action=argparse.BooleanOptionalAction, help="visit each worker's "

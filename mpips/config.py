@@ -100,6 +100,7 @@ class TrainConfig:
     move_every: int = 0                    # test aid: move seeded partitions every N steps
     join_at: tuple[int, ...] = ()          # steps at which the next standby server joins
     drain_at: tuple[str, ...] = ()         # "I:STEP": server I is drained before STEP
+    kill_at: Optional[str] = None          # test aid: "RANK:STEP", that world rank dies
     delay_jitter: float = 0.0              # test aid: up to this many seconds of sleep a step
     shuffle: bool = True                   # a seeded new order of each worker's batches each epoch
     run_name: str = "run"
@@ -169,6 +170,7 @@ class TrainConfig:
         self.slow()
         self.slow_server_factor()
         self.drains()
+        self.kill()
         if self.standby < 0 or self.move_every < 0 or any(s < 1 for s in self.join_at):
             raise ConfigError("--standby and --move-every must be >= 0, and --join-at steps "
                               ">= 1")
@@ -257,6 +259,19 @@ class TrainConfig:
                 raise ConfigError(f"--drain-at {item}: the server must be >= 0, the step >= 1")
             out.append((server, step))
         return out
+
+    def kill(self) -> Optional[tuple[int, int]]:
+        """``--kill-at RANK:STEP`` as (world rank, step), or None."""
+        if self.kill_at is None:
+            return None
+        try:
+            rank, step = (int(x) for x in self.kill_at.split(":"))
+        except ValueError:
+            raise ConfigError(f"--kill-at must be RANK:STEP (e.g. 3:40), not "
+                              f"{self.kill_at!r}") from None
+        if rank < 0 or step < 0:
+            raise ConfigError(f"--kill-at {self.kill_at}: the rank and the step must be >= 0")
+        return rank, step
 
     def scheduled_steps(self) -> set[int]:
         """Steps of scheduled joins and drains (every worker pauses before them)."""

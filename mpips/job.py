@@ -26,9 +26,12 @@ from .errors import CheckpointError, ConfigError
 from .models import Model, build_model
 from .optim import Optimizer
 from .pause import Coordinator, park, server_end
+from .faults import FaultWatch, is_failure, ulfm_enabled
+from .killing import KillSwitch
 from .load import LoadStats
 from .placement import Placement, moved_fraction
 from .rebalance import LoadWatch, Rebalancer, partition_bytes
+from .recovery import JobShape, Standing
 from .ring import PartitionMap, name_salt
 from .planner import Planner, check_schedule
 from .pullcache import pull_caches
@@ -114,6 +117,10 @@ def prepare(cfg: TrainConfig, size: int, rank: int = 0) -> DataPlan:
         if server >= n_servers:
             raise ConfigError(f"--drain-at {server}:{step}: there are only {n_servers} "
                               f"servers (0..{n_servers - 1})")
+    kill = cfg.kill()
+    if kill is not None and kill[0] >= size:
+        raise ConfigError(f"--kill-at {cfg.kill_at}: there are only {size} ranks "
+                          f"(0..{size - 1})")
     names = [t.name for t in model.tables]
     for table, _, _ in cfg.tables:
         if table not in names:
@@ -149,9 +156,17 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     ``verbose`` False keeps the scheduler quiet (benchmarks run many jobs)."""
     data = data or prepare(cfg, comm.Get_size(), comm.Get_rank())
     job_cfg, cfg = cfg, with_best_dir(comm, cfg)
+    watch = FaultWatch(comm) if ulfm_enabled() else None
+    standing = Standing(lambda: None)
     try:
-        return _train(cfg, comm, return_params, data, verbose)
+        return _train(cfg, comm, return_params, data, verbose, standing, watch)
+    except BaseException as exc:
+        if watch is None or not is_failure(exc):
+            raise
+        raise watch.lost(standing, exc) from None
     finally:
+        if watch is not None:
+            watch.close()
         if cfg is not job_cfg and comm.Get_rank() == 0:   # a job without checkpoints
             shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
 
@@ -171,9 +186,13 @@ def with_best_dir(comm: MPI.Intracomm, cfg: TrainConfig) -> TrainConfig:
 
 
 def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: DataPlan,
-           verbose: bool) -> JobResult:
-    """``train`` once the settings say where the best parameters go."""
+           verbose: bool, standing: Standing, watch: Optional[FaultWatch]) -> JobResult:
+    """``train`` once the settings say where the best parameters go; ``standing`` learns
+    where the job stands, for the plan if ranks die, and ``watch`` (under ULFM) covers the
+    roles' communicators."""
     roles = split_roles(comm, cfg.servers, cfg.standby)
+    if watch is not None:
+        watch.cover([roles.group, roles.ps, roles.ctl])
     model = model_of(cfg, data)
     result = JobResult(roles.role)
     names = [t.name for t in model.tables]
@@ -189,6 +208,8 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         str(p) for p in resume_candidates(cfg.resume, cfg.run_dir)]
         if cfg.resume and comm.Get_rank() == 0 else [])]
     placement, saved = agree_placement(comm, cfg, model, roles, candidates)
+    pacing = "bsp" if rounds else "async" if bound is None else "ssp"
+    standing.shape = lambda: JobShape(roles.n_servers, roles.n_workers, pacing, placement)
     if roles.role == SCHEDULER:
         resumed = None
         if candidates:
@@ -213,6 +234,10 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                             stop_requested, resumed["seconds"] if resumed else 0.0, verbose,
                             balanced, loads.after_pause, stopping,
                             eval_schedule(cfg, data.train_range, roles.n_workers))
+        coord.saved_step = resumed["step"] if resumed else None
+        standing.shape = lambda: JobShape(roles.n_servers, roles.n_workers, pacing,
+                                          coord.placement, coord.saved_step)
+        standing.step = lambda: coord.latest_step
         result.metrics = run_scheduler(cfg, roles, board, names,
                                        dict(effective_sync(dict(zip(names, policies))),
                                             balance=balanced), coord, loads,
@@ -235,7 +260,8 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
             report = run_server(store, policies, cfg.seed, start, log,
                                 cfg.run_dir if cfg.checkpointing or cfg.early_stop else None,
                                 slow[1] if slow is not None and slow[0] == roles.index
-                                else 1.0, report=True, final=cfg.checkpointing)
+                                else 1.0, report=True, final=cfg.checkpointing,
+                                kill=KillSwitch.of(cfg.kill(), roles.world_rank))
             if cfg.early_stop and not report.stopped:
                 server_end(roles, store, cfg.run_dir)     # keep or restore the best
             result.pushes = report.applied

@@ -217,6 +217,8 @@ class Coordinator:
         self.written: list[Path] = []
         self.final_written = False
         self.saved_samples = 0     # samples trained when the latest checkpoint was taken
+        self.saved_step: Optional[int] = None    # the step of the latest checkpoint
+        self.latest_step = 0       # the most steps any worker has reported
         self.move_log = MoveLog()
         self._pause_began: Optional[float] = None
         self._moving: Optional[dict] = None      # the move whose servers are reporting
@@ -335,6 +337,7 @@ class Coordinator:
             self.written.append(path)
             self.final_written = action.final
             self.saved_samples = sum(int(w["samples"]) for w in workers)
+            self.saved_step = action.step
             if action.best:
                 self.best_path = link_best(self.cfg, path, extra)
         else:

@@ -12,6 +12,7 @@ from .metrics import auc, logloss
 from .board import ClockBoard
 from .pause import Coordinator
 from .errors import ProtocolError
+from .killing import KillSwitch
 from .rebalance import LoadWatch
 from .reports import PROGRESS_FIELDS, Evaluation, finite_or_none, partition_load_of, \
     progress_of, receive_evaluation, reduce_server_stats, server_load_of
@@ -140,11 +141,14 @@ def follow_progress(cfg: TrainConfig, roles: Roles, log: MetricsLog, coord: Coor
     at one, and every server has sent its last report."""
     progress = progress or Progress(roles.n_workers, cfg.epochs)
     last_print = time.perf_counter()
+    kill = KillSwitch.of(cfg.kill(), roles.world_rank)
 
     def from_worker(worker: int, tag: int, buf: np.ndarray) -> None:
         nonlocal last_print
         if tag == TAG_PROGRESS:
             progress.update(worker, progress_of(buf))
+            coord.latest_step = int(progress.state[:, 5].max())
+            kill.reached(coord.latest_step)
             due = time.perf_counter() - last_print >= cfg.progress_seconds
             if due and not progress.finished and progress.new_samples > 0:
                 last_print = time.perf_counter()

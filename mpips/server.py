@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .clocks import StalenessLog, Start, SyncPolicy
+from .killing import KillSwitch
 from .load import BusyMeter
 from .message import PushMessage
 from .pause import server_final, server_pause
@@ -71,11 +72,13 @@ class Slowness:
 
 
 def serve(store: ShardStore, machine: ServerMachine, log: StalenessLog,
-          run_dir: Optional[Path], slow: Slowness, meter: BusyMeter, report: bool) -> bool:
+          run_dir: Optional[Path], slow: Slowness, meter: BusyMeter, report: bool,
+          kill: KillSwitch) -> bool:
     """Serve until every worker has sent its last push or the job stops at a pause
     (returns True then). The time spent receiving, applying and acknowledging (and the
     slow-server aid's sleep, which stands for a slower machine) goes to ``meter``, which
-    reports to the scheduler when ``report``."""
+    reports to the scheduler when ``report``. ``kill``: the ``--kill-at`` aid, by steps
+    applied."""
     world = store.roles.world
 
     def worked(began: float, rows: int = 0, steps: int = 0) -> None:
@@ -104,6 +107,7 @@ def serve(store: ShardStore, machine: ServerMachine, log: StalenessLog,
                 began = time.perf_counter()
                 store.ack(action.pushes)
                 worked(began, steps=1)
+                kill.reached(machine.steps)
             elif isinstance(action, Pause):
                 reply = server_pause(store.roles, store, log, run_dir, action.label,
                                      action.workers)
@@ -121,13 +125,14 @@ def serve(store: ShardStore, machine: ServerMachine, log: StalenessLog,
 def run_server(store: ShardStore, policies: Sequence[SyncPolicy], seed: int = 0,
                start: Optional[Start] = None, log: Optional[StalenessLog] = None,
                run_dir: Optional[Path] = None, slow_factor: float = 1.0,
-               report: bool = False, final: bool = True) -> ServerReport:
+               report: bool = False, final: bool = True,
+               kill: KillSwitch = KillSwitch()) -> ServerReport:
     """Serve until every worker has sent its last push (or the job stops at a pause). A
     resumed job passes ``start`` (where its workers stand) and ``log``, with its shards
     already loaded; ``run_dir``: where checkpoints go, one of them when training ends
     (None: the job writes none), ``final``: write that one (False: ``run_dir`` only gets
     the best parameters); ``report``: send the scheduler load reports (a training
-    job's scheduler follows them)."""
+    job's scheduler follows them); ``kill``: the ``--kill-at`` aid."""
     if start is None or log is None:
         store.init(seed)
         start, log = Start.fresh(store.roles.n_workers), StalenessLog(store.names)
@@ -135,7 +140,7 @@ def run_server(store: ShardStore, policies: Sequence[SyncPolicy], seed: int = 0,
     store.ready()
     machine = ServerMachine(policies, start, store.placement.epoch)
     meter = BusyMeter()
-    stopped = serve(store, machine, log, run_dir, Slowness(slow_factor), meter, report)
+    stopped = serve(store, machine, log, run_dir, Slowness(slow_factor), meter, report, kill)
     if report:
         send_server_load(store.roles.world, meter.final(store.placement.epoch))
     if run_dir is not None and final and not stopped and machine.applied:

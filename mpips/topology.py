@@ -49,6 +49,14 @@ class Roles:
         """Servers that own partitions when a job starts."""
         return self.n_servers - self.standby
 
+    @property
+    def world_rank(self) -> int:
+        """This rank's rank in the world."""
+        if self.role == SCHEDULER:
+            return SCHEDULER_RANK
+        return self.server_world_rank(self.index) if self.role == SERVER \
+            else 1 + self.n_servers + self.index
+
     def worker_ps_rank(self, w: int) -> int:
         """Rank of worker ``w`` in ``ps`` (servers come first)."""
         return self.n_servers + w
@@ -105,12 +113,24 @@ def plan_roles(size: int, n_servers: int, standby: int = 0) -> tuple[int, int]:
     return servers, size - 1 - servers
 
 
+def world_role(rank: int, n_servers: int, n_workers: int) -> tuple[str, int]:
+    """(role, index within the role) of world rank ``rank`` in a job of ``n_servers``
+    server ranks and ``n_workers`` workers."""
+    if not 0 <= rank <= n_servers + n_workers:
+        raise TopologyError(f"world rank {rank} is not in a job of "
+                            f"{1 + n_servers + n_workers} ranks")
+    if rank == SCHEDULER_RANK:
+        return SCHEDULER, 0
+    if rank <= n_servers:
+        return SERVER, Roles.world_server(rank)
+    return WORKER, rank - 1 - n_servers
+
+
 def split_roles(comm: MPI.Intracomm, n_servers: int, standby: int = 0) -> Roles:
     """Collective over ``comm``: assign roles and build the sub-communicators."""
     rank = comm.Get_rank()
     S, W = plan_roles(comm.Get_size(), n_servers, standby)
-    role = SCHEDULER if rank == 0 else SERVER if rank <= S else WORKER
-    index = {SCHEDULER: 0, SERVER: Roles.world_server(rank), WORKER: rank - 1 - S}[role]
+    role, index = world_role(rank, S, W)
     group = comm.Split([SCHEDULER, SERVER, WORKER].index(role), rank)
     ps = comm.Split(0 if role != SCHEDULER else MPI.UNDEFINED, rank)
     ctl = comm.Split(0 if role != SERVER else MPI.UNDEFINED, rank)

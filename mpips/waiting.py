@@ -17,12 +17,23 @@ T = TypeVar("T")
 MAX_SLEEP = 2.5e-4
 LONG_WAIT = 0.02
 IDLE_SLEEP = 2e-3
+# Under ULFM (``faults``) every wait also calls this, which raises once a peer has died.
+_watch: Optional[Callable[[], None]] = None
+
+
+def set_watch(check: Optional[Callable[[], None]]) -> None:
+    """Make every wait call ``check`` between polls (None: no more)."""
+    global _watch
+    _watch = check
 
 
 def idle_poll(poll: Callable[[], Optional[T]], max_sleep: float = MAX_SLEEP) -> T:
-    """Call ``poll`` until it returns something, sleeping with back-off between calls."""
+    """Call ``poll`` until it returns something, sleeping with back-off between calls
+    (and calling the watch of ``set_watch``, if any, which may raise)."""
     sleep, slept, cap = 0.0, 0.0, max_sleep
     while (got := poll()) is None:
+        if _watch is not None:
+            _watch()
         time.sleep(sleep)
         slept += sleep
         if slept > LONG_WAIT:

@@ -17,6 +17,7 @@ from .data.schedule import Rows, Schedule
 from .data.plan import DataPlan, eval_batch_rows
 from .models import Lookup, Model
 from .pause import pause_schedule, worker_pause
+from .killing import KillSwitch
 from .pausing import pause_lead
 from .validation import eval_schedule
 from .push import PushHandle
@@ -82,6 +83,7 @@ class Worker:
         self.pauses = pause_schedule(cfg, eval_schedule(cfg, data.train_range,
                                                         roles.n_workers))
         self.requests = requests
+        self.kill = KillSwitch.of(cfg.kill(), roles.world_rank)
         self.meter = PartitionMeter(client.placement.pmap.partitions) if count_load else None
         self.start, self.samples, self.loss, self.finished = 0, 0, 0.0, False
         if resumed is not None:
@@ -342,6 +344,7 @@ class Worker:
         in_flight: PushHandle | None = None
         step = self.start
         while True:
+            self.kill.reached(step)
             work = current
             if clocks is not None:
                 idle_wait(lambda: may_start(clocks.read(), self.roles.index, step, self.bound))

@@ -27,7 +27,7 @@ MAY_CHANGE = frozenset({"servers", "pull", "progress_seconds", "metrics_out", "c
                         "checkpoint_every", "checkpoint_seconds", "checkpoint_keep", "resume",
                         "run_name", "slow_worker", "delay_jitter", "standby", "rebalance",
                         "rebalance_margin", "rebalance_window", "rebalance_mib",
-                        "window_headroom", "slow_server", "move_every", "join_at",
+                        "window_headroom", "slow_server", "move_every", "join_at", "kill_at",
                         "drain_at", "compress", "compress_keep", "table_compress",
                         "residual_rows", "link_gbps", "pull_cache"})
 

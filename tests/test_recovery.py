@@ -1,0 +1,193 @@
+"""Recovery plans without processes: who died decides whether the job ends, drops workers
+or reloads a server's partitions (the ring's minimum, from the last checkpoint); pushes in
+flight are settled whole or not at all; a series of failures must end within the deadline.
+And the ``--kill-at`` test aid's setting."""
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from mpips import waiting
+
+from mpips.config import TrainConfig
+from mpips.errors import ConfigError, TopologyError
+from mpips.faults import FAILURE_CLASSES, PeerFailure, is_failure, ulfm_enabled
+from mpips.killing import KillSwitch
+from mpips.models import TableSpec
+from mpips.placement import Placement, drain
+from mpips.recovery import (RECOVERY_DEADLINE, DropWorkers, End, JobShape, Recoveries,
+                            ReloadServers, ending, in_flight, owned_rows, plan)
+from mpips.topology import world_role
+
+SPECS = [TableSpec("emb", 100_003, 3), TableSpec("bias", 1, 1)]
+
+
+def shape(pacing: str = "bsp", servers: int = 3, workers: int = 3, standby: int = 0,
+          checkpoint: int | None = 40) -> JobShape:
+    """A job of ``servers`` server ranks (the last ``standby`` of them without partitions)."""
+    placement = Placement.start(SPECS, servers, servers - standby)
+    return JobShape(servers, workers, pacing, placement, checkpoint)
+
+
+def test_scheduler_death_ends_the_job_with_a_resume_hint():
+    """Rank 0 holds the board: nobody can take over, the job ends and says --resume."""
+    for dead in ([0], [0, 5]):
+        (action,) = plan(shape(), dead, step=60)
+        assert isinstance(action, End) and "scheduler" in action.message
+        assert "--resume" in action.message
+
+
+def test_worker_death_drops_only_the_dead_workers():
+    """World ranks 4..6 are workers 0..2 with 3 servers; a dead worker is dropped, nothing
+    is reloaded; all workers dead ends the job."""
+    assert plan(shape(), [5], step=60) == [DropWorkers((1,))]
+    assert plan(shape(), [6, 4], step=60) == [DropWorkers((0, 2))]
+    (end,) = plan(shape(), [4, 5, 6], step=60)
+    assert isinstance(end, End) and "every worker" in end.message
+
+
+def test_server_death_reloads_its_partitions_at_the_rings_minimum():
+    """Only the dead server's partitions move, each to its owner in the ring over the
+    survivors (what a drain gives), with the rows they hold; BSP rolls everyone back."""
+    job = shape("bsp")
+    (reload,) = plan(job, [2], step=60)          # world rank 2 is server 1
+    assert isinstance(reload, ReloadServers) and reload.servers == (1,)
+    owner = job.placement.pmap.owner
+    np.testing.assert_array_equal(reload.moves.partitions, np.flatnonzero(owner == 1))
+    expected = drain(job.placement, 1)
+    np.testing.assert_array_equal(reload.moves.owners, expected.owners)
+    assert not np.isin(reload.moves.owners, [1]).any()
+    assert reload.rows == owned_rows(job.placement, np.flatnonzero(owner == 1))
+    total = sum(s.rows for s in SPECS)
+    assert 0.2 * total < reload.rows < 0.5 * total          # about a third of the rows
+    assert reload.rollback_all and reload.checkpoint_step == 40 and reload.steps_back == 20
+
+
+def test_ssp_and_async_reload_only_the_dead_servers_rows():
+    """Under SSP/ASP nobody else goes back: the plan reports the steps the rows lost."""
+    for pacing in ("ssp", "async"):
+        (reload,) = plan(shape(pacing), [1], step=75)
+        assert not reload.rollback_all and reload.steps_back == 35
+
+
+def test_two_servers_and_a_worker_at_once():
+    """Workers are dropped first; both servers' partitions go to the one survivor."""
+    job = shape("async", servers=3, workers=2)
+    drop, reload = plan(job, [1, 3, 5], step=50)
+    assert drop == DropWorkers((1,))
+    assert reload.servers == (0, 2)
+    assert set(reload.moves.owners.tolist()) == {1}
+    assert reload.moves.partitions.size == int((job.placement.pmap.owner != 1).sum())
+
+
+def test_standby_server_death_reloads_nothing():
+    """A standby server holds no partitions: no rows move, nobody rolls back."""
+    (reload,) = plan(shape("bsp", standby=1, checkpoint=None), [3], step=12)
+    assert reload.servers == (2,) and reload.rows == 0 and len(reload.moves) == 0
+    assert not reload.rollback_all and reload.steps_back == 0
+
+
+def test_server_death_without_a_checkpoint_or_survivor_ends():
+    """Rows with no copy cannot come back; nor can a job lose every server."""
+    (end,) = plan(shape(checkpoint=None), [2], step=10)
+    assert isinstance(end, End) and "--checkpoint-every" in end.message
+    (end,) = plan(shape(), [1, 2, 3], step=10)
+    assert isinstance(end, End) and "every server" in end.message
+
+
+def test_unknown_rank_is_a_topology_error():
+    with pytest.raises(TopologyError, match="world rank 9"):
+        plan(shape(), [9], step=1)
+
+
+def test_world_role():
+    """The scheduler, then the servers, then the workers (what split_roles assigns)."""
+    assert [world_role(r, 2, 2) for r in range(5)] == [
+        ("scheduler", 0), ("server", 0), ("server", 1), ("worker", 0), ("worker", 1)]
+
+
+@pytest.mark.parametrize("held, applied, expected", [
+    ([7, 7, 7], [7, 7, 7], (7, False)),      # every server got and applied step 7
+    ([7, 6, 7], [6, 6, 6], (6, False)),      # step 7 reached two servers, none applied it
+    ([7, 6, 7], [7, 6, 6], (6, True)),       # server 0 applied step 7, server 1 never got it
+    ([None, 0, 0], [None, None, None], (None, False)),   # no push reached every server
+])
+def test_pushes_in_flight_are_whole_or_torn(held, applied, expected):
+    assert in_flight(held, applied) == expected
+
+
+def test_recoveries_count_and_time_each_failure():
+    """Each completed recovery adds one failure survived, its reloaded rows and seconds."""
+    rec = Recoveries(shape("ssp"))
+    drop = rec.failed([5], step=10, now=100.0)
+    rec.recovered(drop, now=100.4)
+    reload = rec.failed([2], step=50, now=200.0)
+    rec.recovered(reload, now=201.5)
+    summary = rec.summary()
+    assert summary["failures_survived"] == 2
+    assert summary["rows_reloaded"] == reload[0].rows > 0
+    assert summary["recovery_seconds"] == pytest.approx([0.4, 1.5])
+
+
+def test_second_failure_during_recovery_replans_or_ends_in_time():
+    """A failure while recovering replans for every rank dead so far; past the deadline
+    the job ends instead of trying forever."""
+    rec = Recoveries(shape("async"))
+    rec.failed([4], step=10, now=0.0)
+    both = rec.failed([2], step=10, now=1.0)
+    assert both[0] == DropWorkers((0,)) and both[1].servers == (1,)
+    (end,) = rec.failed([5], step=10, now=RECOVERY_DEADLINE + 0.5)
+    assert isinstance(end, End) and "--resume" in end.message
+    with pytest.raises(ValueError):
+        Recoveries(shape()).recovered([], now=1.0)
+
+
+def test_kill_at_setting():
+    """--kill-at RANK:STEP parses, names the rank, and refuses bad values in one line."""
+    assert TrainConfig(kill_at="3:40").kill() == (3, 40)
+    assert TrainConfig().kill() is None
+    for bad in ("3", "a:1", "1:2:3", "-1:4"):
+        with pytest.raises(ConfigError, match="--kill-at"):
+            TrainConfig(kill_at=bad)
+    assert KillSwitch.of((3, 40), 2).step is None
+    switch = KillSwitch.of((3, 40), 3)
+    assert switch.step == 40
+    switch.reached(39)                        # not yet: returns
+
+
+def test_ending_line_names_the_dead_and_the_plan():
+    """The line a job ends with: an End's message, else who died and what the plan was."""
+    job = shape("bsp")
+    assert ending(plan(job, [0], 5), job, [0]).startswith("the scheduler (rank 0) died")
+    line = ending(plan(job, [2, 5], 60), job, [2, 5])
+    assert line.startswith("server 1 (rank 2), worker 1 (rank 5) died")
+    assert "re-hand" in line and "checkpoint of step 40" in line and "--resume" in line
+
+
+def test_ulfm_is_off_without_fault_tolerance(monkeypatch):
+    """Only Open MPI with mpi_ft_enable (what --with-ft ulfm sets) turns the watch on; an
+    MPI error of another class is no sign of a dead peer."""
+    monkeypatch.delenv("OMPI_MCA_mpi_ft_enable", raising=False)
+    assert not ulfm_enabled()
+    assert is_failure(PeerFailure("revoked"))
+    assert not is_failure(MPI.Exception(MPI.ERR_ARG)) and not is_failure(ValueError())
+    if FAILURE_CLASSES:
+        assert is_failure(MPI.Exception(min(FAILURE_CLASSES)))
+
+
+def test_every_wait_calls_the_watch():
+    """A watch that raises ends a wait that would never finish."""
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 3:
+            raise PeerFailure("revoked")
+
+    waiting.set_watch(check)
+    try:
+        with pytest.raises(PeerFailure):
+            waiting.idle_wait(lambda: False)
+    finally:
+        waiting.set_watch(None)
+    assert len(calls) == 3
+    waiting.idle_wait(lambda: True)          # no watch: nothing called

@@ -1,0 +1,121 @@
+"""Ranks killed mid-run under ULFM (Open MPI, ``mpiexec --with-ft ulfm``; ``make
+test-ulfm``): the survivors end together within 30 s of the kill, with one line that names
+the dead rank and what to do, exit status 3, no traceback and no ``MPI_Abort``; ``--resume``
+then finishes the job: with every planned sample, and under BSP with exactly the
+parameters of the run that lost nobody.
+
+Live recovery (going on without a restart) is not built yet: these tests hold the failure
+path that it will start from. They skip unless ``$MPIPS_MPIEXEC`` launches with
+``--with-ft ulfm``; with ``MPIPS_ULFM_REQUIRED=1`` (the Makefile target) they fail instead.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from former import FLAGS  # noqa: E402
+from launch import launch, mpiexec  # noqa: E402
+from saved import final_state  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+if "--with-ft" not in os.environ.get("MPIPS_MPIEXEC", ""):
+    if os.environ.get("MPIPS_ULFM_REQUIRED") == "1":
+        raise RuntimeError("MPIPS_ULFM_REQUIRED=1 but $MPIPS_MPIEXEC has no --with-ft ulfm")
+    pytest.skip("needs $MPIPS_MPIEXEC with Open MPI's --with-ft ulfm (make test-ulfm)",
+                allow_module_level=True)
+
+N = 5
+LOST = 3                        # failures.LOST: the survivors' exit status
+ARGS = ["train", "--synthetic-rows", "20000", "--batch-size", "256", "--servers", "2",
+        "--checkpoint-every", "5", "--progress-seconds", "0.2", *FLAGS]
+PLANNED = 2 * 16_000            # two epochs of the training rows
+
+
+def killed_run(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Launch a job with ``--kill-at``; returns its result and the seconds from the
+    killed rank's last line to the end of the job."""
+    cmd = [*mpiexec(), "-n", str(N), sys.executable, "-m", "mpips", *ARGS, *args]
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    killed: list[float] = []
+    err: list[str] = []
+
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            if "--kill-at:" in line and not killed:
+                killed.append(time.monotonic())
+            err.append(line)
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    try:
+        out = proc.stdout.read()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(timeout=10)
+    ended = time.monotonic()
+    assert killed, "the rank named by --kill-at never reached its step:\n" + "".join(err)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "".join(err)), \
+        ended - killed[0]
+
+
+def assert_clean_end(res: subprocess.CompletedProcess, seconds: float, line: str) -> None:
+    """Exit 3 within 30 s, the one error line starting with ``line``, no traceback."""
+    errors = [x.strip("\x00 ") for x in res.stderr.splitlines() if "mpips: error:" in x]
+    assert res.returncode == LOST, res.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("mpips: error: " + line), errors
+    assert "Traceback" not in res.stderr and "MPI_ABORT" not in res.stderr, res.stderr
+    assert seconds < 30
+
+
+def resumed(ck, run: str, *args: str) -> dict:
+    """``--resume`` the run; returns its final record."""
+    metrics = ck / f"{run}.jsonl"
+    res = launch(N, *ARGS, *args, "--checkpoint-dir", str(ck), "--run-name", run, "--resume",
+                 "--metrics-out", str(metrics), timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(metrics.read_text().splitlines()[-1])
+
+
+def test_bsp_server_killed_then_resumed_is_bit_identical(tmp_path):
+    """Server 1 (world rank 2) dies at step 12 under BSP: the job ends cleanly; resumed,
+    it ends with exactly the parameters of the run that lost nobody."""
+    ck = tmp_path / "ck"
+    ref = launch(N, *ARGS, "--checkpoint-dir", str(ck), "--run-name", "ref", timeout=120)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    res, seconds = killed_run("--kill-at", "2:12", "--checkpoint-dir", str(ck),
+                              "--run-name", "cut")
+    assert_clean_end(res, seconds, "server 1 (rank 2) died; live recovery (reload ")
+    final = resumed(ck, "cut")
+    assert final["samples"] == PLANNED and final["resumed_from_step"] == 10
+    want, got = final_state(ck / "ref"), final_state(ck / "cut")
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+@pytest.mark.parametrize("sync", ["async", "ssp"])
+def test_worker_killed_then_resumed_trains_every_planned_sample(tmp_path, sync):
+    """Worker 1 (world rank 4) dies at step 8 under ASP or SSP: the job ends cleanly, and
+    resumed it trains exactly the planned samples."""
+    ck = tmp_path / "ck"
+    res, seconds = killed_run("--sync", sync, "--kill-at", "4:8", "--checkpoint-dir",
+                              str(ck))
+    assert_clean_end(res, seconds, "worker 1 (rank 4) died; live recovery (drop ")
+    assert resumed(ck, "run", "--sync", sync)["samples"] == PLANNED
+
+
+def test_scheduler_killed_ends_the_job_with_a_resume_hint(tmp_path):
+    """The scheduler holds the board: its death ends the job, and the line says so."""
+    res, seconds = killed_run("--kill-at", "0:6", "--checkpoint-dir", str(tmp_path))
+    assert_clean_end(res, seconds, "the scheduler (rank 0) died")
+    assert "--resume" in res.stderr
