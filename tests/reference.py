@@ -199,11 +199,13 @@ def bsp_lr(source: Source, train_range: tuple[int, int], workers: int, table_row
 
 
 class Updater:
-    """A NumPy optimiser over whole tables, keeping state per table name."""
+    """A NumPy optimiser over whole tables, keeping state per table name; ``first`` gives
+    tables whose column 0 (first-order weights) learns at its own rate."""
 
     def __init__(self, name: str, lr: float, l2: float = 0.0, eps: float = 1e-10,
-                 l1: float = 0.0) -> None:
+                 l1: float = 0.0, first: dict[str, float] | None = None) -> None:
         self.name, self.lr, self.l2, self.eps, self.l1 = name, lr, l2, eps, l1
+        self.first = first or {}
         self.state: dict[str, list[np.ndarray]] = {}
 
     def __call__(self, table: str, w: np.ndarray, rows: np.ndarray, g: np.ndarray,
@@ -211,15 +213,17 @@ class Updater:
         """Update ``w[rows]`` in place with ``g[rows]`` (``step`` is 1-based)."""
         st = self.state.setdefault(table, [np.zeros_like(w), np.zeros_like(w)])
         a, b = st[0], st[1]
+        lr = np.full(w.shape[1], self.lr)
+        lr[:1] = self.first.get(table, self.lr)
         if self.name == "sgd":
-            w[rows] = sgd(w[rows], g[rows], self.lr, self.l2)
+            w[rows] = sgd(w[rows], g[rows], lr, self.l2)
         elif self.name == "adagrad":
-            w[rows], a[rows] = adagrad(w[rows], a[rows], g[rows], self.lr, self.l2, self.eps)
+            w[rows], a[rows] = adagrad(w[rows], a[rows], g[rows], lr, self.l2, self.eps)
         elif self.name == "adam":
-            w[rows], a[rows], b[rows] = adam(w[rows], a[rows], b[rows], g[rows], self.lr,
+            w[rows], a[rows], b[rows] = adam(w[rows], a[rows], b[rows], g[rows], lr,
                                              self.l2, step)
         else:
-            w[rows], a[rows], b[rows] = ftrl(w[rows], a[rows], b[rows], g[rows], self.lr, 1.0,
+            w[rows], a[rows], b[rows] = ftrl(w[rows], a[rows], b[rows], g[rows], lr, 1.0,
                                              self.l1, self.l2)
 
 

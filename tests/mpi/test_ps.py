@@ -177,11 +177,13 @@ def test_bsp_fm_and_deepfm_match_one_process_numpy(model, optimizer):
     the textbook definitions, to float32 rounding: 1e-6 absolute for FM with Adagrad, 1e-5
     where normalised steps magnify rounding in near-zero gradients: Adam, and DeepFM, whose
     MLP sums can leave a float32 residue of ~1e-12 where the float64 gradient is exactly 0,
-    which Adagrad (eps 1e-10) turns into a step of ~1e-6."""
+    which Adagrad (eps 1e-10) turns into a step of ~1e-6. The first-order weights learn at
+    their own rate (--linear-lr 0.2), as the reference's updater does."""
     atol = 1e-6 if (model, optimizer) == ("fm", "adagrad") else 1e-5
     for n_servers in server_counts():
         cfg = small_config(servers=n_servers, optimizer=optimizer, model=model,
-                           embedding_dim=4, init_std=0.1, epochs=1, lr=0.05, hidden=(6, 5))
+                           embedding_dim=4, init_std=0.1, epochs=1, lr=0.05, hidden=(6, 5),
+                           linear_lr=0.2)
         result = train(cfg, comm, return_params=True)
         ok = True
         if result.role == WORKER:
@@ -192,7 +194,8 @@ def test_bsp_fm_and_deepfm_match_one_process_numpy(model, optimizer):
             grad = ref.sparse_grad(ref.fm_grad) if model == "fm" else \
                 partial(ref.deepfm_grad, layers=spec.layers)
             expect = ref.bsp(data.train, data.train_range, workers, start, grad,
-                             cfg.batch_size, cfg.epochs, ref.Updater(optimizer, cfg.lr),
+                             cfg.batch_size, cfg.epochs,
+                             ref.Updater(optimizer, cfg.lr, first={"features": cfg.linear_lr}),
                              seed=cfg.seed)
             for name, arr in expect.items():
                 ok &= np.allclose(result.params[name], arr, rtol=1e-5, atol=atol)
