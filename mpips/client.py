@@ -226,11 +226,11 @@ class TableClient:
         and its sightings (``sighted``: the step's route and cells per key not admitted).
         Rows of keys sighted are left out where the rows follow the step's route."""
         version = int(self.versions[s, i])
-        seen = {} if sighted is None else dict(zip(("seen", "seen_counts"),
-                                                   sightings(*sighted, s)))
+        none = np.empty(0, np.int64)
+        seen, counts = (none, none) if sighted is None else sightings(*sighted, s)
         if where is None or where.bounds[s + 1] == where.bounds[s]:
-            return TablePart(i, version, np.empty(0, np.int64), records[:0], codec=codec,
-                             **seen)
+            return TablePart(i, version, none, records[:0], codec=codec, seen=seen,
+                             seen_counts=counts)
         lo, hi = int(where.bounds[s]), int(where.bounds[s + 1])
         offsets, positions = where.offsets[lo:hi], where.order[lo:hi]
         if sighted is not None and where is sighted[0]:
@@ -238,7 +238,7 @@ class TableClient:
             offsets, positions = offsets[keep], positions[keep]
         by_offset = np.argsort(offsets, kind="stable")
         return TablePart(i, version, offsets[by_offset], records, positions[by_offset],
-                         codec, **seen)
+                         codec, seen, counts)
 
     def _count(self, buf: np.ndarray, last: bool) -> None:
         """Count a message's bytes to its tables (the header shared out evenly), and as it

@@ -158,7 +158,8 @@ def _decode_sightings(buf: np.ndarray, count: int, where: str
         if buf.size:
             raise ProtocolError(f"{where}: {buf.size} bytes of no sightings")
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    used = varint_decode(buf, offsets := np.empty(count, np.int64))
+    offsets = np.empty(count, np.int64)
+    used = varint_decode(buf, offsets)
     if used < 0:
         raise ProtocolError(f"{where}: {buf.size} bytes do not hold {count} sightings")
     sums = decode_keys(buf[used:], count, where) + 1

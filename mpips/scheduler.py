@@ -91,11 +91,16 @@ class Progress:
                 "samples": int(samples), "loss": float(loss), "rng": None}
 
     @property
+    def rate(self) -> float:
+        """Samples per second trained since this (re)start."""
+        elapsed = self.elapsed
+        return self.new_samples / elapsed if elapsed > 0 else 0.0
+
+    @property
     def time_left(self) -> float:
         """Seconds the job is expected to need still, at its rate so far (inf: no rate
         yet)."""
-        elapsed = self.elapsed
-        rate = self.new_samples / elapsed if elapsed > 0 else 0.0
+        rate = self.rate
         left = self.state[:, 3].sum() - self.state[:, 1].sum()
         return float(left / rate) if rate > 0 else float("inf")
 
@@ -106,7 +111,7 @@ class Progress:
         planned = self.state[:, 3].sum()
         t0, s0, l0 = self._last
         self._last = (elapsed, samples, loss)
-        rate = self.new_samples / elapsed if elapsed > 0 else 0.0
+        rate = self.rate
         push, push_raw, pull, pull_raw = self.state[:, 6:10].sum(axis=0)
         per_s = 1e-6 / elapsed if elapsed > 0 else 0.0
         return {"event": "progress", "epoch": int(self.state[:, 0].min()) + 1,
