@@ -125,7 +125,7 @@ def test_resume_with_residuals_is_bit_identical_to_the_run_that_never_stopped(
 def test_ssp_and_asp_with_int8_train_every_row_with_fewer_bytes(sync):
     """Compression under SSP and ASP: every planned row is trained, the model learns, and
     FM's pushes take at least 2.5 times fewer bytes."""
-    cfg = small(synthetic_rows=12_000, batch_size=128, sync=sync, staleness=2,
+    cfg = small(synthetic_rows=12_000, batch_size=128, sync=sync, staleness=2, lr=0.05,
                 embedding_dim=8)
     _, plain = run(cfg)
     _, coded = run(cfg.replace(compress="int8"))
