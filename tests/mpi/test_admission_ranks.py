@@ -136,8 +136,12 @@ def test_early_stopping_under_ssp_and_asp_restores_the_best(shared_dir, sync):
     """Two workers not in lockstep: the validations are still taken with every worker
     paused at the same step, the job stops early, and the parameters tested are those of
     the best validation's checkpoint, which the history names."""
+    # Patience 1: these runs are not repeatable and their validation AUC creeps up noisily,
+    # so with patience 2 an ASP run can improve often enough to reach the end of its 8
+    # epochs (one CI run under Open MPI at 5 ranks did; of 12 tried, one stopped at 86 %);
+    # with patience 1, 15 runs of 15 stopped within the first half.
     cfg = small(model="fm", min_count=0, lr=0.5, epochs=8, val_fraction=0.2, eval_every=3,
-                early_stop=2, checkpoint_dir=str(shared_dir), sync=sync, staleness=2,
+                early_stop=1, checkpoint_dir=str(shared_dir), sync=sync, staleness=2,
                 run_name=sync, checkpoint_every=100, standby=0)
     params, rec = run(cfg)
     assert rec["workers"] == comm.Get_size() - 2 >= 2 and rec["pacing"].startswith(sync)
