@@ -24,7 +24,7 @@ from mpi4py import MPI
 
 from . import waiting
 from .errors import MpipsError
-from .recovery import Standing, ending, plan
+from .recovery import Action, JobShape, Recoveries, Standing, ending
 
 FAILURE_CLASSES = frozenset(getattr(MPI, name) for name in
                             ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
@@ -105,17 +105,24 @@ class FaultWatch:
         dead = [r for r, there in enumerate(mine) if there == MPI.UNDEFINED]
         return dead, alive
 
-    def lost(self, standing: Standing, exc: BaseException) -> BaseException:
-        """Collective over the survivors, after ``exc`` (``is_failure``): agree on the
-        dead ranks, plan (``recovery.plan``) and end the job with the plan's line (live
-        recovery is not built yet). Returns ``exc`` itself when no rank died (an MPI
-        error of another kind)."""
+    def recover(self, standing: Standing, exc: BaseException, recoveries: Recoveries
+                ) -> tuple[MPI.Intracomm, JobShape, list[int], list[Action]]:
+        """Collective over the survivors, after ``exc`` (``is_failure``): agree on the dead
+        ranks and on going on. Returns the shrunk world, the job's shape, the dead ranks
+        and their plan (``recovery.plan``); raises ``JobLost`` when the job must end (on
+        every survivor alike: they agree on it), or ``exc`` itself when no rank died (an
+        MPI error of another kind)."""
         dead, alive = self.agree()
         if not dead:
             alive.Free()
-            return exc
+            raise exc
         shape = standing.shape()
-        return end_lost(alive, ending(plan(shape, dead, standing.step()), shape, dead))
+        actions = recoveries.failed(shape, dead, standing.step(), time.monotonic())
+        message = ending(actions)
+        if not alive.Agree(int(message is None)):       # anyone's End ends everyone
+            raise end_lost(alive, message or "another survivor could not recover: run the "
+                           "same command with --resume to continue from the last checkpoint")
+        return alive, shape, dead, actions
 
 
 class JobLost(MpipsError):

@@ -136,70 +136,87 @@ def in_flight(held: Sequence[Optional[int]], applied: Sequence[Optional[int]]
     return (None if whole < 0 else whole), max(done) > whole
 
 
+@dataclass(frozen=True)
+class Survivors:
+    """The roles left after ranks died: active servers, standby servers and workers
+    (their order in the shrunk world is that of the job's: servers, then workers)."""
+
+    servers: int
+    standby: int
+    workers: int
+    lost_servers: bool             # a server died: its rows come back from a checkpoint
+
+
+def survivors(shape: JobShape, standby: int, dead: Sequence[int]) -> Survivors:
+    """What is left of ``shape`` (whose last ``standby`` servers started without
+    partitions) without world ranks ``dead`` (workers and servers only)."""
+    roles = [shape.role_of(r) for r in set(dead)]
+    servers = [i for role, i in roles if role == SERVER]
+    active = shape.servers - standby
+    gone = sum(i < active for i in servers)
+    return Survivors(active - gone, standby - (len(servers) - gone),
+                     shape.workers - sum(role == WORKER for role, _ in roles), bool(servers))
+
+
 @dataclass
 class Recoveries:
-    """A job's failures over time: each failure's plan, and the final record's
-    ``failures_survived``, ``rows_reloaded`` and ``recovery_seconds``. Call ``failed``
-    when ranks are found dead, ``recovered`` once the plan is carried out."""
+    """A job's failures over time, and the final record's ``failures_survived``,
+    ``rows_reloaded``, ``recovery_seconds`` and ``recovery_steps_back``. Call ``failed``
+    when ranks are found dead, ``recovered`` once the job goes on."""
 
-    shape: JobShape
-    dead: set[int] = field(default_factory=set)     # ranks dead in the series under way
-    began: Optional[float] = None                   # when that series began
+    began: Optional[float] = None                   # when the series under way began
+    step: int = 0                                   # the step the job stood at then
+    what: str = ""                                  # who died, in words
     survived: int = 0
     rows: int = 0
     seconds: list[float] = field(default_factory=list)
+    steps_back: list[int] = field(default_factory=list)
 
-    def failed(self, ranks: Sequence[int], step: int, now: float) -> list[Action]:
-        """Ranks found dead at time ``now`` (seconds): the plan for every rank dead since
-        the last completed recovery, or ``End`` once the series took too long."""
+    def failed(self, shape: JobShape, ranks: Sequence[int], step: int, now: float
+               ) -> list[Action]:
+        """Ranks of ``shape`` found dead at time ``now`` (seconds): their plan, or ``End``
+        once the series (failures before the job went on again) took too long."""
         if self.began is None:
-            self.began = now
+            self.began, self.step = now, step
         elif now - self.began > RECOVERY_DEADLINE:
-            return [End(f"ranks {sorted(self.dead | set(ranks))} died within "
-                        f"{now - self.began:.0f} s and the job could not recover within "
-                        f"{RECOVERY_DEADLINE:.0f} s: run the same command with --resume")]
-        self.dead |= set(ranks)
-        return plan(self.shape, sorted(self.dead), step)
+            return [End(f"ranks died again and again for {now - self.began:.0f} s and the "
+                        f"job could not recover within {RECOVERY_DEADLINE:.0f} s: run the "
+                        f"same command with --resume")]
+        return plan(shape, ranks, step)
 
-    def recovered(self, actions: Sequence[Action], now: float) -> None:
-        """The plan ``actions`` is carried out: count the failure survived."""
+    @property
+    def pending(self) -> bool:
+        """Is a recovery under way?"""
+        return self.began is not None
+
+    def recovered(self, rows: int, steps_back: int, now: float) -> float:
+        """The job goes on, ``rows`` rows reloaded from a checkpoint ``steps_back`` steps
+        back: count the failure survived; returns the seconds it took."""
         if self.began is None:
             raise ValueError("recovered without a failure")
         self.survived += 1
-        self.rows += sum(a.rows for a in actions if isinstance(a, ReloadServers))
+        self.rows += rows
         self.seconds.append(now - self.began)
-        self.dead, self.began = set(), None
+        self.steps_back.append(steps_back)
+        self.began = None
+        return self.seconds[-1]
 
     def summary(self) -> dict:
         """The final record's fields."""
         return {"failures_survived": self.survived, "rows_reloaded": self.rows,
-                "recovery_seconds": list(self.seconds)}
+                "recovery_seconds": list(self.seconds),
+                "recovery_steps_back": list(self.steps_back)}
+
+
+def ending(actions: Sequence[Action]) -> Optional[str]:
+    """The one line a job ends with under the plan ``actions``, or None to go on."""
+    return next((a.message for a in actions if isinstance(a, End)), None)
 
 
 @dataclass
 class Standing:
-    """Where the job stands, as this rank knows it when ranks die: its shape (the
-    placement and the last checkpoint may have changed since the start) and its step."""
+    """Where the job stands, as this rank knows it when ranks die: its shape and the
+    highest step it knows applied."""
 
     shape: Callable[[], JobShape]
     step: Callable[[], int] = lambda: 0
-
-
-def ending(actions: Sequence[Action], shape: JobShape, dead: Sequence[int]) -> str:
-    """The one line a job prints when it ends after ranks ``dead`` died with the plan
-    ``actions``: an ``End``'s message; for a plan that live recovery would carry out
-    (not built yet), what died, what the plan was, and how to go on."""
-    for action in actions:
-        if isinstance(action, End):
-            return action.message
-    who = ", ".join(f"{role} {index} (rank {rank})" for rank in sorted(dead)
-                    for role, index in [shape.role_of(rank)])
-    steps = []
-    for action in actions:
-        if isinstance(action, DropWorkers):
-            steps.append("drop the worker(s) and re-hand their batches")
-        elif isinstance(action, ReloadServers):
-            steps.append(f"reload {action.rows:,} rows from the checkpoint of step "
-                         f"{action.checkpoint_step}")
-    return (f"{who} died; live recovery ({'; '.join(steps)}) is not built yet, so the job "
-            f"ends: run the same command with --resume to continue from the last checkpoint")
