@@ -51,12 +51,14 @@ from .worker import Worker
 @dataclass
 class JobResult:
     """What this rank knows at the end: the scheduler the metrics, workers the parameters
-    (when asked for), servers the number of pushes they applied."""
+    (when asked for), servers the number of pushes they applied; every rank the failures
+    the job survived (ULFM)."""
 
     role: str
     metrics: Optional[dict] = None
     params: dict[str, np.ndarray] = field(default_factory=dict)
     pushes: int = 0
+    failures_survived: int = 0
 
 
 def describe(cfg: TrainConfig, roles: Roles, train_rows: int, test_rows: int,
@@ -165,8 +167,10 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
         while True:
             standing = Standing(lambda: shape_now(cfg, data, comm))
             try:
-                return _train(cfg, comm, return_params, data, verbose, standing, watch,
-                              recoveries)
+                result = _train(cfg, comm, return_params, data, verbose, standing, watch,
+                                recoveries)
+                result.failures_survived = recoveries.survived
+                return result
             except BaseException as exc:
                 if watch is None or not is_failure(exc):
                     raise

@@ -1,23 +1,24 @@
 """What a job does when ranks die (live recovery under ULFM). Pure, no MPI: the world ranks
-found dead go in, a plan comes out; ``faults`` carries it out with MPI.
+found dead go in, a plan comes out; ``faults`` and ``job`` carry it out with MPI.
 
 - **The scheduler dies**: the job ends with a clear message; it resumes from its
   checkpoints (``--resume``). The scheduler holds the board (clocks, batch counters, the
   control word), so nobody can take its place.
-- **A worker dies**: the survivors shrink their communicators; the dead worker's batches
-  not yet trained go back to the others (the balance pool hands every batch out once);
-  each of its pushes in flight is applied whole, on every server, or on none
-  (``in_flight``), and training goes on to the planned number of samples.
-- **A server dies**: its partitions are reloaded from the last checkpoint onto the
-  surviving servers, each partition to the server the ring over the survivors gives it
-  (the ring's minimal movement, as for a drain or a resume onto fewer servers).
-  Under BSP every rank goes back to that checkpoint, so the result is that of the run that
-  lost nobody; under SSP and ASP only the dead server's rows go back, and the plan says how
-  many rows and how many steps they went back. A job without a checkpoint yet, or that
+- **A worker dies**: the survivors go on without it (``DropWorkers``); its batches not
+  yet trained are shared out among the others (``data.schedule.regroup``), and training
+  goes on to the planned number of samples.
+- **A server dies**: its partitions come back from the last checkpoint onto the
+  surviving servers (``ReloadServers``; the plan's moves are the ring's minimal movement,
+  as for a drain or a resume onto fewer servers). A job without a checkpoint yet, or that
   lost every server with partitions, ends.
-- **A second failure during a recovery**: the recovery starts again for every rank dead
-  so far, unless ``RECOVERY_DEADLINE`` seconds have passed since the first failure of the
-  series: then the job ends (every wait has a failure path, so nothing hangs).
+- As carried out today, every survivor goes back to the last checkpoint (or, with none
+  and only workers dead, to the start), whatever the pacing: pushes in flight are then
+  dropped whole, and under BSP, which does not depend on the number of servers, the
+  result is that of the run that lost nobody. ``Recoveries`` counts the rows reloaded
+  and the steps the job went back.
+- **A second failure during a recovery** plans again, unless ``RECOVERY_DEADLINE``
+  seconds have passed since the first failure of the series: then the job ends (every
+  wait has a failure path, so nothing hangs).
 """
 from __future__ import annotations
 
