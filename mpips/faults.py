@@ -24,6 +24,7 @@ from mpi4py import MPI
 
 from . import waiting
 from .errors import MpipsError
+from .wire import reduce_int
 from .recovery import Action, JobShape, Recoveries, Standing, ending
 
 FAILURE_CLASSES = frozenset(getattr(MPI, name) for name in
@@ -112,12 +113,14 @@ class FaultWatch:
         and their plan (``recovery.plan``); raises ``JobLost`` when the job must end (on
         every survivor alike: they agree on it), or ``exc`` itself when no rank died (an
         MPI error of another kind)."""
+        caught = time.monotonic()
         dead, alive = self.agree()
         if not dead:
             alive.Free()
             raise exc
         shape = standing.shape()
-        actions = recoveries.failed(shape, dead, standing.step(), time.monotonic())
+        step = reduce_int(alive, standing.step(), MPI.MAX)       # where the job stood
+        actions = recoveries.failed(shape, dead, step, caught)
         message = ending(actions)
         if not alive.Agree(int(message is None)):       # anyone's End ends everyone
             raise end_lost(alive, message or "another survivor could not recover: run the "

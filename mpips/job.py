@@ -360,6 +360,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                         resumed["workers"][roles.index] if resumed else None, balanced,
                         requests=cfg.checkpointing or rebalancing(cfg, roles),
                         count_load=rebalancing(cfg, roles))
+        standing.step = lambda: worker.step
         worker.warm_up()
         client.ready()                         # the servers' shards are initialised
         stopped = worker.train()
