@@ -25,7 +25,7 @@ from mpi4py import MPI
 from . import waiting
 from .errors import MpipsError
 from .wire import reduce_int
-from .recovery import Action, JobShape, Recoveries, Standing, ending
+from .recovery import JobShape, Recoveries, Standing, ending
 
 FAILURE_CLASSES = frozenset(getattr(MPI, name) for name in
                             ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
@@ -107,25 +107,33 @@ class FaultWatch:
         return dead, alive
 
     def recover(self, standing: Standing, exc: BaseException, recoveries: Recoveries
-                ) -> tuple[MPI.Intracomm, JobShape, list[int], list[Action]]:
+                ) -> tuple[MPI.Intracomm, JobShape, list[int]]:
         """Collective over the survivors, after ``exc`` (``is_failure``): agree on the dead
-        ranks and on going on. Returns the shrunk world, the job's shape, the dead ranks
-        and their plan (``recovery.plan``); raises ``JobLost`` when the job must end (on
-        every survivor alike: they agree on it), or ``exc`` itself when no rank died (an
-        MPI error of another kind)."""
+        ranks and plan (``recovery.plan``). Returns the shrunk world, the job's shape and
+        the dead ranks; raises ``JobLost`` when the plan ends the job (every survivor
+        plans alike, from the same dead ranks and shape), or ``exc`` itself when no rank
+        died (an MPI error of another kind). Only ``Shrink`` talks: a failure during it is
+        part of it, and later ones surface in the collectives of the job going on."""
         caught = time.monotonic()
         dead, alive = self.agree()
         if not dead:
             alive.Free()
             raise exc
         shape = standing.shape()
-        step = reduce_int(alive, standing.step(), MPI.MAX)       # where the job stood
-        actions = recoveries.failed(shape, dead, step, caught)
-        message = ending(actions)
-        if not alive.Agree(int(message is None)):       # anyone's End ends everyone
-            raise end_lost(alive, message or "another survivor could not recover: run the "
-                           "same command with --resume to continue from the last checkpoint")
-        return alive, shape, dead, actions
+        message = ending(recoveries.failed(shape, dead, standing.step(), caught))
+        if message is not None:
+            raise end_lost(alive, message)
+        return alive, shape, dead
+
+
+def go_on(comm: MPI.Intracomm, recoveries: Recoveries) -> None:
+    """Collective over the survivors (``comm``) as the job goes on after a failure: agree
+    (``MPI_Comm_agree``) that the series of failures is not overdue, on every survivor
+    alike, else end the job (``JobLost``); and learn the furthest step any of them stood
+    at when it began."""
+    if not comm.Agree(int(not recoveries.overdue(time.monotonic()))):
+        raise end_lost(comm, recoveries.overdue_message())
+    recoveries.step = reduce_int(comm, recoveries.step, MPI.MAX)
 
 
 class JobLost(MpipsError):

@@ -27,7 +27,7 @@ from .errors import CheckpointError, ConfigError
 from .models import Model, build_model
 from .optim import Optimizer
 from .pause import Coordinator, park, server_end
-from .faults import FaultWatch, is_failure, ulfm_enabled
+from .faults import FaultWatch, go_on, is_failure, ulfm_enabled
 from .killing import KillSwitch
 from .load import LoadStats
 from .placement import Placement, moved_fraction
@@ -167,6 +167,8 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
         while True:
             standing = Standing(lambda: shape_now(cfg, data, comm))
             try:
+                if recoveries.pending:
+                    go_on(comm, recoveries)
                 result = _train(cfg, comm, return_params, data, verbose, standing, watch,
                                 recoveries)
                 result.failures_survived = recoveries.survived
@@ -189,7 +191,7 @@ def recover(watch: FaultWatch, standing: Standing, exc: BaseException,
     raising ``JobLost``); returns the shrunk world and the settings the survivors go on
     with: their roles, from the last checkpoint (every rank goes back to it), without
     the test aids that name ranks (the ranks are numbered anew)."""
-    alive, shape, dead, _ = watch.recover(standing, exc, recoveries)
+    alive, shape, dead = watch.recover(standing, exc, recoveries)
     watch.close()
     left = survivors(shape, cfg.standby, dead)
     recoveries.what = ", ".join(f"{role} {index} (rank {rank})" for rank in sorted(dead)

@@ -175,15 +175,22 @@ class Recoveries:
 
     def failed(self, shape: JobShape, ranks: Sequence[int], step: int, now: float
                ) -> list[Action]:
-        """Ranks of ``shape`` found dead at time ``now`` (seconds): their plan, or ``End``
-        once the series (failures before the job went on again) took too long."""
+        """Ranks of ``shape`` found dead at time ``now`` (seconds) when this rank stood at
+        ``step``: their plan. The series (failures before the job went on again) began at
+        the first."""
         if self.began is None:
             self.began, self.step = now, step
-        elif now - self.began > RECOVERY_DEADLINE:
-            return [End(f"ranks died again and again for {now - self.began:.0f} s and the "
-                        f"job could not recover within {RECOVERY_DEADLINE:.0f} s: run the "
-                        f"same command with --resume")]
         return plan(shape, ranks, step)
+
+    def overdue(self, now: float) -> bool:
+        """Has the series under way lasted too long (``RECOVERY_DEADLINE``)?"""
+        return self.began is not None and now - self.began > RECOVERY_DEADLINE
+
+    def overdue_message(self) -> str:
+        """Why the job ends when the series is overdue."""
+        return (f"ranks died again and again and the job could not recover within "
+                f"{RECOVERY_DEADLINE:.0f} s: run the same command with --resume to "
+                f"continue from the last checkpoint")
 
     @property
     def pending(self) -> bool:

@@ -131,14 +131,17 @@ def test_recoveries_count_and_time_each_failure():
 
 
 def test_second_failure_during_recovery_replans_or_ends_in_time():
-    """A failure while recovering plans again; past the deadline since the first failure
-    of the series the job ends instead of trying forever."""
+    """A failure while recovering plans again, within the series the first began;
+    past the deadline since that first failure the series is overdue (the survivors then
+    agree to end instead of trying forever)."""
     rec = Recoveries()
     rec.failed(shape("async"), [4], step=10, now=0.0)
-    assert rec.failed(shape("async", workers=2), [2], step=10, now=1.0)[0].servers == (1,)
-    (end,) = rec.failed(shape("async"), [5], step=10, now=RECOVERY_DEADLINE + 0.5)
-    assert isinstance(end, End) and "--resume" in end.message
-    assert ending([end]) == end.message and ending([DropWorkers((1,))]) is None
+    assert rec.failed(shape("async", workers=2), [2], step=12, now=1.0)[0].servers == (1,)
+    assert rec.step == 10 and not rec.overdue(RECOVERY_DEADLINE - 0.5)
+    assert rec.overdue(RECOVERY_DEADLINE + 0.5) and "--resume" in rec.overdue_message()
+    rec.recovered(0, 0, now=2.0)
+    assert not rec.overdue(RECOVERY_DEADLINE + 0.5)
+    assert ending([End("x")]) == "x" and ending([DropWorkers((1,))]) is None
     with pytest.raises(ValueError):
         Recoveries().recovered(0, 0, now=1.0)
 
