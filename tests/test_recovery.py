@@ -11,6 +11,7 @@ from mpips import waiting
 from mpips.config import TrainConfig
 from mpips.errors import ConfigError, TopologyError
 from mpips.faults import FAILURE_CLASSES, PeerFailure, is_failure, ulfm_enabled
+from mpips.job import recovery_source
 from mpips.killing import KillSwitch
 from mpips.models import TableSpec
 from mpips.placement import Placement, drain
@@ -198,3 +199,18 @@ def test_every_wait_calls_the_watch():
         waiting.set_watch(None)
     assert len(calls) == 3
     waiting.idle_wait(lambda: True)          # no watch: nothing called
+
+
+def test_survivors_go_on_from_their_newest_checkpoint(tmp_path):
+    """After a failure the job goes on from its own newest complete checkpoint, else from
+    the one it resumed from, else from the start; a partial checkpoint does not count."""
+    cfg = TrainConfig(checkpoint_every=5, checkpoint_dir=str(tmp_path), run_name="r")
+    assert recovery_source(cfg) is None
+    assert recovery_source(cfg.replace(resume="/elsewhere/step-00000010")) == \
+        "/elsewhere/step-00000010"
+    (cfg.run_dir / "step-00000005.partial").mkdir(parents=True)
+    assert recovery_source(cfg) is None
+    (cfg.run_dir / "step-00000005").mkdir()
+    (cfg.run_dir / "step-00000005" / "manifest.json").write_text("{}")
+    assert recovery_source(cfg) == "latest"
+    assert recovery_source(cfg.replace(checkpoint_every=0)) is None
