@@ -135,9 +135,10 @@ def regroup_pool(entries: Sequence[dict], old: Sequence[Schedule],
     new pool starts empty (each counter at its owner's end)."""
     left = [tuple(rows) for e in entries for rows in e.get("carry", [])]
     for e, s in zip(entries, old):
-        for p in range(int(e["pool"]), s.steps_per_epoch * s.epochs):
-            epoch, i = divmod(p, s.steps_per_epoch)
-            left.append(s.batch_rows(int(s.order(epoch)[i])))
+        first, skip = divmod(int(e["pool"]), max(s.steps_per_epoch, 1))
+        for epoch in range(first, s.epochs):
+            order = s.order(epoch)[skip if epoch == first else 0:]
+            left += [s.batch_rows(int(k)) for k in order]
     epoch = min((int(e["epoch"]) for e in entries if not e["finished"]),
                 default=old[0].epochs)
     done = all(e["finished"] for e in entries)
