@@ -235,7 +235,7 @@ def went_on(recoveries: Recoveries, roles: Roles, resumed: Optional[dict], model
     """After a recovery, once every rank restored (or started over): count it; the
     scheduler says so. Returns the final record's recovery fields."""
     if recoveries.pending:
-        back = recoveries.step - (resumed["step"] if resumed else 0)
+        back = max(recoveries.step - (resumed["step"] if resumed else 0), 0)
         seconds = recoveries.recovered(sum(t.rows for t in model.tables) if resumed else 0,
                                        back, time.monotonic())
         if verbose and roles.role == SCHEDULER:

@@ -86,12 +86,12 @@ class Worker:
         self.kill = KillSwitch.of(cfg.kill(), roles.world_rank)
         self.meter = PartitionMeter(client.placement.pmap.partitions) if count_load else None
         self.start, self.samples, self.loss, self.finished = 0, 0, 0.0, False
-        self.step = 0                  # the step under way (for a recovery's report)
         if resumed is not None:
             self.start, self.finished = int(resumed["step"]), bool(resumed["finished"])
             self.samples, self.loss = int(resumed["samples"]), float(resumed["loss"])
             if resumed.get("rng"):
                 self.jitter.bit_generator.state = resumed["rng"]
+        self.step = self.start         # the step under way (for a recovery's report)
         self.pool: Pool | None = None
         if balanced:
             self._balanced_state(resumed)
