@@ -194,8 +194,9 @@ def recover(watch: FaultWatch, standing: Standing, exc: BaseException,
     alive, shape, dead = watch.recover(standing, exc, recoveries)
     watch.close()
     left = survivors(shape, cfg.standby, dead)
-    recoveries.what = ", ".join(f"{role} {index} (rank {rank})" for rank in sorted(dead)
-                                for role, index in [shape.role_of(rank)])
+    recoveries.what = ", ".join([*filter(None, [recoveries.what]),   # earlier in the series
+                                 *(f"{role} {index} (rank {rank})" for rank in sorted(dead)
+                                   for role, index in [shape.role_of(rank)])])
     changes: dict = dict(servers=left.servers, standby=left.standby, kill_at=None,
                          slow_worker=None, resume=recovery_source(cfg))
     if left.lost_servers:
@@ -236,11 +237,12 @@ def went_on(recoveries: Recoveries, roles: Roles, resumed: Optional[dict], model
     scheduler says so. Returns the final record's recovery fields."""
     if recoveries.pending:
         back = max(recoveries.step - (resumed["step"] if resumed else 0), 0)
+        what = recoveries.what
         seconds = recoveries.recovered(sum(t.rows for t in model.tables) if resumed else 0,
                                        back, time.monotonic())
         if verbose and roles.role == SCHEDULER:
             where = f"the checkpoint of step {resumed['step']}" if resumed else "the start"
-            print(f"[mpips] {recoveries.what} died; the job goes on from {where} with "
+            print(f"[mpips] {what} died; the job goes on from {where} with "
                   f"{roles.active_servers} server(s) and {roles.n_workers} worker(s) "
                   f"({seconds:.2f} s to recover)", flush=True)
     return recoveries.summary()

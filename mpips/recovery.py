@@ -167,7 +167,7 @@ class Recoveries:
 
     began: Optional[float] = None                   # when the series under way began
     step: int = 0                                   # the step the job stood at then
-    what: str = ""                                  # who died, in words
+    what: str = ""                                  # who died in it, in words
     survived: int = 0
     rows: int = 0
     seconds: list[float] = field(default_factory=list)
@@ -206,7 +206,7 @@ class Recoveries:
         self.rows += rows
         self.seconds.append(now - self.began)
         self.steps_back.append(steps_back)
-        self.began = None
+        self.began, self.what = None, ""
         return self.seconds[-1]
 
     def summary(self) -> dict:

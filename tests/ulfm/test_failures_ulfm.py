@@ -10,10 +10,12 @@ They skip unless ``$MPIPS_MPIEXEC`` launches with ``--with-ft ulfm``; with
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -37,11 +39,28 @@ ARGS = ["train", "--synthetic-rows", "20000", "--batch-size", "256", "--servers"
 PLANNED = 2 * 16_000            # two epochs of the training rows
 
 
-def killed_run(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+def world_pid(token: str, rank: int) -> int:
+    """The process id of world rank ``rank`` of the job launched with ``MPIPS_TEST_JOB``
+    set to ``token`` (Open MPI gives each rank ``OMPI_COMM_WORLD_RANK``)."""
+    want = {b"MPIPS_TEST_JOB=" + token.encode(), b"OMPI_COMM_WORLD_RANK=%d" % rank}
+    for p in Path("/proc").iterdir():
+        try:
+            if want <= set((p / "environ").read_bytes().split(b"\0")):
+                return int(p.name)
+        except OSError:
+            continue
+    raise AssertionError(f"no process of world rank {rank}")
+
+
+def killed_run(*args: str, then: int | None = None) -> tuple[subprocess.CompletedProcess,
+                                                             float]:
     """Launch a job with ``--kill-at``; returns its result and the seconds from the
-    killed rank's last line to the end of the job."""
+    killed rank's last line to the end of the job. ``then``: also SIGKILL that world
+    rank as soon as the first one says it dies (while the survivors recover)."""
     cmd = [*mpiexec(), "-n", str(N), sys.executable, "-m", "mpips", *ARGS, *args]
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    token = f"{os.getpid()}-{time.monotonic()}"
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               MPIPS_TEST_JOB=token)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     killed: list[float] = []
@@ -51,6 +70,8 @@ def killed_run(*args: str) -> tuple[subprocess.CompletedProcess, float]:
         for line in proc.stderr:
             if "--kill-at:" in line and not killed:
                 killed.append(time.monotonic())
+                if then is not None:
+                    os.kill(world_pid(token, then), signal.SIGKILL)
             err.append(line)
 
     reader = threading.Thread(target=read_stderr)
@@ -130,6 +151,19 @@ def test_killed_worker_or_server_costs_no_restart(tmp_path, sync, victim, who):
                         str(tmp_path), "--metrics-out", str(tmp_path / "m.jsonl"))
     final = survived(res, tmp_path / "m.jsonl", who)
     assert (final["servers"], final["workers"]) == ((1, 2) if "server" in who else (2, 1))
+
+
+def test_a_second_death_while_recovering_is_recovered_too(tmp_path):
+    """Worker 1 (world rank 4) dies at step 8 and server 1 (rank 2) as soon as it does,
+    while the survivors recover (or just after): the job goes on without both and
+    trains exactly the planned samples."""
+    res, _ = killed_run("--kill-at", "4:8", "--checkpoint-dir", str(tmp_path),
+                        "--metrics-out", str(tmp_path / "m.jsonl"), then=2)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr and "MPI_ABORT" not in res.stderr, res.stderr
+    final = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[-1])
+    assert final["samples"] == PLANNED and (final["servers"], final["workers"]) == (1, 1)
+    assert final["failures_survived"] in (1, 2)        # one series, or one after the other
 
 
 def test_scheduler_killed_ends_the_job_with_a_resume_hint(tmp_path):
