@@ -86,6 +86,7 @@ class Worker:
         self.kill = KillSwitch.of(cfg.kill(), roles.world_rank)
         self.meter = PartitionMeter(client.placement.pmap.partitions) if count_load else None
         self.start, self.samples, self.loss, self.finished = 0, 0, 0.0, False
+        self.step = 0                  # the step under way (for a recovery's report)
         if resumed is not None:
             self.start, self.finished = int(resumed["step"]), bool(resumed["finished"])
             self.samples, self.loss = int(resumed["samples"]), float(resumed["loss"])
@@ -344,6 +345,7 @@ class Worker:
         in_flight: PushHandle | None = None
         step = self.start
         while True:
+            self.step = step
             self.kill.reached(step)
             work = current
             if clocks is not None:
