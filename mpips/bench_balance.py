@@ -6,7 +6,8 @@ Every job trains the same model on the same built-in data with 2 servers; the sl
 is server 0 made FACTOR times slower by sleeping (``--slow-server``). Jobs run
 interleaved, ``--repeats`` times; the table shows medians of the whole job's rate and of
 the rate over its second half (once a balanced job has settled), the moves made, the bytes
-they moved and the pause each cost, and the ratios the design aims at: with a slow server,
+they moved and the pause each cost, and the ratios the design aims at (also within each
+repeat, which shows how far noise moves them): with a slow server,
 balancing against a fixed placement (at least 1.5) and against even servers (at least 0.6:
 two servers, one at a third of the speed, serve at most 2/3 of what two even ones do);
 with even servers, balancing against a fixed placement (at most 3 % slower).
@@ -97,6 +98,8 @@ def table(runs: dict[str, list[dict]], args: argparse.Namespace, ranks: int) -> 
     for name, a, b in RATIOS:
         rec[name] = med[a]["samples_per_s"] / med[b]["samples_per_s"]
         rec[name + "_second_half"] = med[a]["second_half"] / med[b]["second_half"]
+        rec[name + "_by_repeat"] = [x["samples_per_s"] / y["samples_per_s"]
+                                    for x, y in zip(runs[a], runs[b])]
     return rec
 
 
@@ -119,7 +122,8 @@ def report(rec: dict) -> str:
                "even_balanced_vs_static": ">= 0.97"}
     for name, a, b in RATIOS:
         lines.append(f"{a} / {b}: {rec[name]:.3f} whole job, "
-                     f"{rec[name + '_second_half']:.3f} second half (target {targets[name]})")
+                     f"{rec[name + '_second_half']:.3f} second half (target {targets[name]}); "
+                     f"by repeat {' '.join(f'{x:.2f}' for x in rec[name + '_by_repeat'])}")
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ servers; a steady load never makes it move partitions back and forth."""
 import numpy as np
 import pytest
 
-from mpips.load import BusyMeter, LoadStats, PartitionMeter, ServerLoad
+from mpips.load import SAMPLE_EVERY, BusyMeter, LoadStats, PartitionMeter, ServerLoad
 from mpips.models import TableSpec
 from mpips.placement import HEADROOM, Moves, Placement
 from mpips.rebalance import JOIN_BUSY, LoadWatch, Rebalancer, partition_bytes
@@ -303,10 +303,10 @@ def test_meters():
     assert ServerLoad.decode(total.encode()) == total
     layout = TableLayout.build(1000, 3, Placement.start(SPECS, 1, 1).pmap)
     pm = PartitionMeter(65536)
-    for _ in range(4):
+    for _ in range(SAMPLE_EVERY):
         pm.count([layout], [9], [np.array([0, 1, 2])])
     counts = pm.take()
-    assert counts.sum() == 3 * 9 * 4 and pm.counts.sum() == 0
+    assert counts.sum() == 3 * 9 * SAMPLE_EVERY and pm.counts.sum() == 0
 
 
 def test_load_watch_waits_for_every_final_report():
