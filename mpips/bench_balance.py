@@ -121,9 +121,10 @@ def report(rec: dict) -> str:
     targets = {"slow_balanced_vs_static": ">= 1.5", "slow_balanced_vs_even": ">= 0.6",
                "even_balanced_vs_static": ">= 0.97"}
     for name, a, b in RATIOS:
+        each = " ".join(f"{x:.2f}" for x in rec[name + "_by_repeat"])
         lines.append(f"{a} / {b}: {rec[name]:.3f} whole job, "
                      f"{rec[name + '_second_half']:.3f} second half (target {targets[name]}); "
-                     f"by repeat {' '.join(f'{x:.2f}' for x in rec[name + '_by_repeat'])}")
+                     f"by repeat {each}")
     return "\n".join(lines)
 
 
