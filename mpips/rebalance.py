@@ -37,6 +37,7 @@ then the bottleneck, and a join moves only the ring's minimum onto the new serve
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Optional, Sequence
 
@@ -187,7 +188,8 @@ class Rebalancer:
         times, unit, loads = pred.tolist(), cost.tolist(), load.tolist()
         nbytes = self.bytes.tolist()
         give = (STEP * held).tolist()            # load each server may still give away
-        rows, spare = sizes.T.tolist(), free.T.tolist()   # by partition; by server
+        rows, spare = sizes.tolist(), free.T.tolist()     # by table; by server, table
+        tables = range(len(rows))
         aim = 1 + self.margin / 4
         moved, parts, owners = 0.0, [], []
         while True:
@@ -201,12 +203,12 @@ class Rebalancer:
             p = queues[s].popleft()
             gain, cost_d = unit[s] * loads[p], unit[d] * loads[p]
             if times[d] + cost_d >= times[s] - gain or loads[p] > give[s] \
-                    or any(r > f for r, f in zip(rows[p], spare[d])):
+                    or any(rows[k][p] > spare[d][k] for k in tables):
                 continue                         # too big: it would not narrow the gap,
             if moved + nbytes[p] > self.max_bytes:   # or not fit the taker's windows
                 break
             give[s] -= loads[p]
-            spare[d] = [f - r for f, r in zip(spare[d], rows[p])]
+            spare[d] = [spare[d][k] - rows[k][p] for k in tables]
             times[s] -= gain
             times[d] += cost_d
             moved += nbytes[p]
@@ -242,7 +244,7 @@ class Rebalancer:
         ``free`` (per table) that some other server has, most load per byte first."""
         mine = np.flatnonzero((owner == server) & (load > 0) & (self.bytes > 0)
                               & (sizes <= free[:, None]).all(axis=0))
-        mine = np.array([p for p in mine.tolist() if p not in self.tabu], dtype=np.int64)
+        mine = mine[~np.isin(mine, np.fromiter(self.tabu, np.int64, len(self.tabu)))]
         if mine.size == 0:
             return []
         return mine[np.argsort(-load[mine] / self.bytes[mine], kind="stable")].tolist()
@@ -270,6 +272,7 @@ class LoadWatch:
         self.stats, self.rebalancer = stats, rebalancer
         self.n_servers, self.owner = placement.n_servers, placement.pmap.owner
         self.finals: dict[int, ServerLoad] = {}
+        self.deciding = 0.0          # CPU seconds the rebalancer took over the job
 
     def server(self, s: int, load: ServerLoad, placement: Placement,
                time_left: float = float("inf"), pause_cost: float = 0.0) -> bool:
@@ -283,9 +286,12 @@ class LoadWatch:
         active = placement.active()
         if self.rebalancer is None or not self.stats.round_complete(active):
             return False
-        return self.rebalancer.observe(active, self.stats.per_step[active],
-                                       self.stats.shares[active], placement, time_left,
-                                       pause_cost)
+        began = time.process_time()
+        wants = self.rebalancer.observe(active, self.stats.per_step[active],
+                                        self.stats.shares[active], placement, time_left,
+                                        pause_cost)
+        self.deciding += time.process_time() - began
+        return wants
 
     def after_pause(self, placement: Placement) -> None:
         """Measure afresh after every pause (shares across a move or a wait mislead)."""
@@ -317,7 +323,8 @@ class LoadWatch:
 
     def summary(self, hottest: int = 8) -> dict:
         """For the final record: each server's busy share of the job's time, rows per
-        step and share of the load, and the partitions with the most recent load."""
+        step and share of the load, the partitions with the most recent load, and the
+        CPU seconds the rebalancer took to decide (``rebalance_seconds``)."""
         loads = [self.finals.get(s) for s in range(self.n_servers)]
         load = self.stats.partition_load
         top = np.argsort(-load, kind="stable")[:hottest]
@@ -327,4 +334,5 @@ class LoadWatch:
                                          else 0.0 for x in loads],
                 "server_load": self.server_load(),
                 "hot_partitions": [[int(p), round(float(load[p]) / total, 5)]
-                                   for p in top if load[p] > 0]}
+                                   for p in top if load[p] > 0],
+                "rebalance_seconds": round(self.deciding, 4)}

@@ -316,6 +316,7 @@ def test_load_watch_waits_for_every_final_report():
     assert not watch.all_final
     watch.server(1, ServerLoad(1, 4, 3, 0, 0, final=True), placement)
     assert watch.all_final and watch.summary()["server_busy"] == [0.5, 0.25]
+    assert watch.summary()["rebalance_seconds"] == 0.0          # no rebalancer: no time
 
 
 @pytest.mark.parametrize("slots", [0, 2])
