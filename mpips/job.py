@@ -337,7 +337,9 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                                 cfg.run_dir if cfg.checkpointing or cfg.early_stop else None,
                                 slow[1] if slow is not None and slow[0] == roles.index
                                 else 1.0, report=True, final=cfg.checkpointing,
-                                kill=KillSwitch.of(cfg.kill(), roles.world_rank))
+                                kill=KillSwitch.of(cfg.kill(), roles.world_rank),
+                                room=int(cfg.rebalance_mib * 2**20)
+                                if rebalancing(cfg, roles) else 0)
             if cfg.early_stop and not report.stopped:
                 server_end(roles, store, cfg.run_dir)     # keep or restore the best
             result.pushes = report.applied
