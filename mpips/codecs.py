@@ -18,6 +18,9 @@ float32 (the scales are powers of two and a value's neighbours lie within a fact
 error feedback (``residuals``) keeps every bit of what a codec rounds away. ``topk`` is
 not a wire format: the worker picks the rows to send (``residuals.feedback``) and codes them
 with the table's value codec.
+
+The same value codecs code pulls (``--pull-codec``, ``pull_codec``): a server keeps a coded
+mirror of a table's rows beside them (``ShardStore``), and workers read and decode that.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ RAW, FP16, BF16, INT8 = 0, 1, 2, 3
 NAMES = {"none": RAW, "fp16": FP16, "bf16": BF16, "int8": INT8}
 CODEC_NAMES = {v: k for k, v in NAMES.items()}
 CHOICES = ("none", "fp16", "bf16", "int8", "topk", "topk+fp16", "topk+bf16", "topk+int8")
+PULL_CHOICES = ("none", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,15 @@ class Compression:
         if text.startswith("topk"):
             return cls(NAMES[text.partition("+")[2] or "none"], keep)
         return cls(NAMES[text])
+
+
+def pull_codec(text: str, where: str) -> int:
+    """The value codec of a table's pulls, ``none|fp16|bf16|int8``; a bad name is a
+    ``ConfigError`` naming ``where``."""
+    if text not in PULL_CHOICES:
+        raise ConfigError(f"{where}: pull-codec must be one of {', '.join(PULL_CHOICES)}, "
+                          f"got {text!r}")
+    return NAMES[text]
 
 
 def row_bytes(codec: int, dim: int) -> int:

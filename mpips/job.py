@@ -209,6 +209,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         if cfg.resume and comm.Get_rank() == 0 else [])]
     placement, saved = agree_placement(comm, cfg, model, roles, candidates)
     pacing = "bsp" if rounds else "async" if bound is None else "ssp"
+    pull_codecs = [cfg.pull_codec_of(t.name, t.rows) for t in model.tables]
     standing.shape = lambda: JobShape(roles.n_servers, roles.n_workers, pacing, placement)
     if roles.role == SCHEDULER:
         resumed = None
@@ -245,7 +246,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         return finish(comm, roles, result)
     if roles.role == SERVER:
         with ShardStore(model.tables, roles, optimizer, placement, cfg.pull,
-                        RowPolicy.of(cfg)) as store:
+                        RowPolicy.of(cfg), pull_codecs) as store:
             start, log = None, None
             if candidates:
                 log = StalenessLog(names)
@@ -274,7 +275,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                      cfg.residual_rows, cfg.link_gbps,
                      pull_caches(cfg.pull_cache, [t.dim for t in model.tables],
                                  [p.staleness for p in policies], rounds,
-                                 roles.n_workers)) as client:
+                                 roles.n_workers), pull_codecs) as client:
         resumed = None
         if candidates:
             resumed, _, _ = agree_restore(comm, candidates, cfg, client.restore_residuals)
