@@ -102,13 +102,19 @@ def _code(codec: int, rows: np.ndarray, rest: bool) -> tuple[np.ndarray, int]:
     n, d = rows.shape
     if codec == RAW:
         return rows.view(np.uint8).reshape(n, 4 * d), 0
+    out = np.empty((n, row_bytes(codec, d)), dtype=np.uint8)
+    return out, code_rows_at(codec, rows, out, np.arange(n, dtype=np.int64), rest)
+
+
+def code_rows_at(codec: int, rows: np.ndarray, out: np.ndarray, index: np.ndarray,
+                 rest: bool = False) -> int:
+    """Code the float32 ``rows`` (C order) that ``index`` names into the same rows of
+    ``out`` (uint8 records, C order), in place: a coded mirror's rows that a step updated.
+    With ``rest`` (error feedback) returns how many rows the coder left something in."""
     if codec in (FP16, BF16):
-        out = np.empty((n, d), dtype=np.uint16)
-        kept = half_code(rows, out, rest, codec == BF16)
-        return out.view(np.uint8).reshape(n, 2 * d), kept
+        return half_code(rows, out.view(np.uint16), rest, codec == BF16, index)
     if codec == INT8:
-        out = np.empty((n, 3 + d), dtype=np.uint8)
-        return out, int8_code(rows, out, rest)
+        return int8_code(rows, out, rest, index)
     raise ProtocolError(f"unknown codec {codec}")
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codecs import BF16, FP16, INT8, decode_rows, encode_rows, row_bytes
+from .codecs import BF16, FP16, INT8, code_rows_at, decode_rows, row_bytes
 from .errors import ProtocolError
-from .models import NOT_ADMITTED, not_admitted
+from .models import NOT_ADMITTED
 
 MARKS = {INT8: np.array([0x7F], np.uint8), FP16: np.array([0xFF, 0x7F], np.uint8),
          BF16: np.array([0xFF, 0x7F], np.uint8)}
@@ -26,16 +26,26 @@ def _mark(codec: int) -> np.ndarray:
     return MARKS[codec]
 
 
-def code_pulled(codec: int, rows: np.ndarray) -> np.ndarray:
-    """The mirror's records ``(n, row_bytes)`` of float32 ``rows``; rows not admitted
-    become marks."""
+def code_mirror(codec: int, table: np.ndarray, mirror: np.ndarray, index: np.ndarray
+                ) -> None:
+    """Code the rows ``index`` names of float32 ``table`` into the same rows of
+    ``mirror`` (records, ``row_bytes`` uint8 a row), in place; rows not admitted become
+    marks."""
     mark = _mark(codec)
-    marked = not_admitted(rows) if rows.shape[0] else np.zeros(0, bool)
-    if not marked.any():
-        return encode_rows(codec, rows)
-    out = np.zeros((rows.shape[0], row_bytes(codec, rows.shape[1])), np.uint8)
-    out[~marked] = encode_rows(codec, rows[~marked])
-    out[marked, :mark.size] = mark
+    index = np.asarray(index, dtype=np.int64)
+    marked = np.ascontiguousarray(table[index, 0]).view(np.uint32) == NOT_ADMITTED
+    if marked.any():
+        mirror[index[marked]] = 0
+        mirror[index[marked], :mark.size] = mark
+        index = index[~marked]
+    code_rows_at(codec, table, mirror, index)
+
+
+def code_pulled(codec: int, rows: np.ndarray) -> np.ndarray:
+    """The mirror's records ``(n, row_bytes)`` of float32 ``rows``."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    out = np.empty((rows.shape[0], row_bytes(codec, rows.shape[1])), np.uint8)
+    code_mirror(codec, rows, out, np.arange(rows.shape[0]))
     return out
 
 

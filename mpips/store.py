@@ -33,7 +33,7 @@ from .message import PushMessage
 from .models import NOT_ADMITTED, TableSpec, not_admitted
 from .optim import Optimizer
 from .placement import Placement, Runs, transfers
-from .pullcodec import code_pulled
+from .pullcodec import code_mirror
 from .push import Outbox, poll_push, send_acks
 from .ring import mix64, name_salt
 from .topology import TAG_MOVE, Roles
@@ -238,14 +238,9 @@ class ShardStore:
         """Code ``rows`` (local indices; None: all this server holds) of ``table`` into
         its coded mirror, if it has one (the caller syncs)."""
         mirror = self.windows.mirrors[table]
-        if mirror is None:
-            return
-        if rows is None:
-            n = self._rows_of(table)
-            mirror.shard[:n] = code_pulled(self.windows.codecs[table], self.rows(table))
-        elif rows.size:
-            mirror.shard[rows] = code_pulled(self.windows.codecs[table],
-                                             self.windows.tables[table].shard[rows])
+        if mirror is not None:
+            code_mirror(self.windows.codecs[table], self.windows.tables[table].shard,
+                        mirror.shard, np.arange(self._rows_of(table)) if rows is None else rows)
 
     # ---- pushes --------------------------------------------------------------------------
     def poll(self) -> PushMessage | None:

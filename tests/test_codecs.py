@@ -9,7 +9,7 @@ from mpips.codecs import (BF16, FP16, INT8, RAW, Compression, decode_keys, decod
                           pull_codec, send_rows)
 from mpips.errors import ConfigError, ProtocolError
 from mpips.models import NOT_ADMITTED, not_admitted
-from mpips.pullcodec import code_pulled, decode_pulled
+from mpips.pullcodec import code_mirror, code_pulled, decode_pulled
 
 CODECS = [RAW, FP16, BF16, INT8]
 
@@ -204,3 +204,17 @@ def test_pull_codec_names():
         [RAW, FP16, BF16, INT8]
     with pytest.raises(ConfigError, match="tables.emb: pull-codec must be one of none"):
         pull_codec("topk", "tables.emb")
+
+
+@pytest.mark.parametrize("codec", [FP16, BF16, INT8])
+def test_a_mirror_is_coded_in_place_in_the_rows_named_only(codec):
+    """A server codes the rows a step updated into its mirror where they are: those rows
+    get their records (a row not admitted its mark), every other row stays as it was."""
+    x = rows_of_every_scale()
+    x.view(np.uint32)[7] = NOT_ADMITTED
+    mirror = np.full((x.shape[0], row_bytes(codec, x.shape[1])), 0xAB, np.uint8)
+    index = np.array([1999, 3, 7, 100])
+    code_mirror(codec, x, mirror, index)
+    assert np.array_equal(mirror[index], code_pulled(codec, x[index]))
+    assert np.all(mirror[np.setdiff1d(np.arange(x.shape[0]), index)] == 0xAB)
+    assert not_admitted(decode_pulled(codec, mirror[[7]], x.shape[1]))[0]
