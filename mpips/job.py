@@ -284,6 +284,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         str(p) for p in resume_candidates(cfg.resume, cfg.run_dir)]
         if cfg.resume and comm.Get_rank() == 0 else [])]
     placement, saved = agree_placement(comm, cfg, model, roles, candidates)
+    pull_codecs = [cfg.pull_codec_of(t.name, t.rows) for t in model.tables]
     if roles.role == SCHEDULER:
         resumed = None
         if candidates:
@@ -320,7 +321,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         return finish(comm, roles, result)
     if roles.role == SERVER:
         with ShardStore(model.tables, roles, optimizer, placement, cfg.pull,
-                        RowPolicy.of(cfg)) as store:
+                        RowPolicy.of(cfg), pull_codecs) as store:
             start, log, resumed = None, None, None
             if candidates:
                 log = StalenessLog(names)
@@ -352,7 +353,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                      cfg.residual_rows, cfg.link_gbps,
                      pull_caches(cfg.pull_cache, [t.dim for t in model.tables],
                                  [p.staleness for p in policies], rounds,
-                                 roles.n_workers)) as client:
+                                 roles.n_workers), pull_codecs) as client:
         resumed = None
         if candidates:
             resumed, _, _ = agree_restore(comm, candidates, cfg, client.restore_residuals)
