@@ -286,6 +286,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         str(p) for p in resume_candidates(cfg.resume, cfg.run_dir)]
         if cfg.resume and comm.Get_rank() == 0 else [])]
     placement, saved = agree_placement(comm, cfg, model, roles, candidates)
+    pull_codecs = [cfg.pull_codec_of(t.name, t.rows) for t in model.tables]
     if roles.role == SCHEDULER:
         resumed = None
         if candidates:
@@ -322,7 +323,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         return finish(comm, roles, result)
     if roles.role == SERVER:
         with ShardStore(model.tables, roles, optimizer, placement, cfg.pull,
-                        RowPolicy.of(cfg)) as store:
+                        RowPolicy.of(cfg), pull_codecs) as store:
             start, log, resumed = None, None, None
             if candidates:
                 log = StalenessLog(names)
@@ -339,7 +340,9 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                                 cfg.run_dir if cfg.checkpointing or cfg.early_stop else None,
                                 slow[1] if slow is not None and slow[0] == roles.index
                                 else 1.0, report=True, final=cfg.checkpointing,
-                                kill=KillSwitch.of(cfg.kill(), roles.world_rank))
+                                kill=KillSwitch.of(cfg.kill(), roles.world_rank),
+                                room=int(cfg.rebalance_mib * 2**20)
+                                if rebalancing(cfg, roles) else 0)
             if cfg.early_stop and not report.stopped:
                 server_end(roles, store, cfg.run_dir)     # keep or restore the best
             result.pushes = report.applied
@@ -352,7 +355,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                      cfg.residual_rows, cfg.link_gbps,
                      pull_caches(cfg.pull_cache, [t.dim for t in model.tables],
                                  [p.staleness for p in policies], rounds,
-                                 roles.n_workers)) as client:
+                                 roles.n_workers), pull_codecs) as client:
         resumed = None
         if candidates:
             resumed, _, _ = agree_restore(comm, candidates, cfg, client.restore_residuals)

@@ -131,6 +131,8 @@ class Progress:
             if len(busy) > 1 else ""
         wire = f"  push {r['push_mb_s']:.1f} MB/s ({r['push_raw_mb_s'] / r['push_mb_s']:.1f}x " \
             f"fewer)  pull {r['pull_mb_s']:.1f} MB/s" if r.get("push_mb_s") else ""
+        if wire and r.get("pull_mb_s") and r["pull_raw_mb_s"] != r["pull_mb_s"]:
+            wire += f" ({r['pull_raw_mb_s'] / r['pull_mb_s']:.1f}x fewer)"
         return (f"[mpips] epoch {min(r['epoch'], self.epochs)}/{self.epochs} {pct:5.1f}% "
                 f"{r['samples']:,}/{r['planned']:,} samples  {r['samples_per_s']:,.0f} samples/s"
                 f"  loss {r['loss']:.4f}  ETA {_fmt_eta(r['eta_s'])}{wire}{servers}")
