@@ -6,10 +6,12 @@ Every job trains the same model on the same built-in data with 2 servers; the sl
 is server 0 made FACTOR times slower by sleeping (``--slow-server``). Jobs run
 interleaved, ``--repeats`` times; the table shows medians of the whole job's rate and of
 the rate over its second half (once a balanced job has settled), the moves made, the bytes
-they moved and the pause each cost, and the ratios the design aims at: with a slow server,
-balancing against a fixed placement (at least 1.5) and against even servers (at least 0.6:
-two servers, one at a third of the speed, serve at most 2/3 of what two even ones do);
-with even servers, balancing against a fixed placement (at most 3 % slower).
+they moved, the pause each cost and the scheduler's CPU seconds spent deciding, and the
+ratios the design aims at (also within each repeat, which shows how far noise moves
+them): with a slow server, balancing against a fixed placement (at least 1.5) and against
+even servers (at least 0.6: two servers, one at a third of the speed, serve at most 2/3
+of what two even ones do); with even servers, balancing against a fixed placement (at
+most 3 % slower).
 """
 from __future__ import annotations
 
@@ -76,7 +78,8 @@ def figures(m: dict, metrics: Path) -> dict[str, float]:
     return {"samples_per_s": m["samples_per_s"], "second_half": second_half_rate(metrics),
             "auc": m["auc"], "moves": m["moves"], "moved_mib": m["moved_bytes"] / 2**20,
             "pause_s": statistics.median(pauses) if pauses else 0.0,
-            "busy0": m["server_busy"][0], "busy1": m["server_busy"][1]}
+            "busy0": m["server_busy"][0], "busy1": m["server_busy"][1],
+            "decide_s": m["rebalance_seconds"]}
 
 
 RATIOS = (("slow_balanced_vs_static", "slow balanced", "slow static"),
@@ -97,6 +100,8 @@ def table(runs: dict[str, list[dict]], args: argparse.Namespace, ranks: int) -> 
     for name, a, b in RATIOS:
         rec[name] = med[a]["samples_per_s"] / med[b]["samples_per_s"]
         rec[name + "_second_half"] = med[a]["second_half"] / med[b]["second_half"]
+        rec[name + "_by_repeat"] = [x["samples_per_s"] / y["samples_per_s"]
+                                    for x, y in zip(runs[a], runs[b])]
     return rec
 
 
@@ -109,17 +114,20 @@ def report(rec: dict) -> str:
              f"{rec['repeats']}",
              f"{'':16}{'samples/s':>24}",
              f"{'mode':16}{'whole job':>12}{'2nd half':>12}{'AUC':>8}{'moves':>7}"
-             f"{'MiB moved':>11}{'pause/move':>12}{'busy 0':>8}{'busy 1':>8}"]
+             f"{'MiB moved':>11}{'pause/move':>12}{'busy 0':>8}{'busy 1':>8}{'deciding':>10}"]
     for mode, *_ in MODES:
         r = rec["modes"][mode]
         lines.append(f"{mode:16}{r['samples_per_s']:>12,.0f}{r['second_half']:>12,.0f}"
                      f"{r['auc']:>8.4f}{r['moves']:>7.0f}{r['moved_mib']:>11.1f}"
-                     f"{r['pause_s']:>11.3f}s{r['busy0']:>8.0%}{r['busy1']:>8.0%}")
+                     f"{r['pause_s']:>11.3f}s{r['busy0']:>8.0%}{r['busy1']:>8.0%}"
+                     f"{r['decide_s']:>9.3f}s")
     targets = {"slow_balanced_vs_static": ">= 1.5", "slow_balanced_vs_even": ">= 0.6",
                "even_balanced_vs_static": ">= 0.97"}
     for name, a, b in RATIOS:
+        each = " ".join(f"{x:.2f}" for x in rec[name + "_by_repeat"])
         lines.append(f"{a} / {b}: {rec[name]:.3f} whole job, "
-                     f"{rec[name + '_second_half']:.3f} second half (target {targets[name]})")
+                     f"{rec[name + '_second_half']:.3f} second half (target {targets[name]}); "
+                     f"by repeat {each}")
     return "\n".join(lines)
 
 

@@ -283,7 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return inspect(args.path)
     from mpi4py import MPI
 
-    from .failures import abort_on_error, agree_on_setup
+    from .failures import abort_on_error, agree_on_setup, leave
 
     comm = MPI.COMM_WORLD
     if args.command == "train":
@@ -313,6 +313,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"[mpips] requeueing Slurm job {slurm.job_id}: it resumes from the "
                       f"checkpoint", flush=True)
                 print(requeue(slurm), flush=True)
+            if result.failures_survived:
+                leave(0)
             return 0
 
         return abort_on_error(run, comm)

@@ -2,13 +2,15 @@
 
 The scheduler feeds it, once per round of load reports, every active server's busy time
 per step (the time it needs to apply and acknowledge one step of pushes) and busy share
-(``load.LoadStats``). It wants a move when, for ``window`` rounds in a row, the slowest
-active server needs more than ``1 + margin`` times the mean time per step (and is busy
-more than ``MIN_BUSY`` of the time). A plan then moves partitions from the slowest
-servers to the fastest, in order of load per byte (most first, so the fewest bytes
-move), each only if it narrows the gap between the two, until the slowest is predicted
-within ``margin / 4`` of the mean (as the moves change it) or ``max_bytes`` would be
-exceeded. Time per step, unlike a busy share, does not saturate when a server is the
+(``load.LoadStats``). It wants a move when an imbalance stands out from the jitter of
+the measurements: the same active server is the slowest in every round and needs more
+than ``1 + 2 margin`` times the mean time per step for ``window`` rounds in a row, or
+more than ``1 + margin`` times for ``2 window`` rounds (and is busy more than
+``MIN_BUSY`` of the time). A plan then moves partitions from the slowest servers to the
+fastest, in order of load per byte (most first, so the fewest bytes move), each only if
+it narrows the gap between the two and fits the spare rows of the taker's windows (a
+move never waits for new windows), until the slowest is predicted within ``margin / 4``
+of the mean (as the moves change it) or ``max_bytes`` would be exceeded. Time per step, unlike a busy share, does not saturate when a server is the
 bottleneck. The plan is made as soon as the imbalance is seen, and a pause (which stops
 every worker) is asked for only when it moves something and is worth it: the time it is
 predicted to save over the rest of the job (the share of a step the slowest server
@@ -35,6 +37,7 @@ then the bottleneck, and a join moves only the ring's minimum onto the new serve
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Optional, Sequence
 
@@ -90,7 +93,7 @@ class Rebalancer:
         ``take``s it. A wanted balance that no partition can narrow, or whose predicted
         saving over the job's ``time_left`` seconds is under ``PAYBACK`` times
         ``pause_cost`` (the seconds the last move's pause took), asks for no pause."""
-        self.history = [*self.history[-(self.window - 1):],
+        self.history = [*self.history[-(2 * self.window - 1):],
                         (tuple(active), np.asarray(per_step, float),
                          np.asarray(shares, float))]
         self.ready = None
@@ -123,19 +126,25 @@ class Rebalancer:
 
     def wanted(self) -> Optional[str]:
         """What the rounds seen ask for: ``"balance"``, ``"join"`` or None."""
-        if len(self.history) < self.window or len({a for a, _, _ in self.history}) != 1:
+        recent = self.history[-self.window:]
+        if len(recent) < self.window or len({a for a, _, _ in recent}) != 1:
             return None
-        active = self.history[-1][0]
-        if len(active) > 1 and all(self._imbalanced(t, b) for _, t, b in self.history):
+        if len(recent[-1][0]) > 1 and self._stands_out():
             return "balance"
-        if self.standby and all(b.min() > JOIN_BUSY for _, _, b in self.history):
+        if self.standby and all(b.min() > JOIN_BUSY for _, _, b in recent):
             return "join"
         return None
 
-    def _imbalanced(self, per_step: np.ndarray, shares: np.ndarray) -> bool:
-        top = int(np.argmax(per_step))
-        return shares[top] > MIN_BUSY and \
-            per_step[top] > float(per_step.mean()) * (1 + self.margin)
+    def _stands_out(self) -> bool:
+        """An imbalance, not jitter: one server the slowest in every round, by twice the
+        margin over the last ``window`` rounds or by the margin over twice as many."""
+        for rounds, margin in ((self.window, 2 * self.margin), (2 * self.window, self.margin)):
+            recent = self.history[-rounds:]
+            if len(recent) == rounds and len({a for a, _, _ in recent}) == 1 \
+                    and len({int(np.argmax(t)) for _, t, _ in recent}) == 1 \
+                    and all(_imbalanced(t, b, margin) for _, t, b in recent):
+                return True
+        return False
 
     def restart(self) -> None:
         """A pause happened: the next decisions rest on new measurements only."""
@@ -170,31 +179,43 @@ class Rebalancer:
         if cost is None:
             return Moves.none(), None, float(pred[active].max())
         before = (owner.copy(), pred.copy())
-        queues = {s: deque(self._candidates(owner, load, s)) for s in active}
-        room = STEP * held                       # load each server may still give away
+        sizes = np.array([partition_sizes(t.rows, t.salt, t.pmap.partitions)
+                          for t in placement.layouts])        # rows per table, partition
+        free = placement.capacity - np.array([t.shard_rows for t in placement.layouts])
+        queues = {s: deque(self._candidates(owner, load, s, sizes, free[:, [
+            a for a in active if a != s]].max(axis=1, initial=0))) for s in active}
+        # Python numbers, not NumPy scalars: the loop may look at many partitions.
+        times, unit, loads = pred.tolist(), cost.tolist(), load.tolist()
+        nbytes = self.bytes.tolist()
+        give = (STEP * held).tolist()            # load each server may still give away
+        rows, spare = sizes.tolist(), free.T.tolist()     # by table; by server, table
+        tables = range(len(rows))
+        aim = 1 + self.margin / 4
         moved, parts, owners = 0.0, [], []
         while True:
             open_ = [s for s in active if queues[s]]
             if not open_:
                 break
-            s = max(open_, key=lambda x: pred[x])
-            d = min(active, key=lambda x: pred[x])
-            if pred[s] <= float(pred[active].mean()) * (1 + self.margin / 4) or d == s:
+            s = max(open_, key=times.__getitem__)
+            d = min(active, key=times.__getitem__)
+            if times[s] <= sum(times[a] for a in active) / len(active) * aim or d == s:
                 break
             p = queues[s].popleft()
-            gain, cost_d = cost[s] * load[p], cost[d] * load[p]
-            if pred[d] + cost_d >= pred[s] - gain or load[p] > room[s]:
-                continue                         # too big: it would not narrow the gap
-            if moved + self.bytes[p] > self.max_bytes:
+            gain, cost_d = unit[s] * loads[p], unit[d] * loads[p]
+            if times[d] + cost_d >= times[s] - gain or loads[p] > give[s] \
+                    or any(rows[k][p] > spare[d][k] for k in tables):
+                continue                         # too big: it would not narrow the gap,
+            if moved + nbytes[p] > self.max_bytes:   # or not fit the taker's windows
                 break
-            room[s] -= load[p]
-            pred[s] -= gain
-            pred[d] += cost_d
-            moved += self.bytes[p]
+            give[s] -= loads[p]
+            spare[d] = [spare[d][k] - rows[k][p] for k in tables]
+            times[s] -= gain
+            times[d] += cost_d
+            moved += nbytes[p]
             parts.append(p)
             owners.append(d)
         return (Moves(np.array(parts, np.int64), np.array(owners, np.int32), "balance"),
-                before, float(pred[active].max()))
+                before, max(times[a] for a in active))
 
     def _costs(self, active: list[int], held: np.ndarray, per_step: np.ndarray
                ) -> Optional[np.ndarray]:
@@ -217,14 +238,23 @@ class Rebalancer:
                 cost[s] = float(np.clip(d_time / d_load, 0.5 * cost[s], 1.5 * cost[s]))
         return cost
 
-    def _candidates(self, owner: np.ndarray, load: np.ndarray, server: int) -> list[int]:
-        """The server's partitions that carry load and may move, most load per byte
-        first."""
-        mine = np.flatnonzero((owner == server) & (load > 0) & (self.bytes > 0))
-        mine = np.array([p for p in mine.tolist() if p not in self.tabu], dtype=np.int64)
+    def _candidates(self, owner: np.ndarray, load: np.ndarray, server: int,
+                    sizes: np.ndarray, free: np.ndarray) -> list[int]:
+        """The server's partitions that carry load, may move and fit the spare rows
+        ``free`` (per table) that some other server has, most load per byte first."""
+        mine = np.flatnonzero((owner == server) & (load > 0) & (self.bytes > 0)
+                              & (sizes <= free[:, None]).all(axis=0))
+        mine = mine[~np.isin(mine, np.fromiter(self.tabu, np.int64, len(self.tabu)))]
         if mine.size == 0:
             return []
         return mine[np.argsort(-load[mine] / self.bytes[mine], kind="stable")].tolist()
+
+
+def _imbalanced(per_step: np.ndarray, shares: np.ndarray, margin: float) -> bool:
+    """The slowest server needs more than ``1 + margin`` times the mean time per step
+    and is busy enough to matter."""
+    top = int(np.argmax(per_step))
+    return shares[top] > MIN_BUSY and per_step[top] > float(per_step.mean()) * (1 + margin)
 
 
 def _excess(per_step: np.ndarray) -> float:
@@ -242,6 +272,7 @@ class LoadWatch:
         self.stats, self.rebalancer = stats, rebalancer
         self.n_servers, self.owner = placement.n_servers, placement.pmap.owner
         self.finals: dict[int, ServerLoad] = {}
+        self.deciding = 0.0          # CPU seconds the rebalancer took over the job
 
     def server(self, s: int, load: ServerLoad, placement: Placement,
                time_left: float = float("inf"), pause_cost: float = 0.0) -> bool:
@@ -255,9 +286,12 @@ class LoadWatch:
         active = placement.active()
         if self.rebalancer is None or not self.stats.round_complete(active):
             return False
-        return self.rebalancer.observe(active, self.stats.per_step[active],
-                                       self.stats.shares[active], placement, time_left,
-                                       pause_cost)
+        began = time.process_time()
+        wants = self.rebalancer.observe(active, self.stats.per_step[active],
+                                        self.stats.shares[active], placement, time_left,
+                                        pause_cost)
+        self.deciding += time.process_time() - began
+        return wants
 
     def after_pause(self, placement: Placement) -> None:
         """Measure afresh after every pause (shares across a move or a wait mislead)."""
@@ -289,7 +323,8 @@ class LoadWatch:
 
     def summary(self, hottest: int = 8) -> dict:
         """For the final record: each server's busy share of the job's time, rows per
-        step and share of the load, and the partitions with the most recent load."""
+        step and share of the load, the partitions with the most recent load, and the
+        CPU seconds the rebalancer took to decide (``rebalance_seconds``)."""
         loads = [self.finals.get(s) for s in range(self.n_servers)]
         load = self.stats.partition_load
         top = np.argsort(-load, kind="stable")[:hottest]
@@ -299,4 +334,5 @@ class LoadWatch:
                                          else 0.0 for x in loads],
                 "server_load": self.server_load(),
                 "hot_partitions": [[int(p), round(float(load[p]) / total, 5)]
-                                   for p in top if load[p] > 0]}
+                                   for p in top if load[p] > 0],
+                "rebalance_seconds": round(self.deciding, 4)}

@@ -261,11 +261,12 @@ def validation_line(log: MetricsLog, progress: Progress, step: int, score: float
 
 def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: list[str],
                   sync: dict, coord: Coordinator, loads: LoadWatch, verbose: bool = True,
-                  resumed: Optional[dict] = None) -> dict:
+                  resumed: Optional[dict] = None, recovery: Optional[dict] = None) -> dict:
     """Follow training, then gather the evaluation and the servers' staleness; returns
     the final metrics record (``sync`` describes the consistency the tables got).
     ``coord`` coordinates checkpoints; ``resumed`` is the manifest a resumed job started
-    from. A job stopped at a checkpoint skips the evaluation: its record says where."""
+    from; ``recovery`` the failures it survived (under ULFM). A job stopped at a
+    checkpoint skips the evaluation: its record says where."""
     log = MetricsLog(cfg.metrics_out, append=resumed is not None)
     workers = resumed["workers"] if resumed else []
     expect_final = cfg.checkpointing and not (workers and all(w["finished"] for w in workers))
@@ -294,7 +295,7 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: lis
         if coord.written:
             rec["checkpoint"] = str(coord.written[-1])
         rec.update(coord.validation_summary())
-        rec.update(sync)
+        rec.update(sync, **(recovery or {}))
         rec.update(coord.move_log.summary(coord.placement.epoch), **loads.summary(),
                    rebalance=loads.rebalancer is not None)
         rec.update(reduce_server_stats(roles.world, tables) or {})

@@ -126,16 +126,19 @@ def run_server(store: ShardStore, policies: Sequence[SyncPolicy], seed: int = 0,
                start: Optional[Start] = None, log: Optional[StalenessLog] = None,
                run_dir: Optional[Path] = None, slow_factor: float = 1.0,
                report: bool = False, final: bool = True,
-               kill: KillSwitch = KillSwitch()) -> ServerReport:
+               kill: KillSwitch = KillSwitch(), room: int = 0) -> ServerReport:
     """Serve until every worker has sent its last push (or the job stops at a pause). A
     resumed job passes ``start`` (where its workers stand) and ``log``, with its shards
     already loaded; ``run_dir``: where checkpoints go, one of them when training ends
     (None: the job writes none), ``final``: write that one (False: ``run_dir`` only gets
     the best parameters); ``report``: send the scheduler load reports (a training
-    job's scheduler follows them); ``kill``: the ``--kill-at`` aid."""
+    job's scheduler follows them); ``kill``: the ``--kill-at`` aid; ``room``: bytes of
+    the windows' spare rows to touch first, where partitions that move here will land
+    (``ShardStore.touch_room``; a job that may rebalance)."""
     if start is None or log is None:
         store.init(seed)
         start, log = Start.fresh(store.roles.n_workers), StalenessLog(store.names)
+    store.touch_room(room)
     store.warm_up()
     store.ready()
     machine = ServerMachine(policies, start, store.placement.epoch)

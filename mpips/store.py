@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 from mpi4py import MPI
+from mpi4py.util.dtlib import from_numpy_dtype
 
 from .admission import COUNT, LAST, RowPolicy, add_counts, new_record
 from .clocks import StalenessLog
@@ -37,11 +38,21 @@ from .pullcodec import code_mirror
 from .push import Outbox, poll_push, send_acks
 from .ring import mix64, name_salt
 from .topology import TAG_MOVE, Roles
-from .waiting import wait_all
+from .waiting import transfer_all, wait_all
 from .windows import JobWindows
 
 _F4 = np.dtype(np.float32).itemsize
 INIT_CHUNK = 1 << 20      # rows initialised at a time, to bound the temporary memory
+
+
+def rows_type(array: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> MPI.Datatype:
+    """A committed datatype (free it after use) for the rows ``starts[i]:starts[i] +
+    lengths[i]`` of a C-contiguous 2-D ``array``: the runs of a move, sent or received in
+    place."""
+    width = int(np.prod(array.shape[1:], dtype=np.int64))
+    return from_numpy_dtype(array.dtype).Create_hindexed(
+        (np.asarray(lengths, np.int64) * width).tolist(),
+        (np.asarray(starts, np.int64) * (width * array.itemsize)).tolist()).Commit()
 
 
 def shard_bytes(spec: TableSpec, rows: int, optimizer: Optimizer) -> int:
@@ -315,55 +326,44 @@ class ShardStore:
     # ---- moves ---------------------------------------------------------------------------
     def move(self, new: Placement) -> MoveReport:
         """Collective over ``ps`` (workers call ``TableClient.adopt``): take up placement
-        ``new``. Rows and optimiser state of partitions that leave are packed and sent to
-        their new owners; arriving rows are written where the new layout puts them (after
-        the rows in use; rows that stay do not move). A table that ``new`` rebuilt gets
-        new windows, into which the staying rows are copied. A server that receives rows
-        of a table takes the highest version of its senders'."""
+        ``new``. Rows, optimiser state and records of partitions that leave go straight
+        from their arrays to the new owners' (an indexed datatype per array and peer: no
+        packing copy on either side); arriving rows land where the new layout puts them
+        (after the rows in use; rows that stay do not move). A table that ``new`` rebuilt
+        gets new windows, into which the staying rows are copied. A server that receives
+        rows of a table takes the highest version of its senders'."""
         began = MPI.Wtime()
         old, me = self.placement, self.me
         old_windows = dict(zip(new.rebuilt, self.windows.reallocate(
             new.rebuilt, [new.capacity[i, me] for i in new.rebuilt])))
         reqs: list[MPI.Request] = []
-        keep: list[np.ndarray] = []
-        arriving: list[tuple[int, Runs, np.ndarray]] = []
+        types: list[MPI.Datatype] = []
         senders: list[set[int]] = [set() for _ in self.specs]
-        sent = received = 0
-        records: list[tuple[int, Runs, np.ndarray]] = []
+        sent = received = moved_bytes = 0
         for i in range(len(self.specs)):
             plan = transfers(old.layouts[i], new.layouts[i])
-            source = old_windows[i].shard if i in old_windows else self.windows.tables[i].shard
-            before = [source, *self.state[i].values()]
-            record = self.record[i]
+            before = self._arrays(i)
+            if i in old_windows:
+                before[0] = old_windows[i].shard
+                self._new_arrays(i, plan.get((me, me)), before, int(new.capacity[i, me]))
+            after = self._arrays(i)
             for (s, d), runs in sorted(plan.items()):
                 if s == me and d != me:
-                    buf = np.empty((len(before), runs.rows, self.dims[i]), np.float32)
-                    rows = runs.src_rows()
-                    for a, out in zip(before, buf):
-                        np.take(a, rows, axis=0, out=out)
-                    reqs.append(self.roles.group.Isend(buf, d, TAG_MOVE))
-                    keep.append(buf)
-                    if record is not None:        # the rows' records travel after them
-                        keep.append(np.take(record, rows, axis=0))
-                        reqs.append(self.roles.group.Isend(keep[-1], d, TAG_MOVE))
+                    arrays, starts, peer, post = before, runs.src, d, self.roles.group.Isend
                     sent += runs.rows
                 elif d == me and s != me:
-                    buf = np.empty((len(before), runs.rows, self.dims[i]), np.float32)
-                    reqs.append(self.roles.group.Irecv(buf, s, TAG_MOVE))
-                    arriving.append((i, runs, buf))
-                    if record is not None:
-                        records.append((i, runs, np.empty((runs.rows, 2), np.int32)))
-                        reqs.append(self.roles.group.Irecv(records[-1][2], s, TAG_MOVE))
+                    arrays, starts, peer, post = after, runs.dst, s, self.roles.group.Irecv
                     senders[i].add(s)
                     received += runs.rows
-            if i in old_windows:
-                self._new_arrays(i, plan.get((me, me)), before, int(new.capacity[i, me]))
-        wait_all(reqs)
-        for i, runs, buf in arriving:
-            for a, rows in zip(self._arrays(i), buf):
-                a[runs.dst_rows()] = rows
-        for i, runs, rec in records:
-            self.record[i][runs.dst_rows()] = rec
+                else:
+                    continue
+                for a in arrays:
+                    types.append(rows_type(a, starts, runs.length))
+                    reqs.append(post([a, 1, types[-1]], peer, TAG_MOVE))
+                    moved_bytes += runs.rows * a.strides[0]
+        transfer_all(reqs)
+        for t in types:
+            t.Free()
         self._merge_versions(senders)
         self.placement = new
         self._index_keys()
@@ -371,27 +371,47 @@ class ShardStore:
             self._recode(i)
         self.sync()                          # visible before the barrier lets workers pull
         self.windows.release(list(old_windows.values()))
-        bytes_moved = sum(b.nbytes for b in keep) + sum(b.nbytes for _, _, b in arriving)
-        return MoveReport(MPI.Wtime() - began, sent, received, bytes_moved, len(old_windows))
+        return MoveReport(MPI.Wtime() - began, sent, received, moved_bytes, len(old_windows))
 
     def _arrays(self, table: int) -> list[np.ndarray]:
-        """The window rows and the state arrays of a table, in the order moves pack them."""
-        return [self.windows.tables[table].shard, *self.state[table].values()]
+        """Per row of a table, what moves with it: its window rows, its optimiser state,
+        its record (for tracked tables), in the same order on every server."""
+        rec = self.record[table]
+        return [self.windows.tables[table].shard, *self.state[table].values(),
+                *([] if rec is None else [rec])]
+
+    def touch_room(self, budget: int) -> int:
+        """Write zeros into the spare rows (beyond those in use) of every table's window
+        and optimiser state, up to ``budget`` bytes in all, shared out by the tables'
+        spare bytes; returns the bytes touched. A fresh page costs its first touch (here
+        about 1 s per 100 MiB), which a job that may move partitions pays now, before the
+        clock starts, not in the pause of a move whose arriving rows land there. (Spare
+        rows hold nothing; their state is zero already, their records were written when
+        made.)"""
+        spare = [([self.windows.tables[i].shard, *self.state[i].values()], self._rows_of(i),
+                  self.slot[i].size) for i in range(len(self.specs))]
+        total = sum((cap - n) * sum(a.strides[0] for a in arrays) for arrays, n, cap in spare)
+        share = min(1.0, budget / total) if total > 0 else 0.0
+        touched = 0
+        for arrays, n, cap in spare:
+            rows = int((cap - n) * share)
+            for a in arrays:
+                a[n:n + rows] = 0
+                touched += rows * a.strides[0]
+        return touched
 
     def _new_arrays(self, table: int, staying: Runs | None, before: list[np.ndarray],
                     capacity: int) -> None:
-        """New state arrays beside the table's new window, with the rows that stay on
-        this server copied from the old window and state (``before``)."""
+        """New state arrays (and records) beside the table's new window, with the rows
+        that stay on this server copied from the old window, state and records
+        (``before``, in ``_arrays``' order)."""
         self.state[table] = self.optimizer.new_state((capacity, self.dims[table]), 0)
         self.slot[table] = np.zeros(capacity, dtype=np.int32)
-        old_record = self.record[table]
-        if old_record is not None:
+        if self.record[table] is not None:
             self.record[table] = new_record(capacity)
         if staying is not None:
             for src, dst in zip(before, self._arrays(table)):
                 dst[staying.dst_rows()] = src[staying.src_rows()]
-            if old_record is not None:
-                self.record[table][staying.dst_rows()] = old_record[staying.src_rows()]
 
     def _merge_versions(self, senders: list[set[int]]) -> None:
         """After a move: each table's version is at least that of every server that sent

@@ -1,10 +1,13 @@
 """Polite waiting: poll with back-off instead of spinning in a blocking MPI call.
 
 Blocking MPI calls busy-poll; with more ranks than cores that steals the CPU from the ranks
-doing the work, so every wait that may be long goes through here.
+doing the work, so every wait that may be long goes through here. A bulk transfer (a
+partition move) is the exception: MPI moves its data only inside its calls, so it polls
+without sleeping and only yields the core between polls (``transfer_all``).
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Optional, TypeVar
 
@@ -51,3 +54,15 @@ def wait_all(requests: list[MPI.Request]) -> None:
     """Complete all ``requests`` politely (see ``idle_wait``)."""
     if requests:
         idle_wait(lambda: MPI.Request.Testall(requests))
+
+
+def transfer_all(requests: list[MPI.Request]) -> None:
+    """Complete ``requests`` that carry much data (rows of a move): test them again and
+    again, yielding the core between tests (to any rank that wants it) but never sleeping.
+    MPI copies a large message in chunks, only while a call of the sender and of the
+    receiver progresses it, so ``wait_all``'s back-off (a 2 ms sleep once it has waited
+    20 ms) would make a move crawl at a few chunks per sleep."""
+    while requests and not MPI.Request.Testall(requests):
+        if _watch is not None:
+            _watch()
+        os.sched_yield()

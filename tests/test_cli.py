@@ -142,6 +142,7 @@ def test_bench_balance_reports_each_mode():
     for name in ("slow_balanced_vs_static", "slow_balanced_vs_even",
                  "even_balanced_vs_static"):
         assert rec[name] > 0 and name + "_second_half" in rec
+        assert rec[name + "_by_repeat"] == [rec[name]]      # one repeat: its ratio
 
 
 def test_bench_straggler_reports_each_mode():

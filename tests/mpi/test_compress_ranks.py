@@ -7,7 +7,6 @@ bytes are counted.
 Run under MPICH with ``MPIR_CVAR_NOLOCAL=1`` too (the Makefile does): every rank is then
 its own node, so pulls are one-sided ``Get``.
 """
-import warnings
 
 import numpy as np
 import pytest
@@ -230,24 +229,20 @@ def test_resume_with_residuals_is_bit_identical_to_the_run_that_never_stopped(
 @pytest.mark.parametrize("sync", ["ssp", "async"])
 def test_ssp_and_asp_with_int8_train_every_row_with_fewer_bytes(sync):
     """Compression under SSP and ASP: every planned row is trained, the model learns, and
-    FM's pushes take at least 2.5 times fewer bytes."""
+    FM's pushes take at least 2.5 times fewer bytes. Fixed shares (``--balance off``):
+    with merging, the number of updates follows the OS scheduler where ranks outnumber
+    cores (measured under Open MPI, 5 ranks on 2 cores: 48 to 148 updates, AUC 0.58 to
+    0.66; fixed shares: 150 updates, AUC 0.634 to 0.650), which is not what this checks."""
     cfg = small(synthetic_rows=12_000, batch_size=128, sync=sync, staleness=2, lr=0.05,
-                embedding_dim=8)
+                embedding_dim=8, balance="off")
     _, plain = run(cfg)
     _, coded = run(cfg.replace(compress="int8"))
     ok = True
     if comm.Get_rank() == 0:
         ok = coded["samples"] == plain["samples"] == 2 * 9600
         # Both learn (runs are not repeatable: on 9,600 rows two uncompressed SSP runs
-        # differ by up to 0.03 AUC). Known defect, not the codec's: under Open MPI, ASP
-        # ends near 0.54 AUC in about 1 run of 10, with or without int8 (MPICH: 0.61 at
-        # worst in 20), so there the floor is reported, not asserted, until it is fixed.
-        learnt = min(coded["auc"], plain["auc"]) > 0.55
-        if sync == "async" and "Open MPI" in MPI.Get_library_version():
-            if not learnt:
-                warnings.warn(f"Open MPI ASP AUC {coded['auc']:.4f} / {plain['auc']:.4f}")
-        else:
-            ok &= learnt
+        # differ by up to 0.03 AUC).
+        ok &= min(coded["auc"], plain["auc"]) > 0.55
         f = coded["traffic"]["features"]
         ok &= f["push_bytes_raw"] > 2.5 * f["push_bytes"]
     assert all_ranks(comm, ok)
