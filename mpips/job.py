@@ -95,7 +95,8 @@ def model_of(cfg: TrainConfig, data: DataPlan) -> Model:
 def check_memory(cfg: TrainConfig, model: Model, n_servers: int) -> None:
     """Refuse tables that cannot fit: a server's share against this machine's memory."""
     optimizer = Optimizer(cfg.optimizer)
-    need = sum(shard_bytes(spec, int(1.1 * spec.rows / n_servers) + 1, optimizer)
+    need = sum(shard_bytes(spec, int(1.1 * spec.rows / n_servers) + 1, optimizer,
+                           cfg.pull_codec_of(spec.name, spec.rows))
                for spec in model.tables)
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:

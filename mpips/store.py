@@ -27,6 +27,7 @@ from mpi4py.util.dtlib import from_numpy_dtype
 
 from .admission import COUNT, LAST, RowPolicy, add_counts, new_record
 from .clocks import StalenessLog
+from .codecs import RAW, row_bytes
 from .errors import ProtocolError
 from .kernels.init import normal_rows
 from .kernels.sparse import accumulate_rows, release_slots
@@ -55,9 +56,12 @@ def rows_type(array: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> MPI
         (np.asarray(starts, np.int64) * (width * array.itemsize)).tolist()).Commit()
 
 
-def shard_bytes(spec: TableSpec, rows: int, optimizer: Optimizer) -> int:
-    """Bytes a server needs for ``rows`` rows of ``spec``: values, state, step slots."""
-    return rows * (spec.dim * _F4 * (1 + len(optimizer.state_slots)) + 4)
+def shard_bytes(spec: TableSpec, rows: int, optimizer: Optimizer, pull_codec: int = RAW
+                ) -> int:
+    """Bytes a server needs for ``rows`` rows of ``spec``: values, state, step slots, and
+    the coded mirror of a table with a pull codec."""
+    mirror = row_bytes(pull_codec, spec.dim) if pull_codec != RAW else 0
+    return rows * (spec.dim * _F4 * (1 + len(optimizer.state_slots)) + 4 + mirror)
 
 
 @dataclass

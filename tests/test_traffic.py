@@ -8,7 +8,10 @@ from mpips.checkpoint.manifest import config_of, settings
 from mpips.codecs import BF16, FP16, INT8, RAW, Compression
 from mpips.config import TrainConfig, from_mapping, load_toml
 from mpips.errors import ConfigError
+from mpips.models import TableSpec
+from mpips.optim import Optimizer
 from mpips.pullcache import PullCache, pull_caches
+from mpips.store import shard_bytes
 from mpips.traffic import KINDS, Link, Traffic
 
 
@@ -125,3 +128,12 @@ def test_pull_codec_settings_per_table(tmp_path):
     f.write_text('[tables.bias]\npull-codec = 8\n')
     with pytest.raises(ConfigError, match="tables.bias: pull-codec must be a string"):
         load_toml(f)
+
+
+def test_a_coded_mirror_counts_in_a_servers_memory():
+    """A table with a pull codec needs its mirror's bytes beside its rows and state."""
+    spec, opt = TableSpec("features", 1000, 17), Optimizer("adagrad")
+    plain = shard_bytes(spec, 100, opt)
+    assert plain == 100 * (17 * 4 * 2 + 4)
+    assert shard_bytes(spec, 100, opt, INT8) == plain + 100 * (3 + 17)
+    assert shard_bytes(spec, 100, opt, BF16) == plain + 100 * 2 * 17
