@@ -73,7 +73,7 @@ test-nolocal: $(VENV)/.ready
 # their own jobs; MPIPS_ULFM_REQUIRED=1 makes them fail rather than skip if ULFM is missing.
 test-ulfm: $(OVENV)/.ready
 	env $(OMPI) MPIPS_MPIEXEC="$(OVENV)/bin/mpiexec --oversubscribe --with-ft ulfm" \
-	  MPIPS_ULFM_REQUIRED=1 $(LIMIT) 300 $(OVENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  MPIPS_ULFM_REQUIRED=1 $(LIMIT) 900 $(OVENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  tests/ulfm
 
 ## bench: sparse pull and push+Adagrad against the one-process numba figures

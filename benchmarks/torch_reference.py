@@ -25,8 +25,9 @@ Models (as in ``mpips/models.py``):
 
 Initial values: embeddings N(0, ``--init-std``) from PyTorch's generator (seeded with
 ``--torch-seed``, by default ``--seed``), linear weights and biases zero, MLP weights
-Glorot-normal and MLP biases zero. ``--init mpips`` instead copies mpips' own hashed
-per-key initial values, so that both sides start from identical parameters.
+Glorot-normal but the output layer's zero, and MLP biases zero. ``--init mpips`` instead
+copies mpips' own hashed per-key initial values, so that both sides start from identical
+parameters.
 
 Optimisers: ``sgd`` (torch.optim.SGD), ``adagrad`` (torch.optim.Adagrad, eps 1e-10, zero
 initial accumulator -- its defaults, which mpips uses) and ``adam`` (torch.optim.SparseAdam
@@ -110,7 +111,10 @@ def init_torch(net: SparseModel, init_std: float, seed: int) -> None:
             net.table.weight[:, 1:].normal_(0.0, init_std)
         net.bias.zero_()
         for layer in net.mlp:
-            nn.init.xavier_normal_(layer.weight)        # N(0, 2 / (fan_in + fan_out))
+            if layer.out_features > 1:
+                nn.init.xavier_normal_(layer.weight)    # N(0, 2 / (fan_in + fan_out))
+            else:
+                layer.weight.zero_()                    # the output layer starts at zero
             layer.bias.zero_()
 
 
@@ -136,7 +140,8 @@ def init_mpips(net: SparseModel, init_std: float, seed: int) -> None:
         zero = np.zeros(1, dtype=np.int64)
         for i, layer in enumerate(net.mlp):
             b, a = layer.weight.shape
-            w = rows(f"mlp{i}.w", zero, a * b, 0, float(np.sqrt(2.0 / (a + b))))
+            std = float(np.sqrt(2.0 / (a + b))) if b > 1 else 0.0
+            w = rows(f"mlp{i}.w", zero, a * b, 0, std)
             layer.weight.copy_(torch.from_numpy(w.reshape(a, b).T.copy()))  # x @ W in mpips
             layer.bias.zero_()
 

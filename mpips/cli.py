@@ -14,7 +14,7 @@ for _var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MK
 from . import __version__  # noqa: E402
 from .clocks import SYNC_MODES  # noqa: E402
 from .cli_tools import TOOLS, add_parsers, run_tool  # noqa: E402
-from .codecs import CHOICES as CODEC_CHOICES  # noqa: E402
+from .codecs import CHOICES as CODEC_CHOICES, PULL_CHOICES  # noqa: E402
 from .config import BALANCE_MODES, FORMATS, MODELS, PULL_MODES, REBALANCE_MODES, \
     TrainConfig, from_mapping, load_toml  # noqa: E402
 from .data.parse import BAD_LINE_MODES  # noqa: E402
@@ -145,6 +145,11 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
                         "etc. code those too); what is not sent is kept per key and sent "
                         "later (error feedback); per table with [tables.NAME] compress = ... "
                         f"(default {D.compress})")),
+    ("--pull-codec", dict(choices=PULL_CHOICES, help="codec of the embedding tables' "
+                          "pulls in training: none, fp16, bf16, int8; servers keep a coded "
+                          "mirror of the rows that workers read and decode (for slow links "
+                          "between nodes); per table with [tables.NAME] pull-codec = ... "
+                          f"(default {D.pull_codec})")),
     ("--compress-keep", dict(type=float, metavar="F", help=f"topk: share of a table's rows "
                              f"sent each step (default {D.compress_keep})")),
     ("--residual-rows", dict(type=int, metavar="N", help="error feedback: keys whose residual "
@@ -278,7 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return inspect(args.path)
     from mpi4py import MPI
 
-    from .failures import abort_on_error, agree_on_setup
+    from .failures import abort_on_error, agree_on_setup, leave
 
     comm = MPI.COMM_WORLD
     if args.command == "train":
@@ -308,6 +313,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"[mpips] requeueing Slurm job {slurm.job_id}: it resumes from the "
                       f"checkpoint", flush=True)
                 print(requeue(slurm), flush=True)
+            if result.failures_survived:
+                leave(0)
             return 0
 
         return abort_on_error(run, comm)

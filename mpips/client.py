@@ -12,6 +12,9 @@ sorted by shard offset, their offsets delta-coded, their values coded; with a lo
 or ``topk`` the client keeps per key what it did not send (``residuals``) and adds it to
 the key's next gradient. Every push and pull is counted in ``traffic`` and waits for the
 ``--link-gbps`` aid.
+
+A table with a pull codec (``pullcodec``) is read in training from its servers' coded
+mirrors and decoded here; other reads (validation, ``pull_all``) read the float32 rows.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .checkpoint.residualfile import read_residuals, write_residuals
-from .codecs import RAW, Compression, encode_rows, round_trip
+from .codecs import RAW, Compression, encode_rows, round_trip, row_bytes
 from .errors import ProtocolError
 from .kernels.keymap import warm_up as keymap_warm_up
 from .kernels.sparse import gather_scatter_rows, scatter_rows
@@ -31,13 +34,14 @@ from .message import (FLAG_LAST, HEAD_BYTES, PushMessage, TablePart, encode,
 from .models import TableSpec
 from .placement import Placement
 from .pullcache import PullCache
+from .pullcodec import code_pulled, decode_pulled
 from .push import Outbox, PushHandle, send_mark, send_push
 from .keyrows import KeyedRows
 from .residuals import feedback
 from .ring import Route, route
 from .topology import Roles
 from .traffic import Link, Traffic
-from .windows import JobWindows
+from .windows import JobWindows, ShardWindow
 
 RESIDUAL_ROWS = 1 << 20        # default bound of a table's residuals, in keys per worker
 
@@ -48,16 +52,19 @@ class TableClient:
     def __init__(self, specs: Sequence[TableSpec], roles: Roles, placement: Placement,
                  pull: str = "auto", compression: Sequence[Compression] | None = None,
                  residual_rows: int = RESIDUAL_ROWS, link_gbps: float = 0.0,
-                 caches: Sequence[PullCache | None] | None = None) -> None:
+                 caches: Sequence[PullCache | None] | None = None,
+                 pull_codecs: Sequence[int] | None = None) -> None:
         """``compression``: per table (default: none); ``residual_rows``: the bound of
         each lossy table's residuals (keys); ``link_gbps``: the slow-link aid (0: off);
-        ``caches``: per table its pull cache (``pullcache``; default none)."""
+        ``caches``: per table its pull cache (``pullcache``; default none);
+        ``pull_codecs``: per table the codec of its training pulls (default none)."""
         self.roles, self.placement = roles, placement
         self.names = [s.name for s in specs]
         self.dims = [s.dim for s in specs]
         self.index = {name: i for i, name in enumerate(self.names)}
+        self.pull_codecs = list(pull_codecs or [RAW] * len(specs))
         self.windows = JobWindows(roles.ps, self.names, self.dims, [0] * len(specs), None,
-                                  roles.n_servers, pull)
+                                  roles.n_servers, pull, self.pull_codecs)
         self.outbox = Outbox()
         self.versions = np.zeros((roles.n_servers, len(specs)), dtype=np.int64)
         self.compression = list(compression or [Compression()] * len(specs))
@@ -88,6 +95,13 @@ class TableClient:
         keymap_warm_up()
         for comp, dim in zip(self.compression, self.dims):
             round_trip(comp.codec, np.zeros((1, dim), np.float32))
+        for codec, dim in zip(self.pull_codecs, self.dims):
+            if codec != RAW:
+                records = code_pulled(codec, np.zeros((1, dim), np.float32))
+                decode_pulled(codec, records, dim)
+                gather_scatter_rows(records, np.zeros(1, np.int64), np.zeros(1, np.int64),
+                                    records.copy())
+                scatter_rows(records, np.zeros(1, np.int64), records.copy())
 
     def ready(self) -> None:
         """Collective: wait until the servers' shards are initialised."""
@@ -108,11 +122,11 @@ class TableClient:
         """Fill ``out`` (one row per routed key, request order) from the servers' shards,
         or, given the unique ``keys`` and a pull cache, from the cache where its rows are
         fresh enough. A training pull (``count``) is counted in ``traffic`` and waits
-        for the slow-link aid."""
+        for the slow-link aid; it alone goes through the table's pull codec."""
         i = self.index[name]
         cache, n = self.caches[i], int(where.offsets.size)
         if cache is None or keys is None or n == 0:
-            self._read(i, where, out)
+            self._read(i, where, out, count)
             if count:
                 self._pulled(i, n, n)
             return
@@ -125,21 +139,33 @@ class TableClient:
         miss[hit] = False
         miss = np.flatnonzero(miss)
         rows = np.empty((miss.size, self.dims[i]), np.float32)
-        self._read(i, self.route(name, keys[miss]), rows)
+        self._read(i, self.route(name, keys[miss]), rows, True)
         out[miss] = rows
         cache.keep(keys[miss], rows, versions[miss])
         self._pulled(i, miss.size, n)
 
     def _pulled(self, i: int, rows: int, needed: int) -> None:
-        """Count a pull of ``rows`` rows (of ``needed``) and wait for the link aid."""
-        width = 4 * self.dims[i]
+        """Count a pull of ``rows`` rows (of ``needed``) as coded and as float32, and wait
+        for the link aid."""
+        width = row_bytes(self.pull_codecs[i], self.dims[i])
         self.traffic.add("pull_bytes", i, width * rows)
-        self.traffic.add("pull_bytes_raw", i, width * needed)
+        self.traffic.add("pull_bytes_raw", i, 4 * self.dims[i] * needed)
         self.link.cross(width * rows)
 
-    def _read(self, i: int, where: Route, out: np.ndarray) -> None:
-        """The one-sided read of ``pull``."""
-        w = self.windows.tables[i]
+    def _read(self, i: int, where: Route, out: np.ndarray, coded: bool) -> None:
+        """The one-sided read of ``pull``: with ``coded`` and a pull codec, of the
+        table's coded mirrors, decoded into ``out``."""
+        codec = self.pull_codecs[i] if coded else RAW
+        if codec == RAW:
+            self._get(self.windows.tables[i], where, out)
+            return
+        records = np.empty((out.shape[0], row_bytes(codec, self.dims[i])), np.uint8)
+        self._get(self.windows.mirrors[i], where, records)
+        out[:] = decode_pulled(codec, records, self.dims[i])
+
+    def _get(self, w: ShardWindow, where: Route, out: np.ndarray) -> None:
+        """Rows of window ``w`` (a table's or its coded mirror's) into ``out``, in the
+        route's request order."""
         n_servers = self.roles.n_servers
         if self.direct:
             w.win.Sync()
@@ -154,7 +180,7 @@ class TableClient:
             if hi > lo:
                 # A list converts to MPI displacements 3x faster than an int64 array.
                 dt = w.rowtype.Create_indexed_block(1, where.rows_on(s).tolist()).Commit()
-                w.win.Get([tmp[lo:hi], MPI.FLOAT], self.roles.server_ps_rank(s), [0, 1, dt])
+                w.win.Get([tmp[lo:hi], w.mpi_type], self.roles.server_ps_rank(s), [0, 1, dt])
                 types.append(dt)
         w.win.Flush_all()
         for dt in types:
@@ -293,7 +319,8 @@ class TableClient:
         for name, i in self.index.items():
             rows = self.placement.layouts[i].rows
             out[name] = np.empty((rows, self.dims[i]), np.float32)
-            self._read(i, self.route(name, np.arange(rows, dtype=np.int64)), out[name])
+            self._get(self.windows.tables[i], self.route(name, np.arange(rows, dtype=np.int64)),
+                      out[name])
         return out
 
     def close(self) -> None:

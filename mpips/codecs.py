@@ -18,6 +18,9 @@ float32 (the scales are powers of two and a value's neighbours lie within a fact
 error feedback (``residuals``) keeps every bit of what a codec rounds away. ``topk`` is
 not a wire format: the worker picks the rows to send (``residuals.feedback``) and codes them
 with the table's value codec.
+
+The same value codecs code pulls (``--pull-codec``, ``pull_codec``): a server keeps a coded
+mirror of a table's rows beside them (``ShardStore``), and workers read and decode that.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ RAW, FP16, BF16, INT8 = 0, 1, 2, 3
 NAMES = {"none": RAW, "fp16": FP16, "bf16": BF16, "int8": INT8}
 CODEC_NAMES = {v: k for k, v in NAMES.items()}
 CHOICES = ("none", "fp16", "bf16", "int8", "topk", "topk+fp16", "topk+bf16", "topk+int8")
+PULL_CHOICES = ("none", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,15 @@ class Compression:
         return cls(NAMES[text])
 
 
+def pull_codec(text: str, where: str) -> int:
+    """The value codec of a table's pulls, ``none|fp16|bf16|int8``; a bad name is a
+    ``ConfigError`` naming ``where``."""
+    if text not in PULL_CHOICES:
+        raise ConfigError(f"{where}: pull-codec must be one of {', '.join(PULL_CHOICES)}, "
+                          f"got {text!r}")
+    return NAMES[text]
+
+
 def row_bytes(codec: int, dim: int) -> int:
     """Bytes of one coded row of ``dim`` values."""
     if codec == RAW:
@@ -89,13 +102,19 @@ def _code(codec: int, rows: np.ndarray, rest: bool) -> tuple[np.ndarray, int]:
     n, d = rows.shape
     if codec == RAW:
         return rows.view(np.uint8).reshape(n, 4 * d), 0
+    out = np.empty((n, row_bytes(codec, d)), dtype=np.uint8)
+    return out, code_rows_at(codec, rows, out, np.arange(n, dtype=np.int64), rest)
+
+
+def code_rows_at(codec: int, rows: np.ndarray, out: np.ndarray, index: np.ndarray,
+                 rest: bool = False) -> int:
+    """Code the float32 ``rows`` (C order) that ``index`` names into the same rows of
+    ``out`` (uint8 records, C order), in place: a coded mirror's rows that a step updated.
+    With ``rest`` (error feedback) returns how many rows the coder left something in."""
     if codec in (FP16, BF16):
-        out = np.empty((n, d), dtype=np.uint16)
-        kept = half_code(rows, out, rest, codec == BF16)
-        return out.view(np.uint8).reshape(n, 2 * d), kept
+        return half_code(rows, out.view(np.uint16), rest, codec == BF16, index)
     if codec == INT8:
-        out = np.empty((n, 3 + d), dtype=np.uint8)
-        return out, int8_code(rows, out, rest)
+        return int8_code(rows, out, rest, index)
     raise ProtocolError(f"unknown codec {codec}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from .clocks import SYNC_MODES, SyncPolicy
-from .codecs import Compression
+from .codecs import Compression, pull_codec
 from .data.csvdata import CsvSchema
 from .data.parse import BAD_LINE_MODES
 from .errors import ConfigError
@@ -113,6 +113,9 @@ class TrainConfig:
     compress_keep: float = 0.1             # topk: the share of a table's rows sent a step
     # Per-table codecs: (table, codec); from [tables.NAME] compress = ... in the config file.
     table_compress: tuple[tuple[str, str], ...] = ()
+    pull_codec: str = "none"               # codec of the embedding tables' pulls (pullcodec)
+    # Per-table pull codecs: (table, codec); from [tables.NAME] pull-codec = ... .
+    table_pull_codec: tuple[tuple[str, str], ...] = ()
     residual_rows: int = 1 << 20           # error feedback: keys kept per table and worker
     link_gbps: float = 0.0                 # test aid: a worker's messages wait bytes / G
     pull_cache: int = 0                    # SSP/ASP: rows a worker may serve from its cache
@@ -191,6 +194,8 @@ class TrainConfig:
         for name, codec in (("", self.compress), *self.table_compress):
             Compression.parse(codec, self.compress_keep,
                               f"tables.{name}" if name else "--compress")
+        for name, codec in (("", self.pull_codec), *self.table_pull_codec):
+            pull_codec(codec, f"tables.{name}" if name else "--pull-codec")
         if self.residual_rows < 1 or not self.link_gbps >= 0 or self.pull_cache < 0:
             raise ConfigError("--residual-rows must be >= 1, --link-gbps and --pull-cache "
                               ">= 0")
@@ -293,6 +298,15 @@ class TrainConfig:
                 return Compression.parse(codec, self.compress_keep, f"tables.{name}")
         return Compression.parse(self.compress if rows > 1 else "none", self.compress_keep,
                                  "--compress")
+
+    def pull_codec_of(self, table: str, rows: int) -> int:
+        """The codec of ``table``'s pulls: its ``[tables.NAME] pull-codec``, else
+        ``--pull-codec`` for tables of many rows (embeddings); dense one-row tables are
+        pulled as float32 unless named."""
+        for name, codec in self.table_pull_codec:
+            if name == table:
+                return pull_codec(codec, f"tables.{name}")
+        return pull_codec(self.pull_codec if rows > 1 else "none", "--pull-codec")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes``; settings that were left to their per-model default
@@ -403,7 +417,7 @@ def _table_overrides(value: Any, where: str, base: TrainConfig) -> tuple:
         return value
     out = []
     for table, section in _sections(value, where, "tables", {"sync", "staleness",
-                                                             "compress"}):
+                                                             "compress", "pull-codec"}):
         staleness = section.get("staleness", base.staleness)
         sync = section.get("sync", base.sync)
         if not isinstance(sync, str) or isinstance(staleness, bool) \
@@ -414,17 +428,23 @@ def _table_overrides(value: Any, where: str, base: TrainConfig) -> tuple:
     return tuple(out)
 
 
-def _table_codecs(value: Any, where: str, base: TrainConfig) -> tuple:
-    """``compress`` of ``[tables.NAME]`` sections -> (name, codec)."""
+def _table_codecs(value: Any, where: str, base: TrainConfig, key: str = "compress"
+                  ) -> tuple:
+    """``key`` (``compress`` or ``pull-codec``) of ``[tables.NAME]`` sections -> (name,
+    codec)."""
     if isinstance(value, tuple):                  # already parsed (a TrainConfig field)
-        return base.table_compress
+        return getattr(base, TABLE_CODECS[key])
     out = []
     for table, section in value.items():
-        if isinstance(section, dict) and "compress" in section:
-            if not isinstance(section["compress"], str):
-                raise ConfigError(f"{where}: tables.{table}: compress must be a string")
-            out.append((table, section["compress"]))
+        if isinstance(section, dict) and key in section:
+            if not isinstance(section[key], str):
+                raise ConfigError(f"{where}: tables.{table}: {key} must be a string")
+            out.append((table, section[key]))
     return tuple(out)
+
+
+# The [tables.NAME] codec settings and the TrainConfig fields that hold them.
+TABLE_CODECS = {"compress": "table_compress", "pull-codec": "table_pull_codec"}
 
 
 def _int_list(name: str, value: Any, where: str) -> tuple[int, ...]:
@@ -452,7 +472,7 @@ def from_mapping(values: Mapping[str, Any], where: str = "settings",
             raise ConfigError(f"{where}: unknown setting {key!r}")
         if name == "tables":
             overrides = value
-        elif name == "table_compress":        # only as a manifest holds it: [tables.NAME]
+        elif name in TABLE_CODECS.values():   # only as a manifest holds it: [tables.NAME]
             if not isinstance(value, tuple):
                 raise ConfigError(f"{where}: unknown setting {key!r}")
             changes[name] = value
@@ -467,7 +487,8 @@ def from_mapping(values: Mapping[str, Any], where: str = "settings",
         return merged
     # A section's defaults are the job's own settings; its errors name the file already.
     return _replace(merged, where, tables=_table_overrides(overrides, where, merged),
-                    table_compress=_table_codecs(overrides, where, merged))
+                    **{field: _table_codecs(overrides, where, merged, key)
+                       for key, field in TABLE_CODECS.items()})
 
 
 def _replace(cfg: TrainConfig, where: str, **changes: Any) -> TrainConfig:

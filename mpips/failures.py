@@ -5,7 +5,7 @@ import os
 import socket
 import sys
 import traceback
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 from mpi4py import MPI
 
@@ -38,6 +38,15 @@ def agree_on_setup(check: Callable[[], object], comm: MPI.Comm = MPI.COMM_WORLD
 LOST = 3            # the exit status of survivors when ranks died (ULFM)
 
 
+def leave(status: int) -> NoReturn:
+    """Exit at once with ``status``, without ``MPI_Finalize``: after a rank died (ULFM)
+    it may hang for good, with every survivor in it (seen both when the job ends and when
+    it went on and finished)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def abort_on_error(main: Callable[[], int], comm: MPI.Comm = MPI.COMM_WORLD) -> int:
     """Run ``main``; an error on any rank takes the whole job down instead of hanging it.
 
@@ -56,8 +65,7 @@ def abort_on_error(main: Callable[[], int], comm: MPI.Comm = MPI.COMM_WORLD) -> 
         if isinstance(exc, JobLost):     # ranks died: the survivors end together
             if exc.report:
                 print(f"mpips: error: {exc}", file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            os._exit(LOST)   # MPI_Finalize may hang for good after a rank died (ULFM)
+            leave(LOST)
         header = f"mpips: rank {comm.Get_rank()} of {comm.Get_size()} on {socket.gethostname()}"
         if isinstance(exc, KeyboardInterrupt):
             print(f"{header}: interrupted", file=sys.stderr, flush=True)

@@ -10,9 +10,10 @@ advance. So the rank that first sees a failure revokes the world and the job's
 sub-communicators (which also interrupts a blocking send to a survivor that stopped
 receiving), and every polite wait (``waiting.idle_poll``) looks every ``CHECK_SECONDS``
 whether they are revoked and raises ``PeerFailure`` if so. Then the survivors shrink the
-world, which tells every one of them the same dead ranks (``agree``). Under MPICH or Open
-MPI without ``--with-ft`` nothing here is active: a dead rank ends the job through the
-launcher, as before.
+world, which tells every one of them the same dead ranks (``agree``), plan (``recover``)
+and, as the job goes on with them, agree that the series of failures is not overdue
+(``go_on``). Under MPICH or Open MPI without ``--with-ft`` nothing here is active: a dead
+rank ends the job through the launcher, as before.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from mpi4py import MPI
 
 from . import waiting
 from .errors import MpipsError
-from .recovery import Standing, ending, plan
+from .wire import reduce_int
+from .recovery import JobShape, Recoveries, Standing, ending
 
 FAILURE_CLASSES = frozenset(getattr(MPI, name) for name in
                             ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
@@ -105,17 +107,34 @@ class FaultWatch:
         dead = [r for r, there in enumerate(mine) if there == MPI.UNDEFINED]
         return dead, alive
 
-    def lost(self, standing: Standing, exc: BaseException) -> BaseException:
-        """Collective over the survivors, after ``exc`` (``is_failure``): agree on the
-        dead ranks, plan (``recovery.plan``) and end the job with the plan's line (live
-        recovery is not built yet). Returns ``exc`` itself when no rank died (an MPI
-        error of another kind)."""
+    def recover(self, standing: Standing, exc: BaseException, recoveries: Recoveries
+                ) -> tuple[MPI.Intracomm, JobShape, list[int]]:
+        """Collective over the survivors, after ``exc`` (``is_failure``): agree on the dead
+        ranks and plan (``recovery.plan``). Returns the shrunk world, the job's shape and
+        the dead ranks; raises ``JobLost`` when the plan ends the job (every survivor
+        plans alike, from the same dead ranks and shape), or ``exc`` itself when no rank
+        died (an MPI error of another kind). Only ``Shrink`` talks: a failure during it is
+        part of it, and later ones surface in the collectives of the job going on."""
+        caught = time.monotonic()
         dead, alive = self.agree()
         if not dead:
             alive.Free()
-            return exc
+            raise exc
         shape = standing.shape()
-        return end_lost(alive, ending(plan(shape, dead, standing.step()), shape, dead))
+        message = ending(recoveries.failed(shape, dead, standing.step(), caught))
+        if message is not None:
+            raise end_lost(alive, message)
+        return alive, shape, dead
+
+
+def go_on(comm: MPI.Intracomm, recoveries: Recoveries) -> None:
+    """Collective over the survivors (``comm``) as the job goes on after a failure: agree
+    (``MPI_Comm_agree``) that the series of failures is not overdue, on every survivor
+    alike, else end the job (``JobLost``); and learn the furthest step any of them stood
+    at when it began."""
+    if not comm.Agree(int(not recoveries.overdue(time.monotonic()))):
+        raise end_lost(comm, recoveries.overdue_message())
+    recoveries.step = reduce_int(comm, recoveries.step, MPI.MAX)
 
 
 class JobLost(MpipsError):

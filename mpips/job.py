@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -14,7 +15,7 @@ from mpi4py import MPI
 from .admission import RowPolicy
 from .board import ClockBoard
 from .checkpoint import manifest
-from .checkpoint.layout import resume_candidates
+from .checkpoint.layout import complete_steps, resume_candidates
 from .checkpoint.manifest import check_setup, positions
 from .checkpoint.saving import agree_restore, restore_server, resume_placement, saved_map
 from .client import TableClient
@@ -26,12 +27,12 @@ from .errors import CheckpointError, ConfigError
 from .models import Model, build_model
 from .optim import Optimizer
 from .pause import Coordinator, park, server_end
-from .faults import FaultWatch, is_failure, ulfm_enabled
+from .faults import FaultWatch, go_on, is_failure, ulfm_enabled
 from .killing import KillSwitch
 from .load import LoadStats
 from .placement import Placement, moved_fraction
 from .rebalance import LoadWatch, Rebalancer, partition_bytes
-from .recovery import JobShape, Standing
+from .recovery import JobShape, Recoveries, Standing, survivors
 from .ring import PartitionMap, name_salt
 from .planner import Planner, check_schedule
 from .pullcache import pull_caches
@@ -50,12 +51,14 @@ from .worker import Worker
 @dataclass
 class JobResult:
     """What this rank knows at the end: the scheduler the metrics, workers the parameters
-    (when asked for), servers the number of pushes they applied."""
+    (when asked for), servers the number of pushes they applied; every rank the failures
+    the job survived (ULFM)."""
 
     role: str
     metrics: Optional[dict] = None
     params: dict[str, np.ndarray] = field(default_factory=dict)
     pushes: int = 0
+    failures_survived: int = 0
 
 
 def describe(cfg: TrainConfig, roles: Roles, train_rows: int, test_rows: int,
@@ -153,22 +156,96 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
           return_params: bool = False, data: Optional[DataPlan] = None,
           verbose: bool = True) -> JobResult:
     """Collective over ``comm``: train and evaluate; every rank returns its ``JobResult``.
-    ``verbose`` False keeps the scheduler quiet (benchmarks run many jobs)."""
+    ``verbose`` False keeps the scheduler quiet (benchmarks run many jobs). Under ULFM,
+    when workers or servers die, the survivors go on (``recover``)."""
     data = data or prepare(cfg, comm.Get_size(), comm.Get_rank())
     job_cfg, cfg = cfg, with_best_dir(comm, cfg)
+    temporary = cfg is not job_cfg
     watch = FaultWatch(comm) if ulfm_enabled() else None
-    standing = Standing(lambda: None)
+    recoveries = Recoveries()
     try:
-        return _train(cfg, comm, return_params, data, verbose, standing, watch)
-    except BaseException as exc:
-        if watch is None or not is_failure(exc):
-            raise
-        raise watch.lost(standing, exc) from None
+        while True:
+            standing = Standing(lambda: shape_now(cfg, data, comm))
+            try:
+                if recoveries.pending:
+                    go_on(comm, recoveries)
+                result = _train(cfg, comm, return_params, data, verbose, standing, watch,
+                                recoveries)
+                result.failures_survived = recoveries.survived
+                return result
+            except BaseException as exc:
+                if watch is None or not is_failure(exc):
+                    raise
+                comm, cfg = recover(watch, standing, exc, recoveries, cfg)
+                watch = FaultWatch(comm)
     finally:
         if watch is not None:
             watch.close()
-        if cfg is not job_cfg and comm.Get_rank() == 0:   # a job without checkpoints
+        if temporary and comm.Get_rank() == 0:       # a job without checkpoints
             shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
+
+
+def recover(watch: FaultWatch, standing: Standing, exc: BaseException,
+            recoveries: Recoveries, cfg: TrainConfig) -> tuple[MPI.Intracomm, TrainConfig]:
+    """Collective over the survivors after ``exc``: agree on the dead (or end the job,
+    raising ``JobLost``); returns the shrunk world and the settings the survivors go on
+    with: their roles, from the last checkpoint (every rank goes back to it), without
+    the test aids that name ranks (the ranks are numbered anew)."""
+    alive, shape, dead = watch.recover(standing, exc, recoveries)
+    watch.close()
+    left = survivors(shape, cfg.standby, dead)
+    recoveries.what = ", ".join([*filter(None, [recoveries.what]),   # earlier in the series
+                                 *(f"{role} {index} (rank {rank})" for rank in sorted(dead)
+                                   for role, index in [shape.role_of(rank)])])
+    changes: dict = dict(servers=left.servers, standby=left.standby, kill_at=None,
+                         slow_worker=None, resume=recovery_source(cfg))
+    if left.lost_servers:
+        changes.update(slow_server=None, drain_at=(), join_at=())
+    return alive, cfg.replace(**changes)
+
+
+def recovery_source(cfg: TrainConfig) -> Optional[str]:
+    """Where a job that lost ranks goes on from: its own newest checkpoint, else the one
+    it resumed from, else (None) the start."""
+    if cfg.checkpointing and complete_steps(cfg.run_dir):
+        return "latest"
+    return cfg.resume
+
+
+def shape_now(cfg: TrainConfig, data: DataPlan, comm: MPI.Intracomm) -> JobShape:
+    """The job's shape as every survivor alike sees it once ranks died: its roles on
+    ``comm``, its pacing, its starting placement, and the step of the checkpoint it would
+    go back to (from the disk, which nobody writes while the survivors agree)."""
+    servers, workers = plan_roles(comm.Get_size(), cfg.servers, cfg.standby)
+    model = model_of(cfg, data)
+    rounds, bound = job_bound([cfg.sync_of(t.name) for t in model.tables])
+    source = recovery_source(cfg)
+    step = None
+    for path in resume_candidates(source, cfg.run_dir)[:1] if source else []:
+        try:
+            step = int(manifest.load(path)["step"])
+        except CheckpointError:
+            pass
+    return JobShape(servers, workers, "bsp" if rounds else "async" if bound is None else "ssp",
+                    Placement.start(model.tables, servers, cfg.servers, cfg.window_headroom),
+                    step)
+
+
+def went_on(recoveries: Recoveries, roles: Roles, resumed: Optional[dict], model: Model,
+            verbose: bool) -> dict:
+    """After a recovery, once every rank restored (or started over): count it; the
+    scheduler says so. Returns the final record's recovery fields."""
+    if recoveries.pending:
+        back = max(recoveries.step - (resumed["step"] if resumed else 0), 0)
+        what = recoveries.what
+        seconds = recoveries.recovered(sum(t.rows for t in model.tables) if resumed else 0,
+                                       back, time.monotonic())
+        if verbose and roles.role == SCHEDULER:
+            where = f"the checkpoint of step {resumed['step']}" if resumed else "the start"
+            print(f"[mpips] {what} died; the job goes on from {where} with "
+                  f"{roles.active_servers} server(s) and {roles.n_workers} worker(s) "
+                  f"({seconds:.2f} s to recover)", flush=True)
+    return recoveries.summary()
 
 
 def with_best_dir(comm: MPI.Intracomm, cfg: TrainConfig) -> TrainConfig:
@@ -186,10 +263,11 @@ def with_best_dir(comm: MPI.Intracomm, cfg: TrainConfig) -> TrainConfig:
 
 
 def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: DataPlan,
-           verbose: bool, standing: Standing, watch: Optional[FaultWatch]) -> JobResult:
+           verbose: bool, standing: Standing, watch: Optional[FaultWatch],
+           recoveries: Recoveries) -> JobResult:
     """``train`` once the settings say where the best parameters go; ``standing`` learns
-    where the job stands, for the plan if ranks die, and ``watch`` (under ULFM) covers the
-    roles' communicators."""
+    where the job stands, for the plan if ranks die, ``watch`` (under ULFM) covers the
+    roles' communicators, and ``recoveries`` counts the failures survived."""
     roles = split_roles(comm, cfg.servers, cfg.standby)
     if watch is not None:
         watch.cover([roles.group, roles.ps, roles.ctl])
@@ -208,12 +286,13 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         str(p) for p in resume_candidates(cfg.resume, cfg.run_dir)]
         if cfg.resume and comm.Get_rank() == 0 else [])]
     placement, saved = agree_placement(comm, cfg, model, roles, candidates)
-    pacing = "bsp" if rounds else "async" if bound is None else "ssp"
-    standing.shape = lambda: JobShape(roles.n_servers, roles.n_workers, pacing, placement)
+    pull_codecs = [cfg.pull_codec_of(t.name, t.rows) for t in model.tables]
     if roles.role == SCHEDULER:
         resumed = None
         if candidates:
             resumed, path, moved = agree_restore(comm, candidates, cfg)
+        recovery = went_on(recoveries, roles, resumed, model, verbose)
+        if candidates:
             saved_workers = len(resumed["workers"])
             resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
                                                 roles.n_workers)
@@ -235,18 +314,17 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                             balanced, loads.after_pause, stopping,
                             eval_schedule(cfg, data.train_range, roles.n_workers))
         coord.saved_step = resumed["step"] if resumed else None
-        standing.shape = lambda: JobShape(roles.n_servers, roles.n_workers, pacing,
-                                          coord.placement, coord.saved_step)
         standing.step = lambda: coord.latest_step
         result.metrics = run_scheduler(cfg, roles, board, names,
                                        dict(effective_sync(dict(zip(names, policies))),
                                             balance=balanced), coord, loads,
-                                       verbose, resumed)
+                                       verbose, resumed,
+                                       recovery if watch is not None else {})
         return finish(comm, roles, result)
     if roles.role == SERVER:
         with ShardStore(model.tables, roles, optimizer, placement, cfg.pull,
-                        RowPolicy.of(cfg)) as store:
-            start, log = None, None
+                        RowPolicy.of(cfg), pull_codecs) as store:
+            start, log, resumed = None, None, None
             if candidates:
                 log = StalenessLog(names)
                 resumed, _, _ = agree_restore(
@@ -256,6 +334,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                                                     roles.n_workers)
                 start = Start(tuple(positions(resumed)),
                               tuple(w["finished"] for w in resumed["workers"]))
+            went_on(recoveries, roles, resumed, model, verbose)
             slow = cfg.slow_server_factor()
             report = run_server(store, policies, cfg.seed, start, log,
                                 cfg.run_dir if cfg.checkpointing or cfg.early_stop else None,
@@ -276,17 +355,19 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                      cfg.residual_rows, cfg.link_gbps,
                      pull_caches(cfg.pull_cache, [t.dim for t in model.tables],
                                  [p.staleness for p in policies], rounds,
-                                 roles.n_workers)) as client:
+                                 roles.n_workers), pull_codecs) as client:
         resumed = None
         if candidates:
             resumed, _, _ = agree_restore(comm, candidates, cfg, client.restore_residuals)
             resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
                                                 roles.n_workers)
+        went_on(recoveries, roles, resumed, model, verbose)
         worker = Worker(cfg, roles, client, model, data, bound, board,
                         not rounds and bound is not None,
                         resumed["workers"][roles.index] if resumed else None, balanced,
                         requests=cfg.checkpointing or rebalancing(cfg, roles),
                         count_load=rebalancing(cfg, roles))
+        standing.step = lambda: worker.step
         worker.warm_up()
         client.ready()                         # the servers' shards are initialised
         stopped = worker.train()

@@ -1,23 +1,24 @@
 """What a job does when ranks die (live recovery under ULFM). Pure, no MPI: the world ranks
-found dead go in, a plan comes out; ``faults`` carries it out with MPI.
+found dead go in, a plan comes out; ``faults`` and ``job`` carry it out with MPI.
 
 - **The scheduler dies**: the job ends with a clear message; it resumes from its
   checkpoints (``--resume``). The scheduler holds the board (clocks, batch counters, the
   control word), so nobody can take its place.
-- **A worker dies**: the survivors shrink their communicators; the dead worker's batches
-  not yet trained go back to the others (the balance pool hands every batch out once);
-  each of its pushes in flight is applied whole, on every server, or on none
-  (``in_flight``), and training goes on to the planned number of samples.
-- **A server dies**: its partitions are reloaded from the last checkpoint onto the
-  surviving servers, each partition to the server the ring over the survivors gives it
-  (the ring's minimal movement, as for a drain or a resume onto fewer servers).
-  Under BSP every rank goes back to that checkpoint, so the result is that of the run that
-  lost nobody; under SSP and ASP only the dead server's rows go back, and the plan says how
-  many rows and how many steps they went back. A job without a checkpoint yet, or that
+- **A worker dies**: the survivors go on without it (``DropWorkers``); its batches not
+  yet trained are shared out among the others (``data.schedule.regroup``), and training
+  goes on to the planned number of samples.
+- **A server dies**: its partitions come back from the last checkpoint onto the
+  surviving servers (``ReloadServers``; the plan's moves are the ring's minimal movement,
+  as for a drain or a resume onto fewer servers). A job without a checkpoint yet, or that
   lost every server with partitions, ends.
-- **A second failure during a recovery**: the recovery starts again for every rank dead
-  so far, unless ``RECOVERY_DEADLINE`` seconds have passed since the first failure of the
-  series: then the job ends (every wait has a failure path, so nothing hangs).
+- As carried out today, every survivor goes back to the last checkpoint (or, with none
+  and only workers dead, to the start), whatever the pacing: pushes in flight are then
+  dropped whole, and under BSP, which does not depend on the number of servers, the
+  result is that of the run that lost nobody. ``Recoveries`` counts the rows reloaded
+  and the steps the job went back.
+- **A second failure during a recovery** plans again, unless ``RECOVERY_DEADLINE``
+  seconds have passed since the first failure of the series: then the job ends (every
+  wait has a failure path, so nothing hangs).
 """
 from __future__ import annotations
 
@@ -136,70 +137,94 @@ def in_flight(held: Sequence[Optional[int]], applied: Sequence[Optional[int]]
     return (None if whole < 0 else whole), max(done) > whole
 
 
+@dataclass(frozen=True)
+class Survivors:
+    """The roles left after ranks died: active servers, standby servers and workers
+    (their order in the shrunk world is that of the job's: servers, then workers)."""
+
+    servers: int
+    standby: int
+    workers: int
+    lost_servers: bool             # a server died: its rows come back from a checkpoint
+
+
+def survivors(shape: JobShape, standby: int, dead: Sequence[int]) -> Survivors:
+    """What is left of ``shape`` (whose last ``standby`` servers started without
+    partitions) without world ranks ``dead`` (workers and servers only)."""
+    roles = [shape.role_of(r) for r in set(dead)]
+    servers = [i for role, i in roles if role == SERVER]
+    active = shape.servers - standby
+    gone = sum(i < active for i in servers)
+    return Survivors(active - gone, standby - (len(servers) - gone),
+                     shape.workers - sum(role == WORKER for role, _ in roles), bool(servers))
+
+
 @dataclass
 class Recoveries:
-    """A job's failures over time: each failure's plan, and the final record's
-    ``failures_survived``, ``rows_reloaded`` and ``recovery_seconds``. Call ``failed``
-    when ranks are found dead, ``recovered`` once the plan is carried out."""
+    """A job's failures over time, and the final record's ``failures_survived``,
+    ``rows_reloaded``, ``recovery_seconds`` and ``recovery_steps_back``. Call ``failed``
+    when ranks are found dead, ``recovered`` once the job goes on."""
 
-    shape: JobShape
-    dead: set[int] = field(default_factory=set)     # ranks dead in the series under way
-    began: Optional[float] = None                   # when that series began
+    began: Optional[float] = None                   # when the series under way began
+    step: int = 0                                   # the step the job stood at then
+    what: str = ""                                  # who died in it, in words
     survived: int = 0
     rows: int = 0
     seconds: list[float] = field(default_factory=list)
+    steps_back: list[int] = field(default_factory=list)
 
-    def failed(self, ranks: Sequence[int], step: int, now: float) -> list[Action]:
-        """Ranks found dead at time ``now`` (seconds): the plan for every rank dead since
-        the last completed recovery, or ``End`` once the series took too long."""
+    def failed(self, shape: JobShape, ranks: Sequence[int], step: int, now: float
+               ) -> list[Action]:
+        """Ranks of ``shape`` found dead at time ``now`` (seconds) when this rank stood at
+        ``step``: their plan. The series (failures before the job went on again) began at
+        the first."""
         if self.began is None:
-            self.began = now
-        elif now - self.began > RECOVERY_DEADLINE:
-            return [End(f"ranks {sorted(self.dead | set(ranks))} died within "
-                        f"{now - self.began:.0f} s and the job could not recover within "
-                        f"{RECOVERY_DEADLINE:.0f} s: run the same command with --resume")]
-        self.dead |= set(ranks)
-        return plan(self.shape, sorted(self.dead), step)
+            self.began, self.step = now, step
+        return plan(shape, ranks, step)
 
-    def recovered(self, actions: Sequence[Action], now: float) -> None:
-        """The plan ``actions`` is carried out: count the failure survived."""
+    def overdue(self, now: float) -> bool:
+        """Has the series under way lasted too long (``RECOVERY_DEADLINE``)?"""
+        return self.began is not None and now - self.began > RECOVERY_DEADLINE
+
+    def overdue_message(self) -> str:
+        """Why the job ends when the series is overdue."""
+        return (f"ranks died again and again and the job could not recover within "
+                f"{RECOVERY_DEADLINE:.0f} s: run the same command with --resume to "
+                f"continue from the last checkpoint")
+
+    @property
+    def pending(self) -> bool:
+        """Is a recovery under way?"""
+        return self.began is not None
+
+    def recovered(self, rows: int, steps_back: int, now: float) -> float:
+        """The job goes on, ``rows`` rows reloaded from a checkpoint ``steps_back`` steps
+        back: count the failure survived; returns the seconds it took."""
         if self.began is None:
             raise ValueError("recovered without a failure")
         self.survived += 1
-        self.rows += sum(a.rows for a in actions if isinstance(a, ReloadServers))
+        self.rows += rows
         self.seconds.append(now - self.began)
-        self.dead, self.began = set(), None
+        self.steps_back.append(steps_back)
+        self.began, self.what = None, ""
+        return self.seconds[-1]
 
     def summary(self) -> dict:
         """The final record's fields."""
         return {"failures_survived": self.survived, "rows_reloaded": self.rows,
-                "recovery_seconds": list(self.seconds)}
+                "recovery_seconds": list(self.seconds),
+                "recovery_steps_back": list(self.steps_back)}
+
+
+def ending(actions: Sequence[Action]) -> Optional[str]:
+    """The one line a job ends with under the plan ``actions``, or None to go on."""
+    return next((a.message for a in actions if isinstance(a, End)), None)
 
 
 @dataclass
 class Standing:
-    """Where the job stands, as this rank knows it when ranks die: its shape (the
-    placement and the last checkpoint may have changed since the start) and its step."""
+    """Where the job stands, as this rank knows it when ranks die: its shape and the
+    highest step it knows applied."""
 
     shape: Callable[[], JobShape]
     step: Callable[[], int] = lambda: 0
-
-
-def ending(actions: Sequence[Action], shape: JobShape, dead: Sequence[int]) -> str:
-    """The one line a job prints when it ends after ranks ``dead`` died with the plan
-    ``actions``: an ``End``'s message; for a plan that live recovery would carry out
-    (not built yet), what died, what the plan was, and how to go on."""
-    for action in actions:
-        if isinstance(action, End):
-            return action.message
-    who = ", ".join(f"{role} {index} (rank {rank})" for rank in sorted(dead)
-                    for role, index in [shape.role_of(rank)])
-    steps = []
-    for action in actions:
-        if isinstance(action, DropWorkers):
-            steps.append("drop the worker(s) and re-hand their batches")
-        elif isinstance(action, ReloadServers):
-            steps.append(f"reload {action.rows:,} rows from the checkpoint of step "
-                         f"{action.checkpoint_step}")
-    return (f"{who} died; live recovery ({'; '.join(steps)}) is not built yet, so the job "
-            f"ends: run the same command with --resume to continue from the last checkpoint")

@@ -40,6 +40,8 @@ RESULTS = [("model", "model", "text"), ("optimizer", "optimizer", "text"),
            ("server_peak_rss_bytes", "server peak resident", "bytes"),
            ("bad_lines_skipped", "bad lines skipped", "int"),
            ("resumed_from_step", "resumed from step", "int"),
+           ("failures_survived", "failures survived (ULFM)", "int"),
+           ("rows_reloaded", "rows reloaded after failures", "int"),
            ("checkpoint", "last checkpoint", "text")]
 # Settings shown from the run's newest checkpoint manifest, where there is one.
 SETTINGS = ("data", "test", "format", "batch_size", "lr", "l2", "table_rows",

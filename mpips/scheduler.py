@@ -131,6 +131,8 @@ class Progress:
             if len(busy) > 1 else ""
         wire = f"  push {r['push_mb_s']:.1f} MB/s ({r['push_raw_mb_s'] / r['push_mb_s']:.1f}x " \
             f"fewer)  pull {r['pull_mb_s']:.1f} MB/s" if r.get("push_mb_s") else ""
+        if wire and r.get("pull_mb_s") and r["pull_raw_mb_s"] != r["pull_mb_s"]:
+            wire += f" ({r['pull_raw_mb_s'] / r['pull_mb_s']:.1f}x fewer)"
         return (f"[mpips] epoch {min(r['epoch'], self.epochs)}/{self.epochs} {pct:5.1f}% "
                 f"{r['samples']:,}/{r['planned']:,} samples  {r['samples_per_s']:,.0f} samples/s"
                 f"  loss {r['loss']:.4f}  ETA {_fmt_eta(r['eta_s'])}{wire}{servers}")
@@ -259,11 +261,12 @@ def validation_line(log: MetricsLog, progress: Progress, step: int, score: float
 
 def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: list[str],
                   sync: dict, coord: Coordinator, loads: LoadWatch, verbose: bool = True,
-                  resumed: Optional[dict] = None) -> dict:
+                  resumed: Optional[dict] = None, recovery: Optional[dict] = None) -> dict:
     """Follow training, then gather the evaluation and the servers' staleness; returns
     the final metrics record (``sync`` describes the consistency the tables got).
     ``coord`` coordinates checkpoints; ``resumed`` is the manifest a resumed job started
-    from. A job stopped at a checkpoint skips the evaluation: its record says where."""
+    from; ``recovery`` the failures it survived (under ULFM). A job stopped at a
+    checkpoint skips the evaluation: its record says where."""
     log = MetricsLog(cfg.metrics_out, append=resumed is not None)
     workers = resumed["workers"] if resumed else []
     expect_final = cfg.checkpointing and not (workers and all(w["finished"] for w in workers))
@@ -292,7 +295,7 @@ def run_scheduler(cfg: TrainConfig, roles: Roles, board: ClockBoard, tables: lis
         if coord.written:
             rec["checkpoint"] = str(coord.written[-1])
         rec.update(coord.validation_summary())
-        rec.update(sync)
+        rec.update(sync, **(recovery or {}))
         rec.update(coord.move_log.summary(coord.placement.epoch), **loads.summary(),
                    rebalance=loads.rebalancer is not None)
         rec.update(reduce_server_stats(roles.world, tables) or {})

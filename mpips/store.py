@@ -10,6 +10,11 @@ With feature admission or eviction (``admission.RowPolicy``) a sparse table's ro
 record beside them (steps that saw the key, last step that touched it), which moves and is
 checkpointed with the rows. Rows not admitted hold ``models.NOT_ADMITTED``; the optimiser
 leaves them alone, and the step that admits one writes its initial values.
+
+A table with a pull codec (``--pull-codec``) has a coded mirror of its rows in a second
+window, which workers read instead of the float32 rows. It is derived state: the server
+codes the rows each step updates (after the optimiser) and every row when the shards are
+ready (fresh, or restored from a checkpoint) and after a move; checkpoints never hold it.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from .message import PushMessage
 from .models import NOT_ADMITTED, TableSpec, not_admitted
 from .optim import Optimizer
 from .placement import Placement, Runs, transfers
+from .pullcodec import code_mirror
 from .push import Outbox, poll_push, send_acks
 from .ring import mix64, name_salt
 from .topology import TAG_MOVE, Roles
@@ -73,7 +79,9 @@ class ShardStore:
 
     def __init__(self, specs: Sequence[TableSpec], roles: Roles, optimizer: Optimizer,
                  placement: Placement, pull: str = "auto",
-                 policy: RowPolicy = RowPolicy()) -> None:
+                 policy: RowPolicy = RowPolicy(), pull_codecs: Sequence[int] | None = None
+                 ) -> None:
+        """``pull_codecs``: per table the codec of its pulls (``codecs``; default none)."""
         self.specs, self.roles, self.optimizer = list(specs), roles, optimizer
         self.policy, self.seed = policy, policy.seed
         self.admitted = self.evicted = 0     # rows admitted and evicted by this server
@@ -82,7 +90,7 @@ class ShardStore:
         self.me, self.placement = roles.index, placement
         cap = placement.capacity[:, self.me]
         self.windows = JobWindows(roles.ps, self.names, self.dims, cap, self.me,
-                                  roles.n_servers, pull)
+                                  roles.n_servers, pull, pull_codecs)
         self.state = [optimizer.new_state((int(c), d), self._rows_of(i))
                       for i, (c, d) in enumerate(zip(cap, self.dims))]
         self.rates = [optimizer.rates(s.dim, s.linear) for s in self.specs]
@@ -189,6 +197,7 @@ class ShardStore:
         fresh = self.optimizer.new_state((rows.size, self.dims[table]))
         for name, arr in self.state[table].items():
             arr[rows] = fresh[name]
+        self._recode(table, rows)
         rec = self.record[table]
         if not admit:
             rec[rows, COUNT] = 0
@@ -224,14 +233,25 @@ class ShardStore:
         return update
 
     def ready(self) -> None:
-        """Collective: the shards are written; workers may pull."""
+        """Collective: the shards are written (coded mirrors are coded from them now);
+        workers may pull."""
+        for i in range(len(self.specs)):
+            self._recode(i)
         self.sync()
         self.windows.barrier()
 
     def sync(self) -> None:
         """Make this server's writes to its windows visible to one-sided readers."""
-        for w in self.windows.tables:
+        for w in self.windows.tables + [m for m in self.windows.mirrors if m is not None]:
             w.win.Sync()
+
+    def _recode(self, table: int, rows: np.ndarray | None = None) -> None:
+        """Code ``rows`` (local indices; None: all this server holds) of ``table`` into
+        its coded mirror, if it has one (the caller syncs)."""
+        mirror = self.windows.mirrors[table]
+        if mirror is not None:
+            code_mirror(self.windows.codecs[table], self.windows.tables[table].shard,
+                        mirror.shard, np.arange(self._rows_of(table)) if rows is None else rows)
 
     # ---- pushes --------------------------------------------------------------------------
     def poll(self) -> PushMessage | None:
@@ -279,6 +299,9 @@ class ShardStore:
             self.optimizer.apply(self.windows.tables[i].shard, self.state[i], rows, grads,
                                  count, self.rates[i])
             self.windows.tables[i].win.Sync()
+            if self.windows.mirrors[i] is not None:
+                self._recode(i, rows)
+                self.windows.mirrors[i].win.Sync()
             versions[i] += 1
             applied += n
         if np.any(versions != self.versions):     # one atomic write of every version
@@ -344,6 +367,8 @@ class ShardStore:
         self._merge_versions(senders)
         self.placement = new
         self._index_keys()
+        for i in range(len(self.specs)):     # coded mirrors: every row, where it is now
+            self._recode(i)
         self.sync()                          # visible before the barrier lets workers pull
         self.windows.release(list(old_windows.values()))
         return MoveReport(MPI.Wtime() - began, sent, received, moved_bytes, len(old_windows))

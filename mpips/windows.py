@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 from mpi4py import MPI
 
+from .codecs import RAW, row_bytes
 from .errors import ConfigError, MpipsError
 from .waiting import wait_all
 from .wire import all_ranks
@@ -24,16 +25,20 @@ _F4 = np.dtype(np.float32).itemsize
 class ShardWindow:
     """One table's window (collective over ``ps``): this rank's ``capacity`` x ``dim``
     float32 rows as ``shard``; after ``attach_views``, every server's rows as NumPy arrays
-    (a reader of shared memory)."""
+    (a reader of shared memory). A coded mirror (``MIRROR``) holds ``dim`` bytes a row."""
 
-    def __init__(self, ps: MPI.Intracomm, dim: int, capacity: int, shared: bool) -> None:
+    def __init__(self, ps: MPI.Intracomm, dim: int, capacity: int, shared: bool,
+                 kind: tuple[np.dtype, MPI.Datatype] | None = None) -> None:
         allocate = MPI.Win.Allocate_shared if shared else MPI.Win.Allocate
         self.dim = dim
-        self.win = allocate(capacity * dim * _F4, _F4, comm=ps)
-        self.shard = np.frombuffer(self.win.tomemory(), dtype=np.float32,
+        self.dtype, mpi_type = kind or (np.dtype(np.float32), MPI.FLOAT)
+        size = self.dtype.itemsize
+        self.win = allocate(capacity * dim * size, size, comm=ps)
+        self.shard = np.frombuffer(self.win.tomemory(), dtype=self.dtype,
                                    count=capacity * dim).reshape(capacity, dim)
         self.views: list[np.ndarray] = []
-        self.rowtype = MPI.FLOAT.Create_contiguous(dim).Commit()
+        self.mpi_type = mpi_type
+        self.rowtype = mpi_type.Create_contiguous(dim).Commit()
         self.win.Lock_all(MPI.MODE_NOCHECK)
 
     @property
@@ -43,16 +48,19 @@ class ShardWindow:
 
     def attach_views(self, n_servers: int) -> None:
         """Map every server's rows (a local call; the window is in shared memory)."""
-        self.views = [np.frombuffer(self.win.Shared_query(s)[0], dtype=np.float32)
+        self.views = [np.frombuffer(self.win.Shared_query(s)[0], dtype=self.dtype)
                       .reshape(-1, self.dim) for s in range(n_servers)]
 
     def free(self) -> None:
         """Close the epoch and free the window (collective over ``ps``)."""
         self.win.Unlock_all()
         self.rowtype.Free()
-        self.shard = np.empty((0, self.dim), np.float32)
+        self.shard = np.empty((0, self.dim), self.dtype)
         self.views = []
         self.win.Free()
+
+
+MIRROR = (np.dtype(np.uint8), MPI.BYTE)      # a coded mirror's window: bytes
 
 
 class VersionWindow:
@@ -143,41 +151,56 @@ class JobWindows:
     """This rank's window of every table and the versions window (collective over
     ``ps``): a server's hold ``capacity`` rows of each table, a worker's none. Workers of
     one node read shared memory with plain loads where the memory model allows
-    (``direct``), else with one-sided ``Get``."""
+    (``direct``), else with one-sided ``Get``. A table with a pull codec (``codecs``,
+    ``codecs.PULL_CHOICES``) has a second window, its coded mirror (``mirrors``), of
+    ``row_bytes`` bytes a row; the others None."""
 
     def __init__(self, ps: MPI.Intracomm, names: Sequence[str], dims: Sequence[int],
                  capacity: Sequence[int], server: int | None, n_servers: int,
-                 pull: str) -> None:
+                 pull: str, codecs: Sequence[int] | None = None) -> None:
         self.ps, self.names, self.dims, self.server = ps, list(names), list(dims), server
         self.n_servers = n_servers
+        self.codecs = list(codecs or [RAW] * len(self.dims))
         self.shared = shared_memory(ps, pull)
         self.direct = False              # known once the windows exist (memory model)
         self.versions = VersionWindow(ps, len(self.dims), server, self.shared, n_servers)
         self.tables = [self._allocate(i, int(c)) for i, c in enumerate(capacity)]
+        self.mirrors = [self._mirror(i, int(c)) for i, c in enumerate(capacity)]
         self.direct = self.shared and direct_loads(ps, pull, [self.versions, *self.tables])
         if self.direct and server is None:
             self.versions.attach_views()
-            for w in self.tables:
+            for w in self.tables + [m for m in self.mirrors if m is not None]:
                 w.attach_views(n_servers)
 
-    def _allocate(self, table: int, rows: int) -> ShardWindow:
+    def _allocate(self, table: int, rows: int, mirror: bool = False) -> ShardWindow:
+        width = row_bytes(self.codecs[table], self.dims[table]) if mirror else self.dims[table]
         try:
-            window = ShardWindow(self.ps, self.dims[table], rows, self.shared)
+            window = ShardWindow(self.ps, width, rows, self.shared, MIRROR if mirror else None)
         except (MemoryError, MPI.Exception) as exc:
-            gib = rows * self.dims[table] * _F4 / 2**30
+            gib = rows * width * (1 if mirror else _F4) / 2**30
             raise MpipsError(f"server {self.server}: cannot allocate {gib:.1f} GiB for "
-                             f"table {self.names[table]!r} ({rows:,} rows): {exc}") from None
+                             f"table {self.names[table]!r} ({rows:,} rows"
+                             f"{', coded mirror' if mirror else ''}): {exc}") from None
         if self.direct and self.server is None:
             window.attach_views(self.n_servers)
         return window
 
+    def _mirror(self, table: int, rows: int) -> ShardWindow | None:
+        """Table ``table``'s coded mirror (None: pulls read its float32 rows)."""
+        return self._allocate(table, rows, True) if self.codecs[table] != RAW else None
+
     def reallocate(self, tables: Sequence[int], capacity: Sequence[int]) -> list[ShardWindow]:
         """Collective: new windows of ``capacity`` rows (this rank's) for ``tables``;
-        returns the old ones, still open, for ``release`` once their rows are copied."""
+        returns the old ones, still open, for ``release`` once their rows are copied.
+        Their coded mirrors are derived state: they are replaced at once, empty (the
+        server codes them afresh from the rows)."""
         self.barrier()
         old = [self.tables[i] for i in tables]
         for i, rows in zip(tables, capacity):
             self.tables[i] = self._allocate(i, int(rows))
+            if self.mirrors[i] is not None:
+                self.mirrors[i].free()
+                self.mirrors[i] = self._mirror(i, int(rows))
         return old
 
     def release(self, old: Sequence[ShardWindow]) -> None:
@@ -193,6 +216,7 @@ class JobWindows:
     def free(self) -> None:
         """Collective: wait until no rank reads any more, then free every window."""
         self.barrier()
-        for w in self.tables:
+        for w in self.tables + [m for m in self.mirrors if m is not None]:
             w.free()
         self.versions.free()
+

@@ -91,6 +91,7 @@ class Worker:
             self.samples, self.loss = int(resumed["samples"]), float(resumed["loss"])
             if resumed.get("rng"):
                 self.jitter.bit_generator.state = resumed["rng"]
+        self.step = self.start         # the step under way (for a recovery's report)
         self.pool: Pool | None = None
         if balanced:
             self._balanced_state(resumed)
@@ -344,6 +345,7 @@ class Worker:
         in_flight: PushHandle | None = None
         step = self.start
         while True:
+            self.step = step
             self.kill.reached(step)
             work = current
             if clocks is not None:

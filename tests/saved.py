@@ -4,6 +4,7 @@ from pathlib import Path
 from mpips.checkpoint import manifest
 from mpips.checkpoint.layout import complete_steps, server_file
 from mpips.checkpoint.shardfile import ServerFile
+from mpips.checkpoint.whole import read_tables
 
 
 def final_state(run_dir: Path) -> dict:
@@ -19,3 +20,12 @@ def final_state(run_dir: Path) -> dict:
                 if name.startswith("tables/") or name == "versions":
                     out[f"{entry['index']}/{name}"] = f.read(name)
     return out
+
+
+def final_tables(run_dir: Path) -> dict:
+    """Every table of a run's final checkpoint by key (row ``k`` holds key ``k``), however
+    many servers wrote it."""
+    step = complete_steps(run_dir)[0]
+    doc = manifest.load(step)
+    assert doc["final"]
+    return read_tables(step, doc)

@@ -8,8 +8,8 @@ import pytest
 from mpips.balance import MAX_MERGE, Pool, merge_factor, next_batch, victim
 from mpips.config import TrainConfig
 from mpips.data import Batch, batch_of
-from mpips.data.schedule import worker_entries
-from mpips.errors import CheckpointError, ConfigError
+from mpips.data.schedule import schedules as fresh_schedules, worker_entries
+from mpips.errors import ConfigError
 from mpips.job import prepare
 
 CFG = TrainConfig(batch_size=10, epochs=3, seed=4)
@@ -97,13 +97,25 @@ def test_batches_concatenate_in_turn():
     assert both.true_p is None and Batch.concat([a]) is a
 
 
-def test_a_balanced_checkpoint_resumes_only_with_as_many_workers():
+@pytest.mark.parametrize("new_n", [1, 3])
+def test_a_balanced_checkpoint_regroups_every_batch_left(new_n):
+    """Balanced workers resumed with another count (a worker died, say): the batches
+    taken but not trained and every pool position left are carried, each once, and the
+    new pool is empty."""
+    old = fresh_schedules(CFG, ROWS, 2)
+    ends = [s.steps_per_epoch * s.epochs for s in old]
     entries = [{"index": w, "step": 9, "finished": False, "samples": 90, "loss": 1.0,
-                "epoch": 0, "base": 9, "carry": [[0, 10]], "first_epoch": 0, "pool": 4}
+                "epoch": 0, "carry": [[10 * w, 10 * w + 5]], "pool": 4 + w}
                for w in range(2)]
     assert worker_entries(entries, CFG, ROWS, 2) == entries
-    with pytest.raises(CheckpointError, match="resume it with 2 workers"):
-        worker_entries(entries, CFG, ROWS, 3)
+    new = worker_entries(entries, CFG, ROWS, new_n)
+    pool = Pool(old)
+    want = Counter(tuple(c) for e in entries for c in e["carry"])
+    want.update(pool.unit(w, p)[1] for w in range(2) for p in range(4 + w, ends[w]))
+    assert Counter(tuple(c) for e in new for c in e["carry"]) == want
+    fresh = fresh_schedules(CFG, ROWS, new_n)
+    assert [e["pool"] for e in new] == [s.steps_per_epoch * s.epochs for s in fresh]
+    assert sum(e["samples"] for e in new) == 180 and not any(e["finished"] for e in new)
 
 
 def test_balance_is_refused_where_the_job_runs_in_bsp_rounds():

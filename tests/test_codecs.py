@@ -6,8 +6,10 @@ import pytest
 
 from mpips.codecs import (BF16, FP16, INT8, RAW, Compression, decode_keys, decode_rows,
                           encode_keys, encode_rows, round_trip, row_bytes,
-                          send_rows)
+                          pull_codec, send_rows)
 from mpips.errors import ConfigError, ProtocolError
+from mpips.models import NOT_ADMITTED, not_admitted
+from mpips.pullcodec import code_mirror, code_pulled, decode_pulled
 
 CODECS = [RAW, FP16, BF16, INT8]
 
@@ -176,3 +178,43 @@ def test_sending_leaves_exactly_what_rounding_took_off(codec):
     np.testing.assert_array_equal(sent, encode_rows(codec, x))
     np.testing.assert_array_equal(rest, x - decode_rows(codec, sent, 17))
     assert kept == np.count_nonzero(np.any(rest != 0, axis=1))
+
+
+@pytest.mark.parametrize("codec", [FP16, BF16, INT8])
+def test_pulled_rows_decode_as_the_push_coders_round_trip(codec):
+    """A mirror's records are the push codec's records, so a pulled row is within the
+    codec's bound; a row not admitted comes back not admitted, the rows around it as
+    coded, and the same rows give the same records."""
+    x = rows_of_every_scale()
+    x.view(np.uint32)[[5, 17]] = NOT_ADMITTED
+    records = code_pulled(codec, x)
+    assert records.shape == (x.shape[0], row_bytes(codec, x.shape[1]))
+    got = decode_pulled(codec, records, x.shape[1])
+    marked = not_admitted(got)
+    assert np.flatnonzero(marked).tolist() == [5, 17]
+    assert np.array_equal(got.view(np.uint32)[marked], x.view(np.uint32)[marked])
+    keep = ~marked
+    assert np.array_equal(got[keep], round_trip(codec, x[keep])[1])
+    assert np.array_equal(code_pulled(codec, x.copy()), records)
+    assert np.array_equal(code_pulled(codec, x[keep]), encode_rows(codec, x[keep]))
+
+
+def test_pull_codec_names():
+    assert [pull_codec(n, "--pull-codec") for n in ("none", "fp16", "bf16", "int8")] == \
+        [RAW, FP16, BF16, INT8]
+    with pytest.raises(ConfigError, match="tables.emb: pull-codec must be one of none"):
+        pull_codec("topk", "tables.emb")
+
+
+@pytest.mark.parametrize("codec", [FP16, BF16, INT8])
+def test_a_mirror_is_coded_in_place_in_the_rows_named_only(codec):
+    """A server codes the rows a step updated into its mirror where they are: those rows
+    get their records (a row not admitted its mark), every other row stays as it was."""
+    x = rows_of_every_scale()
+    x.view(np.uint32)[7] = NOT_ADMITTED
+    mirror = np.full((x.shape[0], row_bytes(codec, x.shape[1])), 0xAB, np.uint8)
+    index = np.array([1999, 3, 7, 100])
+    code_mirror(codec, x, mirror, index)
+    assert np.array_equal(mirror[index], code_pulled(codec, x[index]))
+    assert np.all(mirror[np.setdiff1d(np.arange(x.shape[0]), index)] == 0xAB)
+    assert not_admitted(decode_pulled(codec, mirror[[7]], x.shape[1]))[0]

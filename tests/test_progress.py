@@ -18,6 +18,10 @@ def test_progress_records_rate_loss_and_eta():
     line = p.line(r)
     assert "epoch 1/2" in line and "400/2,000 samples" in line and "ETA" in line
     assert not p.finished
+    wire = dict(r, push_mb_s=2.0, push_raw_mb_s=6.0, pull_mb_s=1.0, pull_raw_mb_s=1.0)
+    assert "push 2.0 MB/s (3.0x fewer)  pull 1.0 MB/s" in p.line(wire)
+    assert p.line(wire).endswith("pull 1.0 MB/s")
+    assert p.line(dict(wire, pull_raw_mb_s=3.2)).endswith("pull 1.0 MB/s (3.2x fewer)")
 
 
 def test_loss_is_the_mean_since_the_previous_record():

@@ -11,11 +11,13 @@ from mpips import waiting
 from mpips.config import TrainConfig
 from mpips.errors import ConfigError, TopologyError
 from mpips.faults import FAILURE_CLASSES, PeerFailure, is_failure, ulfm_enabled
+from mpips.job import recovery_source
 from mpips.killing import KillSwitch
 from mpips.models import TableSpec
 from mpips.placement import Placement, drain
 from mpips.recovery import (RECOVERY_DEADLINE, DropWorkers, End, JobShape, Recoveries,
-                            ReloadServers, ending, in_flight, owned_rows, plan)
+                            ReloadServers, Survivors, ending, in_flight, owned_rows, plan,
+                            survivors)
 from mpips.topology import world_role
 
 SPECS = [TableSpec("emb", 100_003, 3), TableSpec("bias", 1, 1)]
@@ -116,29 +118,44 @@ def test_pushes_in_flight_are_whole_or_torn(held, applied, expected):
 
 
 def test_recoveries_count_and_time_each_failure():
-    """Each completed recovery adds one failure survived, its reloaded rows and seconds."""
-    rec = Recoveries(shape("ssp"))
-    drop = rec.failed([5], step=10, now=100.0)
-    rec.recovered(drop, now=100.4)
-    reload = rec.failed([2], step=50, now=200.0)
-    rec.recovered(reload, now=201.5)
-    summary = rec.summary()
-    assert summary["failures_survived"] == 2
-    assert summary["rows_reloaded"] == reload[0].rows > 0
-    assert summary["recovery_seconds"] == pytest.approx([0.4, 1.5])
+    """Each completed recovery adds one failure survived, its reloaded rows, its seconds
+    and how many steps the job went back."""
+    rec = Recoveries()
+    assert not rec.pending
+    assert rec.failed(shape("ssp"), [5], step=10, now=100.0) == [DropWorkers((1,))]
+    assert rec.pending and rec.recovered(30, 4, now=100.4) == pytest.approx(0.4)
+    rec.failed(shape("ssp"), [2], step=50, now=200.0)
+    rec.recovered(70, 10, now=201.5)
+    assert rec.summary() == {"failures_survived": 2, "rows_reloaded": 100,
+                             "recovery_seconds": pytest.approx([0.4, 1.5]),
+                             "recovery_steps_back": [4, 10]}
 
 
 def test_second_failure_during_recovery_replans_or_ends_in_time():
-    """A failure while recovering replans for every rank dead so far; past the deadline
-    the job ends instead of trying forever."""
-    rec = Recoveries(shape("async"))
-    rec.failed([4], step=10, now=0.0)
-    both = rec.failed([2], step=10, now=1.0)
-    assert both[0] == DropWorkers((0,)) and both[1].servers == (1,)
-    (end,) = rec.failed([5], step=10, now=RECOVERY_DEADLINE + 0.5)
-    assert isinstance(end, End) and "--resume" in end.message
+    """A failure while recovering plans again, within the series the first began;
+    past the deadline since that first failure the series is overdue (the survivors then
+    agree to end instead of trying forever)."""
+    rec = Recoveries()
+    rec.failed(shape("async"), [4], step=10, now=0.0)
+    assert rec.failed(shape("async", workers=2), [2], step=12, now=1.0)[0].servers == (1,)
+    assert rec.step == 10 and not rec.overdue(RECOVERY_DEADLINE - 0.5)
+    assert rec.overdue(RECOVERY_DEADLINE + 0.5) and "--resume" in rec.overdue_message()
+    rec.recovered(0, 0, now=2.0)
+    assert not rec.overdue(RECOVERY_DEADLINE + 0.5)
+    assert ending([End("x")]) == "x" and ending([DropWorkers((1,))]) is None
     with pytest.raises(ValueError):
-        Recoveries(shape()).recovered([], now=1.0)
+        Recoveries().recovered(0, 0, now=1.0)
+
+
+@pytest.mark.parametrize("dead,left", [
+    ([5], Survivors(2, 1, 2, False)),          # a worker
+    ([1, 6], Survivors(1, 1, 2, True)),        # an active server and a worker
+    ([3], Survivors(2, 0, 3, True)),           # the standby server
+])
+def test_survivors_keep_their_roles_in_order(dead, left):
+    """World ranks 1..3 are servers (the last one standby), 4..6 workers: what is left
+    after ``dead`` died, as the settings the job goes on with."""
+    assert survivors(shape(standby=1), 1, dead) == left
 
 
 def test_kill_at_setting():
@@ -152,15 +169,6 @@ def test_kill_at_setting():
     switch = KillSwitch.of((3, 40), 3)
     assert switch.step == 40
     switch.reached(39)                        # not yet: returns
-
-
-def test_ending_line_names_the_dead_and_the_plan():
-    """The line a job ends with: an End's message, else who died and what the plan was."""
-    job = shape("bsp")
-    assert ending(plan(job, [0], 5), job, [0]).startswith("the scheduler (rank 0) died")
-    line = ending(plan(job, [2, 5], 60), job, [2, 5])
-    assert line.startswith("server 1 (rank 2), worker 1 (rank 5) died")
-    assert "re-hand" in line and "checkpoint of step 40" in line and "--resume" in line
 
 
 def test_ulfm_is_off_without_fault_tolerance(monkeypatch):
@@ -191,3 +199,18 @@ def test_every_wait_calls_the_watch():
         waiting.set_watch(None)
     assert len(calls) == 3
     waiting.idle_wait(lambda: True)          # no watch: nothing called
+
+
+def test_survivors_go_on_from_their_newest_checkpoint(tmp_path):
+    """After a failure the job goes on from its own newest complete checkpoint, else from
+    the one it resumed from, else from the start; a partial checkpoint does not count."""
+    cfg = TrainConfig(checkpoint_every=5, checkpoint_dir=str(tmp_path), run_name="r")
+    assert recovery_source(cfg) is None
+    assert recovery_source(cfg.replace(resume="/elsewhere/step-00000010")) == \
+        "/elsewhere/step-00000010"
+    (cfg.run_dir / "step-00000005.partial").mkdir(parents=True)
+    assert recovery_source(cfg) is None
+    (cfg.run_dir / "step-00000005").mkdir()
+    (cfg.run_dir / "step-00000005" / "manifest.json").write_text("{}")
+    assert recovery_source(cfg) == "latest"
+    assert recovery_source(cfg.replace(checkpoint_every=0)) is None

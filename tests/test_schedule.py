@@ -6,7 +6,6 @@ import pytest
 from mpips.data import share
 from mpips.data.schedule import Schedule, regroup, schedules, worker_entries
 from mpips.config import TrainConfig
-from mpips.errors import CheckpointError
 
 CFG = TrainConfig(batch_size=10, epochs=3, seed=4)
 ROWS = (0, 1003)
@@ -49,13 +48,21 @@ def test_regrouped_workers_train_exactly_the_rows_left(old_n, new_n, step):
     assert {e["step"] for e in new_entries} == {step}       # step numbers go on
 
 
-def test_workers_in_different_epochs_cannot_be_regrouped():
-    old = schedules(CFG, ROWS, 2)
-    entries = [{"index": 0, "step": 10, "finished": False, "samples": 0, "loss": 0.0},
-               {"index": 1, "step": 60, "finished": False, "samples": 0, "loss": 0.0}]
-    with pytest.raises(CheckpointError, match="different epochs"):
-        regroup(entries, old, schedules(CFG, ROWS, 3))
-    assert worker_entries(entries, CFG, ROWS, 2) == entries      # same count: as saved
+@pytest.mark.parametrize("steps,new_n", [((10, 60), 3), ((10, 60, 140), 2), ((0, 150), 1)])
+def test_workers_in_different_epochs_are_regrouped(steps, new_n):
+    """Workers apart by epochs (SSP, ASP) regroup too: every row left through the
+    furthest one's epoch is carried, and no row is lost or doubled."""
+    old_n = len(steps)
+    old = schedules(CFG, ROWS, old_n)
+    entries = [{"index": w, "step": st, "finished": False, "samples": 7, "loss": 0.5}
+               for w, st in enumerate(steps)]
+    want = sum((rows_of(s, e["step"]) for s, e in zip(old, entries)), Counter())
+    new_entries = regroup(entries, old, schedules(CFG, ROWS, new_n))
+    new = [s.resumed(e) for s, e in zip(schedules(CFG, ROWS, new_n), new_entries)]
+    got = sum((rows_of(s, e["step"]) for s, e in zip(new, new_entries)), Counter())
+    assert got == want
+    assert sum(e["samples"] for e in new_entries) == 7 * old_n
+    assert worker_entries(entries, CFG, ROWS, old_n) == entries      # same count: as saved
 
 
 def test_finished_workers_leave_nothing():

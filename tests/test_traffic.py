@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mpips.checkpoint.manifest import config_of, settings
-from mpips.codecs import FP16, INT8, RAW, Compression
+from mpips.codecs import BF16, FP16, INT8, RAW, Compression
 from mpips.config import TrainConfig, from_mapping, load_toml
 from mpips.errors import ConfigError
 from mpips.pullcache import PullCache, pull_caches
@@ -100,6 +100,28 @@ def test_compression_settings_per_table(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting 'table-compress'"):
         from_mapping({"table-compress": [["bias", "fp16"]]})
     for bad in ({"compress_keep": 1.5}, {"residual_rows": 0}, {"link_gbps": -1.0},
-                {"pull_cache": -1}):
+                {"pull_cache": -1}, {"pull_codec": "topk"}):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
+
+
+def test_pull_codec_settings_per_table(tmp_path):
+    """--pull-codec applies to the embedding tables, [tables.NAME] pull-codec to its table
+    (dense ones included); the settings survive a manifest; a bad name is one line naming
+    the table."""
+    f = tmp_path / "job.toml"
+    f.write_text('pull-codec = "int8"\ncompress = "fp16"\n[tables.bias]\npull-codec = "bf16"\n'
+                 '[tables.features]\npull-codec = "none"\n')
+    cfg = load_toml(f)
+    assert cfg.pull_codec_of("weights", 1000) == INT8
+    assert cfg.pull_codec_of("features", 1000) == RAW
+    assert cfg.pull_codec_of("mlp1.b", 1) == RAW
+    assert cfg.pull_codec_of("bias", 1) == BF16
+    assert cfg.compression_of("weights", 1000) == Compression(FP16)
+    assert config_of(settings(cfg), "m") == cfg
+    f.write_text('[tables.bias]\npull-codec = "topk"\n')
+    with pytest.raises(ConfigError, match="tables.bias: pull-codec must be one of"):
+        load_toml(f)
+    f.write_text('[tables.bias]\npull-codec = 8\n')
+    with pytest.raises(ConfigError, match="tables.bias: pull-codec must be a string"):
+        load_toml(f)

@@ -29,7 +29,8 @@ MAY_CHANGE = frozenset({"servers", "pull", "progress_seconds", "metrics_out", "c
                         "rebalance_margin", "rebalance_window", "rebalance_mib",
                         "window_headroom", "slow_server", "move_every", "join_at", "kill_at",
                         "drain_at", "compress", "compress_keep", "table_compress",
-                        "residual_rows", "link_gbps", "pull_cache"})
+                        "residual_rows", "link_gbps", "pull_cache", "pull_codec",
+                        "table_pull_codec"})
 
 
 # What a manifest written before a setting existed meant by its absence: the behaviour of
@@ -47,8 +48,8 @@ def config_of(values: dict, where: str) -> TrainConfig:
     """The settings a manifest holds (``settings``'s inverse) as a ``TrainConfig``; a
     setting it lacks has its default, one this mpips does not know is an error."""
     values = {**{k: v for k, v in FORMER.items() if k not in values}, **values}
-    items = {k: tuple(tuple(x) for x in v) if k in ("tables", "fields", "table_compress")
-             else v
+    items = {k: tuple(tuple(x) for x in v)
+             if k in ("tables", "fields", "table_compress", "table_pull_codec") else v
              for k, v in values.items() if v is not None}
     try:
         return from_mapping(items, where)

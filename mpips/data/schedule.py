@@ -1,9 +1,10 @@
 """A worker's steps: which rows each step trains on, from any step on. Pure, no MPI.
 
 A worker trains on its share of the rows, epoch after epoch, each epoch in its seeded
-order (``epoch_order``). A job resumed with a different number of workers first shares
-out the batches its workers had left in their epoch (``carry``: row ranges, done first),
-then goes on with whole epochs of the new shares. Step numbers go on across a resume
+order (``epoch_order``). A job resumed with a different number of workers (after a
+worker died, say) first shares out the batches its workers had left up to the end of the
+furthest one's epoch (``carry``: row ranges, done first), then goes on with whole epochs
+of the new shares; balanced workers share out every batch left in their pool. Step numbers go on across a resume
 (``base``), so that BSP rounds and Adam's step count continue.
 """
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from ..errors import CheckpointError
 from . import epoch_order, n_batches, share, shuffle_block
 
 if TYPE_CHECKING:
@@ -83,6 +83,13 @@ class Schedule:
         epoch = self.first_epoch + e
         return epoch, [self.batch_rows(int(k)) for k in self.order(epoch)[b:]]
 
+    def through(self, step: int, epoch: int) -> list[Rows]:
+        """The batches from ``step`` to the end of epoch ``epoch``."""
+        first, batches = self.remaining(step)
+        for e in range(max(first + 1, self.first_epoch), min(epoch + 1, self.epochs)):
+            batches += [self.batch_rows(int(k)) for k in self.order(e)]
+        return batches
+
     def rows_left(self, step: int) -> int:
         """Rows this worker trains on from ``step`` to the end."""
         epoch, batches = self.remaining(step)
@@ -107,32 +114,53 @@ class Schedule:
 def regroup(entries: Sequence[dict], old: Sequence[Schedule], new: Sequence[Schedule]
             ) -> list[dict]:
     """Worker entries for ``new`` workers continuing the ``old`` ones (whose checkpoint
-    entries are ``entries``): the batches left in the current epoch are shared out in
-    worker order as carries, then the new workers go on with the next epoch of their own
-    shares. The old workers still training must all be in the same epoch."""
-    left: list[Rows] = []
-    epochs = set()
-    for entry, sched in zip(entries, old):
-        if not entry["finished"]:
-            epoch, batches = sched.remaining(int(entry["step"]))
-            epochs.add(epoch)
-            left += batches
-    if len(epochs) > 1:
-        raise CheckpointError(f"the checkpoint's workers stand in different epochs "
-                              f"({', '.join(map(str, sorted(epochs)))}): resume it with "
-                              f"{len(entries)} workers")
-    epoch = epochs.pop() if epochs else old[0].epochs - 1
+    entries are ``entries``): the batches left up to the end of the furthest old worker's
+    epoch are shared out in worker order as carries, then the new workers go on with the
+    next epoch of their own shares."""
+    busy = [(e, s) for e, s in zip(entries, old) if not e["finished"]]
+    epoch = max((s.remaining(int(e["step"]))[0] for e, s in busy), default=old[0].epochs - 1)
+    left = [rows for e, s in busy for rows in s.through(int(e["step"]), epoch)]
+    out = []
+    for sched, entry, carry in zip(new, shared_out(entries, epoch, len(new)),
+                                   deal(left, len(new))):
+        mine = replace(sched, base=entry["step"], carry=tuple(carry), first_epoch=epoch + 1)
+        out.append(dict(entry, finished=mine.end == entry["step"], **mine.entry()))
+    return out
+
+
+def regroup_pool(entries: Sequence[dict], old: Sequence[Schedule],
+                 new: Sequence[Schedule]) -> list[dict]:
+    """Balanced workers' entries (``pool``: the counter of each owner's batches) for
+    ``new`` workers: every batch left, taken or not, is shared out as carries, and the
+    new pool starts empty (each counter at its owner's end)."""
+    left = [tuple(rows) for e in entries for rows in e.get("carry", [])]
+    for e, s in zip(entries, old):
+        first, skip = divmod(int(e["pool"]), max(s.steps_per_epoch, 1))
+        for epoch in range(first, s.epochs):
+            order = s.order(epoch)[skip if epoch == first else 0:]
+            left += [s.batch_rows(int(k)) for k in order]
+    epoch = min((int(e["epoch"]) for e in entries if not e["finished"]),
+                default=old[0].epochs)
+    done = all(e["finished"] for e in entries)
+    return [dict(entry, carry=[list(r) for r in carry], pool=s.steps_per_epoch * s.epochs,
+                 finished=done and not carry)
+            for s, entry, carry in zip(new, shared_out(entries, epoch, len(new)),
+                                       deal(left, len(new)))]
+
+
+def shared_out(entries: Sequence[dict], epoch: int, n: int) -> list[dict]:
+    """The common part of ``n`` regrouped entries: every one at the furthest old step
+    (step numbers go on), the first with all the samples and loss so far."""
     base = max(int(e["step"]) for e in entries)
     samples = sum(int(e["samples"]) for e in entries)
     loss = sum(float(e["loss"]) for e in entries)
-    out = []
-    for j, sched in enumerate(new):
-        lo, hi = share(0, len(left), j, len(new))
-        mine = replace(sched, base=base, carry=tuple(left[lo:hi]), first_epoch=epoch + 1)
-        out.append({"index": j, "step": base, "finished": mine.end == base,
-                    "epoch": epoch, "samples": samples if j == 0 else 0,
-                    "loss": loss if j == 0 else 0.0, "rng": None, **mine.entry()})
-    return out
+    return [{"index": j, "step": base, "epoch": epoch, "samples": samples if j == 0 else 0,
+             "loss": loss if j == 0 else 0.0, "rng": None} for j in range(n)]
+
+
+def deal(items: Sequence[Rows], n: int) -> list[Sequence[Rows]]:
+    """``items`` cut into ``n`` runs in order, as even as can be."""
+    return [items[slice(*share(0, len(items), j, n))] for j in range(n)]
 
 
 def schedules(cfg: "TrainConfig", train_range: Rows, n_workers: int) -> list[Schedule]:
@@ -146,8 +174,6 @@ def worker_entries(entries: Sequence[dict], cfg: "TrainConfig", train_range: Row
     regrouped when the number of workers changed."""
     if len(entries) == n_workers:
         return list(entries)
-    if any("pool" in e for e in entries):
-        raise CheckpointError(f"its {len(entries)} workers shared out their batches "
-                              f"(--balance): resume it with {len(entries)} workers")
     old = [s.resumed(e) for s, e in zip(schedules(cfg, train_range, len(entries)), entries)]
-    return regroup(entries, old, schedules(cfg, train_range, n_workers))
+    again = regroup_pool if any("pool" in e for e in entries) else regroup
+    return again(entries, old, schedules(cfg, train_range, n_workers))

@@ -2,7 +2,10 @@
 each rounding to nearest, ties to even. With ``rest`` a coder also leaves in each row what
 its rounding took off (the row minus its decoding, exact in float32), so that error
 feedback (``residuals``) needs no second pass to decode, and returns how many rows kept
-something. The NumPy references are in ``tests/reference.py``.
+something. A coder codes the rows ``index`` names (row ``r`` of ``rows`` into row ``r`` of
+``out``): all of a push's rows, or those of a table that a step updated, coded in place
+into the table's coded mirror (``pullcodec``) without copies. The NumPy references are in
+``tests/reference.py``.
 
 int8 rows: per row a power-of-two scale ``2**e`` (int8), an integer offset ``z`` (int16)
 and a uint8 code per value, ``value = (q + z) * 2**e``.
@@ -29,14 +32,14 @@ def _exponent(x: float) -> int:
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def int8_code(rows: np.ndarray, out: np.ndarray, rest: bool) -> int:
-    """Code float32 ``rows`` (n, d) into ``out`` (n, 3 + d) uint8: the smallest
-    power-of-two scale that spans a row in 254 steps and keeps ``|z|`` within 32,000,
-    ``z = floor(lo / scale)`` and ``q = rint(v / scale - z)`` (ties to even). Everything
-    but that one rounding is exact in float64 (scales are powers of two)."""
-    n, d = rows.shape
+def int8_code(rows: np.ndarray, out: np.ndarray, rest: bool, index: np.ndarray) -> int:
+    """Code float32 ``rows[index]`` (of d values) into ``out[index]`` (3 + d uint8): the
+    smallest power-of-two scale that spans a row in 254 steps and keeps ``|z|`` within
+    32,000, ``z = floor(lo / scale)`` and ``q = rint(v / scale - z)`` (ties to even).
+    Everything but that one rounding is exact in float64 (scales are powers of two)."""
+    d = rows.shape[1]
     kept = 0
-    for i in range(n):
+    for i in index:
         lo = np.float64(rows[i, 0])
         hi = lo
         for j in range(1, d):
@@ -101,15 +104,17 @@ def _brain(x: np.float32, b: np.int64) -> tuple[np.int64, np.int64]:
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def half_code(rows: np.ndarray, out: np.ndarray, rest: bool, brain: bool) -> int:
-    """Code float32 ``rows`` (n, d) into 16-bit ``out`` (n, d) uint16: IEEE halves
-    (clipped to ±65504), or with ``brain`` bfloat16; both round to nearest even."""
-    n, d = rows.shape
+def half_code(rows: np.ndarray, out: np.ndarray, rest: bool, brain: bool,
+              index: np.ndarray) -> int:
+    """Code float32 ``rows[index]`` (of d values) into 16-bit ``out[index]`` (d uint16):
+    IEEE halves (clipped to ±65504), or with ``brain`` bfloat16; both round to nearest
+    even."""
+    d = rows.shape[1]
     bits = rows.view(np.uint32)
     back = np.empty(d, dtype=np.uint32)
     backf = back.view(np.float32)
     kept = 0
-    for i in range(n):
+    for i in index:
         nonzero = False
         for j in range(d):
             x = rows[i, j]
