@@ -11,11 +11,14 @@ found dead go in, a plan comes out; ``faults`` and ``job`` carry it out with MPI
   surviving servers (``ReloadServers``; the plan's moves are the ring's minimal movement,
   as for a drain or a resume onto fewer servers). A job without a checkpoint yet, or that
   lost every server with partitions, ends.
-- As carried out today, every survivor goes back to the last checkpoint (or, with none
-  and only workers dead, to the start), whatever the pacing: pushes in flight are then
-  dropped whole, and under BSP, which does not depend on the number of servers, the
-  result is that of the run that lost nobody. ``Recoveries`` counts the rows reloaded
-  and the steps the job went back.
+- As carried out today, when only workers died under BSP and every surviving server
+  applied the same rounds (``kept_step``), the survivors go on from where they stand:
+  the servers keep their rows and optimiser state, nothing is reloaded, nobody goes
+  back. Otherwise every survivor goes back to the last checkpoint (or, with none and
+  only workers dead, to the start): pushes in flight are then dropped whole, and under
+  BSP, which does not depend on the number of servers, the result is that of the run
+  that lost nobody. ``Recoveries`` counts the rows reloaded and the steps the job went
+  back.
 - **A second failure during a recovery** plans again, unless ``RECOVERY_DEADLINE``
   seconds have passed since the first failure of the series: then the job ends (every
   wait has a failure path, so nothing hangs).
@@ -60,8 +63,9 @@ class End:
 
 @dataclass(frozen=True)
 class DropWorkers:
-    """Go on without ``workers``: shrink, re-hand their untrained batches, settle each
-    one's pushes in flight with ``in_flight``."""
+    """Go on without ``workers``: shrink, re-hand their untrained batches; their pushes
+    in flight are settled by ``kept_step`` (whole on every server or on none), else every
+    rank goes back to the checkpoint."""
 
     workers: tuple[int, ...]
 
@@ -122,19 +126,40 @@ def plan(shape: JobShape, dead: Sequence[int], step: int) -> list[Action]:
                                 bool(lost) and shape.pacing == "bsp", step - since)]
 
 
-def in_flight(held: Sequence[Optional[int]], applied: Sequence[Optional[int]]
-              ) -> tuple[Optional[int], bool]:
-    """A dead worker's pushes in flight, settled: ``held[s]`` is the last step of its
-    whose push server ``s`` received, ``applied[s]`` the last it applied (None: none).
-    Returns (the last step every server is to apply, torn): a step every server received
-    is applied whole everywhere; a later one that some servers lack is dropped by those
-    that hold it unapplied. ``torn`` is True when a server already applied a push that
-    another never received: it cannot be made whole, and the job rolls back (BSP) or
-    reports it (SSP, ASP)."""
-    got = [-1 if h is None else h for h in held]
-    done = [-1 if a is None else a for a in applied]
-    whole = min(got)
-    return (None if whole < 0 else whole), max(done) > whole
+@dataclass(frozen=True)
+class Held:
+    """What one survivor holds of the job as it stood when ranks died: a server, the BSP
+    rounds it applied (``steps``) with its rows as they stand; a worker, its completed
+    steps, whether its push of the next one is out (sent, not acknowledged) and whether
+    it has trained all its steps; the scheduler holds nothing of this."""
+
+    role: str
+    steps: int = 0
+    pushed: bool = False
+    done: bool = False
+
+
+def kept_step(shape: JobShape, dead: Sequence[int], held: Sequence[Optional[Held]]
+              ) -> Optional[int]:
+    """The step the survivors go on from with the servers' rows as they stand (nothing
+    reloaded, nobody goes back), or None: back to the checkpoint. Only when workers alone
+    died under BSP, every survivor kept its state (None: one did not) and every surviving
+    server applied the same rounds R. A server applies a round only once every worker's
+    push of it arrived, so a dead worker's push in flight is then applied whole on every
+    server (its round is below R) or on none (the survivors' pushes of round R, held
+    unapplied, are dropped and redone). A surviving worker stands at R, or at R - 1 with
+    its push of that round out (applied; its acknowledgement was lost), or has finished."""
+    if shape.pacing != "bsp" or any(shape.role_of(r)[0] != WORKER for r in dead) \
+            or any(h is None for h in held):
+        return None
+    rounds = {h.steps for h in held if h.role == SERVER}
+    if len(rounds) != 1:
+        return None
+    (r,) = rounds
+    if all(h.done or h.steps == r or (h.steps == r - 1 and h.pushed)
+           for h in held if h.role == WORKER):
+        return r
+    return None
 
 
 @dataclass(frozen=True)
@@ -223,8 +248,13 @@ def ending(actions: Sequence[Action]) -> Optional[str]:
 
 @dataclass
 class Standing:
-    """Where the job stands, as this rank knows it when ranks die: its shape and the
-    highest step it knows applied."""
+    """Where the job stands, as this rank knows it when ranks die: its shape, the highest
+    step it knows applied, what it holds (``kept_step``; None: nothing it may go on
+    from) and, once the survivors agreed on the step to go on from, its part of the job
+    there (a worker's checkpoint entry; the scheduler's the entries the job started
+    from, None for a fresh start)."""
 
     shape: Callable[[], JobShape]
     step: Callable[[], int] = lambda: 0
+    held: Callable[[], Optional[Held]] = lambda: None
+    part: Callable[[int], object] = lambda step: None

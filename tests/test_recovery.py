@@ -1,6 +1,6 @@
 """Recovery plans without processes: who died decides whether the job ends, drops workers
 or reloads a server's partitions (the ring's minimum, from the last checkpoint); pushes in
-flight are settled whole or not at all; a series of failures must end within the deadline.
+flight are settled whole or not at all (the rows are kept only then); a series of failures must end within the deadline.
 And the ``--kill-at`` test aid's setting."""
 import numpy as np
 import pytest
@@ -15,10 +15,10 @@ from mpips.job import recovery_source
 from mpips.killing import KillSwitch
 from mpips.models import TableSpec
 from mpips.placement import Placement, drain
-from mpips.recovery import (RECOVERY_DEADLINE, DropWorkers, End, JobShape, Recoveries,
-                            ReloadServers, Survivors, ending, in_flight, owned_rows, plan,
+from mpips.recovery import (RECOVERY_DEADLINE, DropWorkers, End, Held, JobShape, Recoveries,
+                            ReloadServers, Survivors, ending, kept_step, owned_rows, plan,
                             survivors)
-from mpips.topology import world_role
+from mpips.topology import SCHEDULER, SERVER, WORKER, world_role
 
 SPECS = [TableSpec("emb", 100_003, 3), TableSpec("bias", 1, 1)]
 
@@ -107,14 +107,35 @@ def test_world_role():
         ("scheduler", 0), ("server", 0), ("server", 1), ("worker", 0), ("worker", 1)]
 
 
-@pytest.mark.parametrize("held, applied, expected", [
-    ([7, 7, 7], [7, 7, 7], (7, False)),      # every server got and applied step 7
-    ([7, 6, 7], [6, 6, 6], (6, False)),      # step 7 reached two servers, none applied it
-    ([7, 6, 7], [7, 6, 6], (6, True)),       # server 0 applied step 7, server 1 never got it
-    ([None, 0, 0], [None, None, None], (None, False)),   # no push reached every server
+def servers_at(*rounds: int) -> list[Held]:
+    return [Held(SERVER, r) for r in rounds]
+
+
+@pytest.mark.parametrize("held, expected", [
+    (servers_at(9, 9, 9) + [Held(WORKER, 9), Held(WORKER, 9, pushed=True)], 9),
+    (servers_at(9, 9, 9) + [Held(WORKER, 8, pushed=True)], 9),  # its ack of round 8 lost
+    (servers_at(9, 9, 9) + [Held(WORKER, 5, done=True)], 9),    # it trained all its steps
+    (servers_at(9, 8, 9) + [Held(WORKER, 9)], None),   # round 8 torn: applied on 2 of 3
+    (servers_at(9, 9, 9) + [Held(WORKER, 8)], None),   # nothing out, yet a round behind
+    (servers_at(9, 9, 9) + [Held(WORKER, 9), None], None),      # one kept nothing
 ])
-def test_pushes_in_flight_are_whole_or_torn(held, applied, expected):
-    assert in_flight(held, applied) == expected
+def test_a_workers_death_keeps_the_rows_when_every_server_applied_the_same_rounds(
+        held, expected):
+    """Only workers died under BSP: the survivors go on from the servers' common round,
+    unless a dead worker's push was applied on some servers only (torn), or a worker
+    does not stand there."""
+    survivors = [Held(SCHEDULER)] + held
+    assert kept_step(shape("bsp"), [5], survivors) == expected
+
+
+def test_a_servers_death_or_free_pacing_goes_back_to_the_checkpoint():
+    """A server's rows died with it, and SSP and ASP servers apply pushes one by one:
+    then the rows are not kept (every rank goes back to the checkpoint)."""
+    held = [Held(SCHEDULER)] + servers_at(9, 9) + [Held(WORKER, 9)] * 2
+    assert kept_step(shape("bsp"), [2], held) is None
+    assert kept_step(shape("bsp"), [2, 5], held) is None
+    for pacing in ("ssp", "async"):
+        assert kept_step(shape(pacing), [5], held) is None
 
 
 def test_recoveries_count_and_time_each_failure():
