@@ -25,7 +25,8 @@ from .load import PartitionMeter
 from .reports import Evaluation, send_partition_load, send_progress
 from .rowcache import RowCache
 from .ring import Route
-from .topology import Roles
+from .recovery import Held
+from .topology import WORKER, Roles
 from .waiting import idle_wait
 
 
@@ -92,6 +93,8 @@ class Worker:
             if resumed.get("rng"):
                 self.jitter.bit_generator.state = resumed["rng"]
         self.step = self.start         # the step under way (for a recovery's report)
+        self.done = self.start         # steps completed (acknowledged)
+        self.out: tuple[int, float] | None = None    # the samples and loss of a push out
         self.pool: Pool | None = None
         if balanced:
             self._balanced_state(resumed)
@@ -228,6 +231,23 @@ class Worker:
         return {"index": self.roles.index, "step": step, "finished": False,
                 "epoch": work.epoch, "samples": self.samples, "loss": self.loss,
                 "rng": self.jitter.bit_generator.state, **where}
+
+    def held(self) -> Held:
+        """Where this worker stands if ranks die (``recovery.kept_step``)."""
+        return Held(WORKER, self.done, self.out is not None,
+                    self.finished or self.done >= self.plan.end)
+
+    def entry_at(self, step: int) -> dict:
+        """This worker's checkpoint entry at ``step``, where the survivors of a failure
+        go on from (``kept_step``): its completed steps, or one more when its push out was
+        applied (then its samples and loss count)."""
+        samples, loss = self.samples, self.loss
+        if step > self.done and self.out is not None:
+            samples, loss = samples + self.out[0], loss + self.out[1]
+        at = min(step, self.plan.end)
+        return {"index": self.roles.index, "step": at, "finished": at == self.plan.end,
+                "epoch": self.plan.remaining(at)[0], "samples": samples, "loss": loss,
+                "rng": self.jitter.bit_generator.state, **self.plan.entry()}
 
     def warm_up(self) -> None:
         """Compile or load the numba kernels before the clock starts (no communication)."""
@@ -369,6 +389,7 @@ class Worker:
             if in_flight is not None:
                 in_flight.wait()
             in_flight = self.push(step, prep, grads, last=work.last)
+            self.out = (len(work.batch) if work.batch is not None else 0, batch_loss)
             if not work.last:                # overlap the next batch with the servers' update
                 current = next(steps)
                 prep = self.prepare(current.batch)
@@ -383,6 +404,7 @@ class Worker:
             self.loss += batch_loss
             self.samples += len(work.batch) if work.batch is not None else 0
             step += 1
+            self.done, self.out = step, None
             if work.last:
                 break
             self.report(work.epoch, step, False)
