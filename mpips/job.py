@@ -33,7 +33,7 @@ from .killing import KillSwitch
 from .load import LoadStats
 from .placement import Placement, moved_fraction
 from .rebalance import LoadWatch, Rebalancer, partition_bytes
-from .recovery import Held, JobShape, Recoveries, Standing, kept_step, survivors
+from .recovery import Held, JobShape, Recoveries, Standing, kept_steps, survivors
 from .ring import PartitionMap, name_salt
 from .planner import Planner, check_schedule
 from .pullcache import pull_caches
@@ -201,9 +201,10 @@ class Lost:
 
 @dataclass(frozen=True)
 class Live:
-    """Where the survivors of a failure go on from without going back (``kept_step``):
-    the job there as a checkpoint's manifest would give it (``step``, every old worker's
-    entry, the placement's ``owner`` and ``epoch``), and a server's kept rows."""
+    """Where the survivors of a failure go on from without going back (``kept_steps``):
+    the job there as a checkpoint's manifest would give it (``step``, the furthest
+    worker's; every old worker's entry; the placement's ``owner`` and ``epoch``), and a
+    server's kept rows."""
 
     doc: dict
     arrays: Optional[dict[str, np.ndarray]] = None
@@ -212,15 +213,16 @@ class Live:
 def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
                ) -> Optional[Live]:
     """Collective over the survivors: may they go on from where they stand
-    (``kept_step``)? If so, the job's state there: the surviving workers' entries, the
+    (``kept_steps``)? If so, the job's state there: the surviving workers' entries, the
     dead ones' from their schedules (``entry_at``), the first server's placement; None:
     every rank goes back to the checkpoint."""
     mine = lost.standing.held()
     held = allgather_json(comm, None if mine is None else asdict(mine))
-    step = kept_step(lost.shape, lost.dead, [None if h is None else Held(**h) for h in held])
-    if step is None:
+    steps = kept_steps(lost.shape, lost.dead, [None if h is None else Held(**h)
+                                               for h in held])
+    if steps is None:
         return None
-    part = lost.standing.part(step)
+    part = lost.standing.part(steps[mine.index])
     arrays = part if mine.role == SERVER else None
     if arrays is not None:
         part = {"owner": arrays["owner"].tolist(), "epoch": int(arrays["epoch"][0])}
@@ -231,8 +233,8 @@ def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
         _, w = lost.shape.role_of(rank)
         begun = start[w] if start else None
         sched = Schedule.of(cfg, data.train_range, w, lost.shape.workers).resumed(begun)
-        entries[w] = entry_at(sched, begun, w, step)
-    doc = {"step": step, "workers": [entries[w] for w in range(lost.shape.workers)],
+        entries[w] = entry_at(sched, begun, w, steps[w])
+    doc = {"step": max(int(e["step"]) for e in entries.values()), "workers": [entries[w] for w in range(lost.shape.workers)],
            "seconds": 0.0, "moved_rows": 0, "moved_rows_minimum": 0, **where}
     return Live(doc, arrays)
 
@@ -281,7 +283,8 @@ def shape_now(cfg: TrainConfig, data: DataPlan, comm: MPI.Intracomm) -> JobShape
             pass
     return JobShape(servers, workers, "bsp" if rounds else "async" if bound is None else "ssp",
                     Placement.start(model.tables, servers, cfg.servers, cfg.window_headroom),
-                    step)
+                    step, all(cfg.sync_of(t.name).mode == "bsp" for t in model.tables)
+                    if rounds else cfg.balance == "off")
 
 
 def went_on(recoveries: Recoveries, roles: Roles, resumed: Optional[dict], model: Model,

@@ -150,7 +150,8 @@ def run_server(store: ShardStore, policies: Sequence[SyncPolicy], seed: int = 0,
     machine = ServerMachine(policies, start, store.placement.epoch)
     if standing is not None:
         standing.step = lambda: machine.steps
-        standing.held = lambda: Held(SERVER, machine.steps)
+        standing.held = lambda: Held(SERVER, machine.steps,
+                                     at=machine.expected(len(start.steps)))
         standing.part = lambda step: kept_arrays(store, log)
     meter = BusyMeter()
     stopped = serve(store, machine, log, run_dir, Slowness(slow_factor), meter, report, kill)

@@ -15,9 +15,9 @@ from mpips.job import recovery_source
 from mpips.killing import KillSwitch
 from mpips.models import TableSpec
 from mpips.placement import Placement, drain
-from mpips.recovery import (RECOVERY_DEADLINE, DropWorkers, End, Held, JobShape, Recoveries,
-                            ReloadServers, Survivors, ending, kept_step, owned_rows, plan,
-                            survivors)
+from mpips.recovery import (FINISHED, RECOVERY_DEADLINE, DropWorkers, End, Held, JobShape,
+                            Recoveries, ReloadServers, Survivors, ending, kept_steps,
+                            owned_rows, plan, survivors)
 from mpips.topology import SCHEDULER, SERVER, WORKER, world_role
 
 SPECS = [TableSpec("emb", 100_003, 3), TableSpec("bias", 1, 1)]
@@ -112,7 +112,7 @@ def servers_at(*rounds: int) -> list[Held]:
 
 
 @pytest.mark.parametrize("held, expected", [
-    (servers_at(9, 9, 9) + [Held(WORKER, 9), Held(WORKER, 9, pushed=True)], 9),
+    (servers_at(9, 9, 9) + [Held(WORKER, 9), Held(WORKER, 9, pushed=True, index=2)], 9),
     (servers_at(9, 9, 9) + [Held(WORKER, 8, pushed=True)], 9),  # its ack of round 8 lost
     (servers_at(9, 9, 9) + [Held(WORKER, 5, done=True)], 9),    # it trained all its steps
     (servers_at(9, 8, 9) + [Held(WORKER, 9)], None),   # round 8 torn: applied on 2 of 3
@@ -125,17 +125,40 @@ def test_a_workers_death_keeps_the_rows_when_every_server_applied_the_same_round
     unless a dead worker's push was applied on some servers only (torn), or a worker
     does not stand there."""
     survivors = [Held(SCHEDULER)] + held
-    assert kept_step(shape("bsp"), [5], survivors) == expected
+    want = None if expected is None else [expected] * 3
+    assert kept_steps(shape("bsp"), [5], survivors) == want
 
 
-def test_a_servers_death_or_free_pacing_goes_back_to_the_checkpoint():
-    """A server's rows died with it, and SSP and ASP servers apply pushes one by one:
-    then the rows are not kept (every rank goes back to the checkpoint)."""
-    held = [Held(SCHEDULER)] + servers_at(9, 9) + [Held(WORKER, 9)] * 2
-    assert kept_step(shape("bsp"), [2], held) is None
-    assert kept_step(shape("bsp"), [2, 5], held) is None
-    for pacing in ("ssp", "async"):
-        assert kept_step(shape(pacing), [5], held) is None
+@pytest.mark.parametrize("pacing", ["ssp", "async"])
+def test_free_pacing_keeps_the_rows_when_every_server_applied_each_workers_same_steps(
+        pacing):
+    """SSP and ASP: each worker goes on from the step after its last push applied, the
+    same on every server; a push applied on some servers only (torn) goes back."""
+    def servers(*ats):
+        return [Held(SERVER, at=at) for at in ats]
+    alive = [Held(WORKER, 12, index=0), Held(WORKER, 6, pushed=True, index=2)]
+    whole = servers([12, 30, 7], [12, 30, 7], [12, 30, 7])
+    assert kept_steps(shape(pacing), [5], [Held(SCHEDULER)] + whole + alive) == [12, 30, 7]
+    torn = servers([12, 30, 7], [12, 29, 7], [12, 30, 7])     # worker 1's step 29
+    assert kept_steps(shape(pacing), [5], [Held(SCHEDULER)] + torn + alive) is None
+    done = servers([12, None, 7], [12, None, 7], [12, None, 7])    # worker 1 finished
+    assert kept_steps(shape(pacing), [5], [Held(SCHEDULER)] + done + alive) \
+        == [12, FINISHED, 7]
+    late = servers([13, 30, 7], [13, 30, 7], [13, 30, 7])      # worker 0 has nothing out
+    assert kept_steps(shape(pacing), [5], [Held(SCHEDULER)] + late + alive) is None
+
+
+def test_a_servers_death_balanced_workers_or_mixed_tables_go_back_to_the_checkpoint():
+    """A server's rows died with it; the batches a dead balanced worker took from the
+    pool, and pushes applied outside BSP rounds, are not counted: then the rows are not
+    kept (every rank goes back to the checkpoint)."""
+    held = [Held(SCHEDULER)] + servers_at(9, 9, 9) + [Held(WORKER, 9, index=w)
+                                                      for w in (0, 2)]
+    assert kept_steps(shape("bsp"), [5], held) == [9] * 3
+    assert kept_steps(shape("bsp"), [2], held) is None
+    assert kept_steps(shape("bsp"), [2, 5], held) is None
+    uncounted = JobShape(3, 3, "ssp", shape().placement, 40, countable=False)
+    assert kept_steps(uncounted, [5], held) is None
 
 
 def test_recoveries_count_and_time_each_failure():
