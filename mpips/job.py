@@ -227,15 +227,16 @@ def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
     if arrays is not None:
         part = {"owner": arrays["owner"].tolist(), "epoch": int(arrays["epoch"][0])}
     parts = allgather_json(comm, part)
-    start, where = parts[0], parts[1]              # the scheduler's, the first server's
+    begin, where = parts[0], parts[1]              # the scheduler's, the first server's
     entries = {e["index"]: e for e in parts[1 + lost.shape.servers:]}
     for rank in lost.dead:
         _, w = lost.shape.role_of(rank)
-        begun = start[w] if start else None
+        begun = begin["workers"][w] if begin["workers"] else None
         sched = Schedule.of(cfg, data.train_range, w, lost.shape.workers).resumed(begun)
         entries[w] = entry_at(sched, begun, w, steps[w])
-    doc = {"step": max(int(e["step"]) for e in entries.values()), "workers": [entries[w] for w in range(lost.shape.workers)],
-           "seconds": 0.0, "moved_rows": 0, "moved_rows_minimum": 0, **where}
+    doc = {"step": max(int(e["step"]) for e in entries.values()),
+           "workers": [entries[w] for w in range(lost.shape.workers)],
+           "seconds": begin["seconds"], "moved_rows": 0, "moved_rows_minimum": 0, **where}
     return Live(doc, arrays)
 
 
@@ -385,7 +386,8 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         coord.saved_step = resumed["step"] if candidates else None
         standing.step = lambda: coord.latest_step
         standing.held = lambda: Held(SCHEDULER)
-        standing.part = lambda step: resumed["workers"] if resumed else None
+        standing.part = lambda step: {"workers": resumed["workers"] if resumed else None,
+                                      "seconds": coord.seconds_before}
         result.metrics = run_scheduler(cfg, roles, board, names,
                                        dict(effective_sync(dict(zip(names, policies))),
                                             balance=balanced), coord, loads,

@@ -271,8 +271,8 @@ class Standing:
     """Where the job stands, as this rank knows it when ranks die: its shape, the highest
     step it knows applied, what it holds (``kept_steps``; None: nothing it may go on
     from) and, once the survivors agreed on the steps to go on from, its part of the job
-    there (a worker's checkpoint entry; the scheduler's the entries the job started
-    from, None for a fresh start)."""
+    there (a worker's checkpoint entry; a server's rows; the scheduler's the entries the
+    job started from, None for a fresh start, and the seconds trained before it)."""
 
     shape: Callable[[], JobShape]
     step: Callable[[], int] = lambda: 0
