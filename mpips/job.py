@@ -300,7 +300,7 @@ def went_on(recoveries: Recoveries, roles: Roles, resumed: Optional[dict], model
                                        if resumed and not live else 0,
                                        back, time.monotonic())
         if verbose and roles.role == SCHEDULER:
-            where = f"step {resumed['step']}, the servers' rows as they stood" if live \
+            where = f"step {resumed['step']}, the servers' rows as they stood," if live \
                 else f"the checkpoint of step {resumed['step']}" if resumed else "the start"
             print(f"[mpips] {what} died; the job goes on from {where} with "
                   f"{roles.active_servers} server(s) and {roles.n_workers} worker(s) "
