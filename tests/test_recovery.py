@@ -1,7 +1,7 @@
 """Recovery plans without processes: who died decides whether the job ends, drops workers
 or reloads a server's partitions (the ring's minimum, from the last checkpoint); pushes in
-flight are settled whole or not at all (the rows are kept only then); a series of failures must end within the deadline.
-And the ``--kill-at`` test aid's setting."""
+flight are settled whole or not at all (the servers' rows are kept only then); a series
+of failures must end within the deadline. And the ``--kill-at`` test aid's setting."""
 import numpy as np
 import pytest
 from mpi4py import MPI
