@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -17,12 +17,13 @@ from .board import ClockBoard
 from .checkpoint import manifest
 from .checkpoint.layout import complete_steps, resume_candidates
 from .checkpoint.manifest import check_setup, positions
-from .checkpoint.saving import agree_restore, restore_server, resume_placement, saved_map
+from .checkpoint.saving import agree_restore, restore_kept, restore_server, \
+    resume_placement, saved_map
 from .client import TableClient
 from .clocks import StalenessLog, Start, effective_sync, job_bound
 from .config import TrainConfig
 from .data.plan import DataPlan, plan_data
-from .data.schedule import worker_entries
+from .data.schedule import Schedule, entry_at, worker_entries
 from .errors import CheckpointError, ConfigError
 from .models import Model, build_model
 from .optim import Optimizer
@@ -32,7 +33,7 @@ from .killing import KillSwitch
 from .load import LoadStats
 from .placement import Placement, moved_fraction
 from .rebalance import LoadWatch, Rebalancer, partition_bytes
-from .recovery import JobShape, Recoveries, Standing, survivors
+from .recovery import Held, JobShape, Recoveries, Standing, kept_steps, survivors
 from .ring import PartitionMap, name_salt
 from .planner import Planner, check_schedule
 from .pullcache import pull_caches
@@ -44,7 +45,7 @@ from .store import ShardStore, shard_bytes
 from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
 from .validation import EarlyStopping, eval_schedule
 from .waiting import wait_all
-from .wire import bcast_json
+from .wire import allgather_json, bcast_json
 from .worker import Worker
 
 
@@ -164,20 +165,23 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
     temporary = cfg is not job_cfg
     watch = FaultWatch(comm) if ulfm_enabled() else None
     recoveries = Recoveries()
+    lost: Optional[Lost] = None
     try:
         while True:
             standing = Standing(lambda: shape_now(cfg, data, comm))
             try:
-                if recoveries.pending:
+                live = None
+                if lost is not None:
                     go_on(comm, recoveries)
+                    live = agree_live(comm, cfg, data, lost)
                 result = _train(cfg, comm, return_params, data, verbose, standing, watch,
-                                recoveries)
+                                recoveries, live)
                 result.failures_survived = recoveries.survived
                 return result
             except BaseException as exc:
                 if watch is None or not is_failure(exc):
                     raise
-                comm, cfg = recover(watch, standing, exc, recoveries, cfg)
+                comm, cfg, lost = recover(watch, standing, exc, recoveries, cfg)
                 watch = FaultWatch(comm)
     finally:
         if watch is not None:
@@ -186,12 +190,64 @@ def train(cfg: TrainConfig, comm: MPI.Intracomm = MPI.COMM_WORLD,
             shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Lost:
+    """Ranks that died (world ranks of the job of ``shape``), and where this survivor
+    stood then (``standing``)."""
+
+    shape: JobShape
+    dead: list[int]
+    standing: Standing
+
+
+@dataclass(frozen=True)
+class Live:
+    """Where the survivors of a failure go on from without going back (``kept_steps``):
+    the job there as a checkpoint's manifest would give it (``step``, the furthest
+    worker's; every old worker's entry; the placement's ``owner`` and ``epoch``), and a
+    server's kept rows."""
+
+    doc: dict
+    arrays: Optional[dict[str, np.ndarray]] = None
+
+
+def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
+               ) -> Optional[Live]:
+    """Collective over the survivors: may they go on from where they stand
+    (``kept_steps``)? If so, the job's state there: the surviving workers' entries, the
+    dead ones' from their schedules (``entry_at``), the first server's placement; None:
+    every rank goes back to the checkpoint."""
+    mine = lost.standing.held()
+    held = allgather_json(comm, None if mine is None else asdict(mine))
+    steps = kept_steps(lost.shape, lost.dead, [None if h is None else Held(**h)
+                                               for h in held])
+    if steps is None:
+        return None
+    part = lost.standing.part(steps[mine.index])
+    arrays = part if mine.role == SERVER else None
+    if arrays is not None:
+        part = {"owner": arrays["owner"].tolist(), "epoch": int(arrays["epoch"][0])}
+    parts = allgather_json(comm, part)
+    begin, where = parts[0], parts[1]              # the scheduler's, the first server's
+    entries = {e["index"]: e for e in parts[1 + lost.shape.servers:]}
+    for rank in lost.dead:
+        _, w = lost.shape.role_of(rank)
+        begun = begin["workers"][w] if begin["workers"] else None
+        sched = Schedule.of(cfg, data.train_range, w, lost.shape.workers).resumed(begun)
+        entries[w] = entry_at(sched, begun, w, steps[w])
+    doc = {"step": max(int(e["step"]) for e in entries.values()),
+           "workers": [entries[w] for w in range(lost.shape.workers)],
+           "seconds": begin["seconds"], "moved_rows": 0, "moved_rows_minimum": 0, **where}
+    return Live(doc, arrays)
+
+
 def recover(watch: FaultWatch, standing: Standing, exc: BaseException,
-            recoveries: Recoveries, cfg: TrainConfig) -> tuple[MPI.Intracomm, TrainConfig]:
+            recoveries: Recoveries, cfg: TrainConfig
+            ) -> tuple[MPI.Intracomm, TrainConfig, Lost]:
     """Collective over the survivors after ``exc``: agree on the dead (or end the job,
-    raising ``JobLost``); returns the shrunk world and the settings the survivors go on
-    with: their roles, from the last checkpoint (every rank goes back to it), without
-    the test aids that name ranks (the ranks are numbered anew)."""
+    raising ``JobLost``); returns the shrunk world, the settings the survivors go on
+    with: their roles, from the last checkpoint (unless ``agree_live`` keeps the rows),
+    without the test aids that name ranks (the ranks are numbered anew), and who died."""
     alive, shape, dead = watch.recover(standing, exc, recoveries)
     watch.close()
     left = survivors(shape, cfg.standby, dead)
@@ -202,7 +258,7 @@ def recover(watch: FaultWatch, standing: Standing, exc: BaseException,
                          slow_worker=None, resume=recovery_source(cfg))
     if left.lost_servers:
         changes.update(slow_server=None, drain_at=(), join_at=())
-    return alive, cfg.replace(**changes)
+    return alive, cfg.replace(**changes), Lost(shape, dead, standing)
 
 
 def recovery_source(cfg: TrainConfig) -> Optional[str]:
@@ -229,20 +285,24 @@ def shape_now(cfg: TrainConfig, data: DataPlan, comm: MPI.Intracomm) -> JobShape
             pass
     return JobShape(servers, workers, "bsp" if rounds else "async" if bound is None else "ssp",
                     Placement.start(model.tables, servers, cfg.servers, cfg.window_headroom),
-                    step)
+                    step, all(cfg.sync_of(t.name).mode == "bsp" for t in model.tables)
+                    if rounds else cfg.balance == "off")
 
 
 def went_on(recoveries: Recoveries, roles: Roles, resumed: Optional[dict], model: Model,
-            verbose: bool) -> dict:
-    """After a recovery, once every rank restored (or started over): count it; the
-    scheduler says so. Returns the final record's recovery fields."""
+            verbose: bool, live: bool = False) -> dict:
+    """After a recovery, once every rank restored (or started over; ``live``: went on
+    from where it stood, nothing reloaded, nobody back): count it; the scheduler says
+    so. Returns the final record's recovery fields."""
     if recoveries.pending:
-        back = max(recoveries.step - (resumed["step"] if resumed else 0), 0)
+        back = 0 if live else max(recoveries.step - (resumed["step"] if resumed else 0), 0)
         what = recoveries.what
-        seconds = recoveries.recovered(sum(t.rows for t in model.tables) if resumed else 0,
+        seconds = recoveries.recovered(sum(t.rows for t in model.tables)
+                                       if resumed and not live else 0,
                                        back, time.monotonic())
         if verbose and roles.role == SCHEDULER:
-            where = f"the checkpoint of step {resumed['step']}" if resumed else "the start"
+            where = f"step {resumed['step']}, the servers' rows as they stood," if live \
+                else f"the checkpoint of step {resumed['step']}" if resumed else "the start"
             print(f"[mpips] {what} died; the job goes on from {where} with "
                   f"{roles.active_servers} server(s) and {roles.n_workers} worker(s) "
                   f"({seconds:.2f} s to recover)", flush=True)
@@ -265,10 +325,12 @@ def with_best_dir(comm: MPI.Intracomm, cfg: TrainConfig) -> TrainConfig:
 
 def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: DataPlan,
            verbose: bool, standing: Standing, watch: Optional[FaultWatch],
-           recoveries: Recoveries) -> JobResult:
+           recoveries: Recoveries, live: Optional[Live] = None) -> JobResult:
     """``train`` once the settings say where the best parameters go; ``standing`` learns
     where the job stands, for the plan if ranks die, ``watch`` (under ULFM) covers the
-    roles' communicators, and ``recoveries`` counts the failures survived."""
+    roles' communicators, and ``recoveries`` counts the failures survived; ``live``: the
+    job goes on from where it stood when ranks died (``agree_live``), not from
+    checkpoints."""
     roles = split_roles(comm, cfg.servers, cfg.standby)
     if watch is not None:
         watch.cover([roles.group, roles.ps, roles.ctl])
@@ -285,14 +347,22 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
     # Rank 0 lists the checkpoints, so that every rank tries the same ones in turn.
     candidates = [Path(p) for p in bcast_json(comm, [
         str(p) for p in resume_candidates(cfg.resume, cfg.run_dir)]
-        if cfg.resume and comm.Get_rank() == 0 else [])]
-    placement, saved = agree_placement(comm, cfg, model, roles, candidates)
+        if cfg.resume and live is None and comm.Get_rank() == 0 else [])]
+    if live is None:
+        placement, saved = agree_placement(comm, cfg, model, roles, candidates)
+    else:
+        placement, saved = Placement.of_map(
+            model.tables, PartitionMap(np.array(live.doc["owner"], np.int32), roles.n_servers),
+            live.doc["epoch"], cfg.window_headroom), None
     pull_codecs = [cfg.pull_codec_of(t.name, t.rows) for t in model.tables]
     if roles.role == SCHEDULER:
-        resumed = None
+        resumed = dict(live.doc) if live is not None else None
         if candidates:
             resumed, path, moved = agree_restore(comm, candidates, cfg)
-        recovery = went_on(recoveries, roles, resumed, model, verbose)
+        recovery = went_on(recoveries, roles, resumed, model, verbose, live is not None)
+        if live is not None:
+            resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
+                                                roles.n_workers)
         if candidates:
             saved_workers = len(resumed["workers"])
             resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
@@ -314,8 +384,11 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                             stop_requested, resumed["seconds"] if resumed else 0.0, verbose,
                             balanced, loads.after_pause, stopping,
                             eval_schedule(cfg, data.train_range, roles.n_workers))
-        coord.saved_step = resumed["step"] if resumed else None
+        coord.saved_step = resumed["step"] if candidates else None
         standing.step = lambda: coord.latest_step
+        standing.held = lambda: Held(SCHEDULER)
+        standing.part = lambda step: {"workers": resumed["workers"] if resumed else None,
+                                      "seconds": coord.seconds_before}
         result.metrics = run_scheduler(cfg, roles, board, names,
                                        dict(effective_sync(dict(zip(names, policies))),
                                             balance=balanced), coord, loads,
@@ -326,16 +399,20 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         with ShardStore(model.tables, roles, optimizer, placement, cfg.pull,
                         RowPolicy.of(cfg), pull_codecs) as store:
             start, log, resumed = None, None, None
+            if live is not None:
+                log, resumed = StalenessLog(names), dict(live.doc)
+                restore_kept(store, log, live.arrays)
             if candidates:
                 log = StalenessLog(names)
                 resumed, _, _ = agree_restore(
                     comm, candidates, cfg, lambda doc, path: restore_server(store, log, doc,
                                                                             path))
+            if resumed is not None:
                 resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
                                                     roles.n_workers)
                 start = Start(tuple(positions(resumed)),
                               tuple(w["finished"] for w in resumed["workers"]))
-            went_on(recoveries, roles, resumed, model, verbose)
+            went_on(recoveries, roles, resumed, model, verbose, live is not None)
             slow = cfg.slow_server_factor()
             report = run_server(store, policies, cfg.seed, start, log,
                                 cfg.run_dir if cfg.checkpointing or cfg.early_stop else None,
@@ -343,7 +420,8 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                                 else 1.0, report=True, final=cfg.checkpointing,
                                 kill=KillSwitch.of(cfg.kill(), roles.world_rank),
                                 room=int(cfg.rebalance_mib * 2**20)
-                                if rebalancing(cfg, roles) else 0)
+                                if rebalancing(cfg, roles) else 0,
+                                standing=standing if watch is not None else None)
             if cfg.early_stop and not report.stopped:
                 server_end(roles, store, cfg.run_dir)     # keep or restore the best
             result.pushes = report.applied
@@ -357,18 +435,20 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                      pull_caches(cfg.pull_cache, [t.dim for t in model.tables],
                                  [p.staleness for p in policies], rounds,
                                  roles.n_workers), pull_codecs) as client:
-        resumed = None
+        resumed = dict(live.doc) if live is not None else None
         if candidates:
             resumed, _, _ = agree_restore(comm, candidates, cfg, client.restore_residuals)
+        if resumed is not None:
             resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
                                                 roles.n_workers)
-        went_on(recoveries, roles, resumed, model, verbose)
+        went_on(recoveries, roles, resumed, model, verbose, live is not None)
         worker = Worker(cfg, roles, client, model, data, bound, board,
                         not rounds and bound is not None,
                         resumed["workers"][roles.index] if resumed else None, balanced,
                         requests=cfg.checkpointing or rebalancing(cfg, roles),
                         count_load=rebalancing(cfg, roles))
         standing.step = lambda: worker.step
+        standing.held, standing.part = worker.held, worker.entry_at
         worker.warm_up()
         client.ready()                         # the servers' shards are initialised
         stopped = worker.train()

@@ -11,11 +11,14 @@ found dead go in, a plan comes out; ``faults`` and ``job`` carry it out with MPI
   surviving servers (``ReloadServers``; the plan's moves are the ring's minimal movement,
   as for a drain or a resume onto fewer servers). A job without a checkpoint yet, or that
   lost every server with partitions, ends.
-- As carried out today, every survivor goes back to the last checkpoint (or, with none
-  and only workers dead, to the start), whatever the pacing: pushes in flight are then
-  dropped whole, and under BSP, which does not depend on the number of servers, the
-  result is that of the run that lost nobody. ``Recoveries`` counts the rows reloaded
-  and the steps the job went back.
+- As carried out today, when only workers died, not balanced, and every surviving
+  server applied the same pushes (``kept_steps``), the survivors go on from where they stand:
+  the servers keep their rows and optimiser state, nothing is reloaded, nobody goes
+  back. Otherwise every survivor goes back to the last checkpoint (or, with none and
+  only workers dead, to the start): pushes in flight are then dropped whole, and under
+  BSP, which does not depend on the number of servers, the result is that of the run
+  that lost nobody. ``Recoveries`` counts the rows reloaded and the steps the job went
+  back.
 - **A second failure during a recovery** plans again, unless ``RECOVERY_DEADLINE``
   seconds have passed since the first failure of the series: then the job ends (every
   wait has a failure path, so nothing hangs).
@@ -38,13 +41,18 @@ RECOVERY_DEADLINE = 30.0      # seconds a series of failures may take before the
 class JobShape:
     """What a recovery plan depends on: the world's roles (``servers`` server ranks after
     the scheduler, then ``workers``), how workers are paced (``bsp``, ``ssp`` or
-    ``async``), the placement now, and the step of the last checkpoint (None: none yet)."""
+    ``async``), the placement now, the step of the last checkpoint (None: none yet), and
+    whether the servers' counts of pushes applied tell where every worker stands
+    (``countable``): not when workers share a pool of batches (those a dead one took are
+    not counted) nor when BSP tables sit beside others (those apply pushes as they
+    arrive, outside the rounds)."""
 
     servers: int
     workers: int
     pacing: str
     placement: Placement
     checkpoint_step: Optional[int] = None
+    countable: bool = True
 
     def role_of(self, rank: int) -> tuple[str, int]:
         """(role, index within the role) of world rank ``rank``."""
@@ -60,8 +68,9 @@ class End:
 
 @dataclass(frozen=True)
 class DropWorkers:
-    """Go on without ``workers``: shrink, re-hand their untrained batches, settle each
-    one's pushes in flight with ``in_flight``."""
+    """Go on without ``workers``: shrink, re-hand their untrained batches; their pushes
+    in flight are settled by ``kept_steps`` (whole on every server or on none), else every
+    rank goes back to the checkpoint."""
 
     workers: tuple[int, ...]
 
@@ -122,19 +131,55 @@ def plan(shape: JobShape, dead: Sequence[int], step: int) -> list[Action]:
                                 bool(lost) and shape.pacing == "bsp", step - since)]
 
 
-def in_flight(held: Sequence[Optional[int]], applied: Sequence[Optional[int]]
-              ) -> tuple[Optional[int], bool]:
-    """A dead worker's pushes in flight, settled: ``held[s]`` is the last step of its
-    whose push server ``s`` received, ``applied[s]`` the last it applied (None: none).
-    Returns (the last step every server is to apply, torn): a step every server received
-    is applied whole everywhere; a later one that some servers lack is dropped by those
-    that hold it unapplied. ``torn`` is True when a server already applied a push that
-    another never received: it cannot be made whole, and the job rolls back (BSP) or
-    reports it (SSP, ASP)."""
-    got = [-1 if h is None else h for h in held]
-    done = [-1 if a is None else a for a in applied]
-    whole = min(got)
-    return (None if whole < 0 else whole), max(done) > whole
+FINISHED = 1 << 62       # the step to go on from of a worker that trained all its steps
+
+
+@dataclass(frozen=True)
+class Held:
+    """What one survivor holds of the job as it stood when ranks died, its rows or state
+    as they stand: a server, the BSP rounds it applied (``steps``) or, under SSP and ASP,
+    each worker's next step it expects (``at``; None: finished); a worker (``index``),
+    its acknowledged steps, whether its push of the next one is out (sent, not
+    acknowledged) and whether it has trained all its steps; the scheduler nothing."""
+
+    role: str
+    steps: int = 0
+    pushed: bool = False
+    done: bool = False
+    index: int = 0
+    at: Optional[Sequence[Optional[int]]] = None
+
+
+def kept_steps(shape: JobShape, dead: Sequence[int], held: Sequence[Optional[Held]]
+               ) -> Optional[list[int]]:
+    """Each old worker's step the survivors go on from with the servers' rows as they
+    stand (nothing reloaded, nobody goes back; ``FINISHED``: it had finished), or None:
+    back to the checkpoint. Only when workers alone died, every survivor kept its state
+    (None: one did not), the job is ``countable``, and every surviving server
+    applied the same pushes of every worker: under BSP the same rounds R (a round is
+    applied only once every worker's push of it arrived, so a dead worker's push in
+    flight is applied whole on every server or on none; the survivors' pushes of round
+    R, held unapplied, are dropped and redone), under SSP and ASP the same last step of
+    each worker (a push applied on some servers only is torn: back to the checkpoint).
+    A surviving worker stands there, or one step before with its push out (applied, its
+    acknowledgement lost), or has finished."""
+    if not shape.countable or any(shape.role_of(r)[0] != WORKER for r in dead) \
+            or any(h is None for h in held):
+        return None
+    servers = [h for h in held if h.role == SERVER]
+    if shape.pacing == "bsp":
+        seen = {(h.steps,) * shape.workers for h in servers}
+    else:
+        seen = {tuple(FINISHED if s is None else s for s in h.at) for h in servers}
+    if len(seen) != 1:
+        return None
+    steps = list(seen.pop())
+    for h in held:
+        step = steps[h.index] if h.role == WORKER else None
+        if step is not None and not (h.done or step == h.steps or (
+                h.pushed and (step == h.steps + 1 or step == FINISHED))):
+            return None
+    return steps
 
 
 @dataclass(frozen=True)
@@ -223,8 +268,13 @@ def ending(actions: Sequence[Action]) -> Optional[str]:
 
 @dataclass
 class Standing:
-    """Where the job stands, as this rank knows it when ranks die: its shape and the
-    highest step it knows applied."""
+    """Where the job stands, as this rank knows it when ranks die: its shape, the highest
+    step it knows applied, what it holds (``kept_steps``; None: nothing it may go on
+    from) and, once the survivors agreed on the steps to go on from, its part of the job
+    there (a worker's checkpoint entry; a server's rows; the scheduler's the entries the
+    job started from, None for a fresh start, and the seconds trained before it)."""
 
     shape: Callable[[], JobShape]
     step: Callable[[], int] = lambda: 0
+    held: Callable[[], Optional[Held]] = lambda: None
+    part: Callable[[int], object] = lambda step: None

@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .checkpoint.saving import kept_arrays
 from .clocks import StalenessLog, Start, SyncPolicy
 from .killing import KillSwitch
 from .load import BusyMeter
 from .message import PushMessage
 from .pause import server_final, server_pause
+from .recovery import Held, Standing
 from .reports import send_server_load
 from .serving import Ack, Apply, Finish, Pause, ServerMachine
 from .store import ShardStore
+from .topology import SERVER
 from .waiting import idle_poll
 
 
@@ -126,7 +129,8 @@ def run_server(store: ShardStore, policies: Sequence[SyncPolicy], seed: int = 0,
                start: Optional[Start] = None, log: Optional[StalenessLog] = None,
                run_dir: Optional[Path] = None, slow_factor: float = 1.0,
                report: bool = False, final: bool = True,
-               kill: KillSwitch = KillSwitch(), room: int = 0) -> ServerReport:
+               kill: KillSwitch = KillSwitch(), room: int = 0,
+               standing: Optional[Standing] = None) -> ServerReport:
     """Serve until every worker has sent its last push (or the job stops at a pause). A
     resumed job passes ``start`` (where its workers stand) and ``log``, with its shards
     already loaded; ``run_dir``: where checkpoints go, one of them when training ends
@@ -134,7 +138,9 @@ def run_server(store: ShardStore, policies: Sequence[SyncPolicy], seed: int = 0,
     the best parameters); ``report``: send the scheduler load reports (a training
     job's scheduler follows them); ``kill``: the ``--kill-at`` aid; ``room``: bytes of
     the windows' spare rows to touch first, where partitions that move here will land
-    (``ShardStore.touch_room``; a job that may rebalance)."""
+    (``ShardStore.touch_room``; a job that may rebalance); ``standing`` (under ULFM)
+    learns the rounds served and how to keep the rows, for a recovery, once the shards
+    hold them."""
     if start is None or log is None:
         store.init(seed)
         start, log = Start.fresh(store.roles.n_workers), StalenessLog(store.names)
@@ -142,6 +148,11 @@ def run_server(store: ShardStore, policies: Sequence[SyncPolicy], seed: int = 0,
     store.warm_up()
     store.ready()
     machine = ServerMachine(policies, start, store.placement.epoch)
+    if standing is not None:
+        standing.step = lambda: machine.steps
+        standing.held = lambda: Held(SERVER, machine.steps,
+                                     at=machine.expected(len(start.steps)))
+        standing.part = lambda step: kept_arrays(store, log)
     meter = BusyMeter()
     stopped = serve(store, machine, log, run_dir, Slowness(slow_factor), meter, report, kill)
     if report:

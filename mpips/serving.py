@@ -89,6 +89,14 @@ class ServerMachine:
         """Steps served so far (the label of a final checkpoint)."""
         return self.round.step if self.round is not None else self._steps
 
+    def expected(self, workers: int) -> Optional[list[Optional[int]]]:
+        """SSP and ASP: the next step this server expects of each of ``workers`` (None:
+        it has finished), that is, the pushes it applied; None under BSP (``steps``)."""
+        if self.round is not None:
+            return None
+        return [self.last_step[w] + 1 if w in self.last_step else None
+                for w in range(workers)]
+
     def begin(self) -> list[Action]:
         """Before the first message: a job whose workers have all finished is done."""
         return [] if self.active else [Finish(self.steps)]

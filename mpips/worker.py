@@ -25,7 +25,8 @@ from .load import PartitionMeter
 from .reports import Evaluation, send_partition_load, send_progress
 from .rowcache import RowCache
 from .ring import Route
-from .topology import Roles
+from .recovery import Held
+from .topology import WORKER, Roles
 from .waiting import idle_wait
 
 
@@ -92,6 +93,10 @@ class Worker:
             if resumed.get("rng"):
                 self.jitter.bit_generator.state = resumed["rng"]
         self.step = self.start         # the step under way (for a recovery's report)
+        # Steps acknowledged, with the samples and loss counted then; the samples and
+        # loss of the push out (not acknowledged): where a recovery may go on from.
+        self.acked = (self.start, self.samples, self.loss)
+        self.out: tuple[int, float] | None = None
         self.pool: Pool | None = None
         if balanced:
             self._balanced_state(resumed)
@@ -229,6 +234,24 @@ class Worker:
                 "epoch": work.epoch, "samples": self.samples, "loss": self.loss,
                 "rng": self.jitter.bit_generator.state, **where}
 
+    def held(self) -> Held:
+        """Where this worker stands if ranks die (``recovery.kept_steps``)."""
+        done = self.acked[0]
+        return Held(WORKER, done, self.out is not None,
+                    self.finished or done >= self.plan.end, self.roles.index)
+
+    def entry_at(self, step: int) -> dict:
+        """This worker's checkpoint entry at ``step``, where the survivors of a failure
+        go on from (``kept_steps``): its acknowledged steps, or one more (or its end)
+        when its push out was applied (then its samples and loss count)."""
+        done, samples, loss = self.acked
+        if step > done and self.out is not None:
+            samples, loss = samples + self.out[0], loss + self.out[1]
+        at = min(step, self.plan.end)
+        return {"index": self.roles.index, "step": at, "finished": at == self.plan.end,
+                "epoch": self.plan.remaining(at)[0], "samples": samples, "loss": loss,
+                "rng": self.jitter.bit_generator.state, **self.plan.entry()}
+
     def warm_up(self) -> None:
         """Compile or load the numba kernels before the clock starts (no communication)."""
         self.client.warm_up()
@@ -355,6 +378,7 @@ class Worker:
                 if in_flight is not None:
                     in_flight.wait()
                     in_flight = None
+                    self.acked, self.out = (step, self.samples, self.loss), None
                 reply = worker_pause(self.roles, self.client, label,
                                      self.record(step, work, label),
                                      self.validate if self.cfg.validating else None)
@@ -368,7 +392,9 @@ class Worker:
             grads, batch_loss = self.compute(prep)
             if in_flight is not None:
                 in_flight.wait()
+                self.acked, self.out = (step, self.samples, self.loss), None
             in_flight = self.push(step, prep, grads, last=work.last)
+            self.out = (len(work.batch) if work.batch is not None else 0, batch_loss)
             if not work.last:                # overlap the next batch with the servers' update
                 current = next(steps)
                 prep = self.prepare(current.batch)
@@ -383,11 +409,14 @@ class Worker:
             self.loss += batch_loss
             self.samples += len(work.batch) if work.batch is not None else 0
             step += 1
+            if in_flight is None:            # acknowledged (BSP and SSP)
+                self.acked, self.out = (step, self.samples, self.loss), None
             if work.last:
                 break
             self.report(work.epoch, step, False)
         if in_flight is not None:
             in_flight.wait()
+            self.acked, self.out = (step, self.samples, self.loss), None
         self.report(self.cfg.epochs, step, True)
         return False
 

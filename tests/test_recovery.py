@@ -1,7 +1,7 @@
 """Recovery plans without processes: who died decides whether the job ends, drops workers
 or reloads a server's partitions (the ring's minimum, from the last checkpoint); pushes in
-flight are settled whole or not at all; a series of failures must end within the deadline.
-And the ``--kill-at`` test aid's setting."""
+flight are settled whole or not at all (the servers' rows are kept only then); a series
+of failures must end within the deadline. And the ``--kill-at`` test aid's setting."""
 import numpy as np
 import pytest
 from mpi4py import MPI
@@ -15,10 +15,10 @@ from mpips.job import recovery_source
 from mpips.killing import KillSwitch
 from mpips.models import TableSpec
 from mpips.placement import Placement, drain
-from mpips.recovery import (RECOVERY_DEADLINE, DropWorkers, End, JobShape, Recoveries,
-                            ReloadServers, Survivors, ending, in_flight, owned_rows, plan,
-                            survivors)
-from mpips.topology import world_role
+from mpips.recovery import (FINISHED, RECOVERY_DEADLINE, DropWorkers, End, Held, JobShape,
+                            Recoveries, ReloadServers, Survivors, ending, kept_steps,
+                            owned_rows, plan, survivors)
+from mpips.topology import SCHEDULER, SERVER, WORKER, world_role
 
 SPECS = [TableSpec("emb", 100_003, 3), TableSpec("bias", 1, 1)]
 
@@ -107,14 +107,58 @@ def test_world_role():
         ("scheduler", 0), ("server", 0), ("server", 1), ("worker", 0), ("worker", 1)]
 
 
-@pytest.mark.parametrize("held, applied, expected", [
-    ([7, 7, 7], [7, 7, 7], (7, False)),      # every server got and applied step 7
-    ([7, 6, 7], [6, 6, 6], (6, False)),      # step 7 reached two servers, none applied it
-    ([7, 6, 7], [7, 6, 6], (6, True)),       # server 0 applied step 7, server 1 never got it
-    ([None, 0, 0], [None, None, None], (None, False)),   # no push reached every server
+def servers_at(*rounds: int) -> list[Held]:
+    return [Held(SERVER, r) for r in rounds]
+
+
+@pytest.mark.parametrize("held, expected", [
+    (servers_at(9, 9, 9) + [Held(WORKER, 9), Held(WORKER, 9, pushed=True, index=2)], 9),
+    (servers_at(9, 9, 9) + [Held(WORKER, 8, pushed=True)], 9),  # its ack of round 8 lost
+    (servers_at(9, 9, 9) + [Held(WORKER, 5, done=True)], 9),    # it trained all its steps
+    (servers_at(9, 8, 9) + [Held(WORKER, 9)], None),   # round 8 torn: applied on 2 of 3
+    (servers_at(9, 9, 9) + [Held(WORKER, 8)], None),   # nothing out, yet a round behind
+    (servers_at(9, 9, 9) + [Held(WORKER, 9), None], None),      # one kept nothing
 ])
-def test_pushes_in_flight_are_whole_or_torn(held, applied, expected):
-    assert in_flight(held, applied) == expected
+def test_a_workers_death_keeps_the_rows_when_every_server_applied_the_same_rounds(
+        held, expected):
+    """Only workers died under BSP: the survivors go on from the servers' common round,
+    unless a dead worker's push was applied on some servers only (torn), or a worker
+    does not stand there."""
+    survivors = [Held(SCHEDULER)] + held
+    want = None if expected is None else [expected] * 3
+    assert kept_steps(shape("bsp"), [5], survivors) == want
+
+
+@pytest.mark.parametrize("pacing", ["ssp", "async"])
+def test_free_pacing_keeps_the_rows_when_every_server_applied_each_workers_same_steps(
+        pacing):
+    """SSP and ASP: each worker goes on from the step after its last push applied, the
+    same on every server; a push applied on some servers only (torn) goes back."""
+    def servers(*ats):
+        return [Held(SERVER, at=at) for at in ats]
+    alive = [Held(WORKER, 12, index=0), Held(WORKER, 6, pushed=True, index=2)]
+    whole = servers([12, 30, 7], [12, 30, 7], [12, 30, 7])
+    assert kept_steps(shape(pacing), [5], [Held(SCHEDULER)] + whole + alive) == [12, 30, 7]
+    torn = servers([12, 30, 7], [12, 29, 7], [12, 30, 7])     # worker 1's step 29
+    assert kept_steps(shape(pacing), [5], [Held(SCHEDULER)] + torn + alive) is None
+    done = servers([12, None, 7], [12, None, 7], [12, None, 7])    # worker 1 finished
+    assert kept_steps(shape(pacing), [5], [Held(SCHEDULER)] + done + alive) \
+        == [12, FINISHED, 7]
+    late = servers([13, 30, 7], [13, 30, 7], [13, 30, 7])      # worker 0 has nothing out
+    assert kept_steps(shape(pacing), [5], [Held(SCHEDULER)] + late + alive) is None
+
+
+def test_a_servers_death_balanced_workers_or_mixed_tables_go_back_to_the_checkpoint():
+    """A server's rows died with it; the batches a dead balanced worker took from the
+    pool, and pushes applied outside BSP rounds, are not counted: then the rows are not
+    kept (every rank goes back to the checkpoint)."""
+    held = [Held(SCHEDULER)] + servers_at(9, 9, 9) + [Held(WORKER, 9, index=w)
+                                                      for w in (0, 2)]
+    assert kept_steps(shape("bsp"), [5], held) == [9] * 3
+    assert kept_steps(shape("bsp"), [2], held) is None
+    assert kept_steps(shape("bsp"), [2, 5], held) is None
+    uncounted = JobShape(3, 3, "ssp", shape().placement, 40, countable=False)
+    assert kept_steps(uncounted, [5], held) is None
 
 
 def test_recoveries_count_and_time_each_failure():

@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from mpips.data import share
-from mpips.data.schedule import Schedule, regroup, schedules, worker_entries
+from mpips.data.schedule import Schedule, entry_at, regroup, schedules, worker_entries
 from mpips.config import TrainConfig
 
 CFG = TrainConfig(batch_size=10, epochs=3, seed=4)
@@ -63,6 +63,28 @@ def test_workers_in_different_epochs_are_regrouped(steps, new_n):
     assert got == want
     assert sum(e["samples"] for e in new_entries) == 7 * old_n
     assert worker_entries(entries, CFG, ROWS, old_n) == entries      # same count: as saved
+
+
+@pytest.mark.parametrize("start,step", [(None, 60), ({"step": 20}, 60), (None, 500)])
+def test_a_dead_workers_entry_counts_the_samples_of_its_steps(start, step):
+    """A worker that died at ``step`` (past its end: it had finished) is where its
+    schedule says, having trained every row of its steps since it started; regrouped,
+    the survivors train the rest, so the job trains exactly its planned rows."""
+    old = schedules(CFG, ROWS, 2)
+    if start is not None:
+        start = dict(start, samples=40, loss=2.0, **old[1].entry())
+    dead = entry_at(old[1].resumed(start), start, 1, step)
+    begin = start["step"] if start else 0
+    assert dead["step"] == min(step, old[1].end) and dead["finished"] == (step >= 153)
+    assert dead["samples"] == (40 if start else 0) + sum(
+        rows_of(old[1], begin).values()) - sum(rows_of(old[1], dead["step"]).values())
+    assert dead["loss"] == (2.0 if start else 0.0)
+    alive = {"index": 0, "step": min(step, old[0].end), "finished": step >= old[0].end,
+             "samples": 0, "loss": 0.0}
+    (one,) = worker_entries([alive, dead], CFG, ROWS, 1)
+    left = rows_of(old[0], alive["step"]) + rows_of(old[1], dead["step"])
+    again = schedules(CFG, ROWS, 1)[0].resumed(one)
+    assert rows_of(again, one["step"]) == left
 
 
 def test_finished_workers_leave_nothing():

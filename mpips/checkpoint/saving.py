@@ -171,6 +171,26 @@ def restore_server(store: ShardStore, log: StalenessLog, doc: dict, step_dir: Pa
     return moved
 
 
+def kept_arrays(store: ShardStore, log: StalenessLog) -> dict[str, np.ndarray]:
+    """A copy of everything this server would save (``server_arrays``), kept in memory
+    when ranks die, so that it goes on with its rows as they stand (``restore_kept``)."""
+    return {k: np.array(v, copy=True) for k, v in server_arrays(store, log).items()}
+
+
+def restore_kept(store: ShardStore, log: StalenessLog, arrays: dict[str, np.ndarray]
+                 ) -> None:
+    """Fill this server's shards with the ``kept_arrays`` of its store before ranks died,
+    under the same placement: rows, optimiser state, records, versions, staleness."""
+    for i, name in enumerate(store.names):
+        record = store.record_rows(i)
+        for what, out in [("rows", store.rows(i)), *store.state_rows(i).items(),
+                          *([("record", record)] if record is not None else [])]:
+            out[:] = arrays[f"tables/{name}/{what}"]
+    store.set_versions(arrays["versions"])
+    log.hist[:] = arrays["staleness"]
+    store.sync()
+
+
 def agree_restore(world: MPI.Intracomm, candidates: Sequence[Path], cfg: TrainConfig,
                   load: Optional[Callable[[dict, Path], int]] = None
                   ) -> tuple[dict, Path, int]:

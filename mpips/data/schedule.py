@@ -111,6 +111,20 @@ class Schedule:
                        first_epoch=int(entry.get("first_epoch", 0)))
 
 
+def entry_at(sched: Schedule, start: Optional[dict], index: int, step: int) -> dict:
+    """The checkpoint entry, at ``step`` (or its last step, if sooner), of worker ``index``
+    that died, as its schedule ``sched`` (resumed from ``start``, None: fresh) says: the
+    samples of its steps since ``start`` counted; its loss as it stood at ``start`` (the
+    loss of its steps since died with it)."""
+    begin = int(start["step"]) if start else 0
+    at = min(step, sched.end)
+    return {"index": index, "step": at, "finished": at == sched.end,
+            "epoch": sched.remaining(at)[0], "rng": None,
+            "samples": (int(start["samples"]) if start else 0)
+            + sched.rows_left(begin) - sched.rows_left(at),
+            "loss": float(start["loss"]) if start else 0.0, **sched.entry()}
+
+
 def regroup(entries: Sequence[dict], old: Sequence[Schedule], new: Sequence[Schedule]
             ) -> list[dict]:
     """Worker entries for ``new`` workers continuing the ``old`` ones (whose checkpoint
