@@ -7,6 +7,7 @@ import pytest
 
 from launch import launch
 from textdata import KAGGLE
+from mpips.balance import MAX_MERGE
 from mpips.cli import build_parser
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples/criteo_kaggle.toml"
@@ -157,4 +158,7 @@ def test_bench_straggler_reports_each_mode():
         assert got["samples_per_s"] > 0 and got["straggler_samples_per_s"] > 0
         assert got["kept"] == got["straggler_samples_per_s"] / got["samples_per_s"]
         assert 0.5 < got["auc"] < 1 and 0.5 < got["straggler_auc"] < 1
-        assert got["rows_per_step"] <= 512 or mode == "ssp(3)"
+        # Fixed rounds and shares never merge batches; balanced workers may, even with no
+        # straggler, where ranks outnumber cores (speeds follow the OS scheduler).
+        most = 512 if mode == "bsp" or mode.endswith("fixed") else 512 * MAX_MERGE
+        assert 0 < got["rows_per_step"] <= most
