@@ -32,6 +32,17 @@ def test_a_schedule_walks_its_epochs_in_order():
     assert sched.rows_left(0) == 3 * 502 and sched.rows_left(153) == 0
 
 
+
+def regrouped_rows(entries: list[dict], old: list, new_n: int) -> tuple[Counter, Counter, list]:
+    """(rows the old workers had left, rows the ``new_n`` regrouped workers have left, the
+    new entries): each a count per row, to compare as multisets."""
+    want = sum((rows_of(s, e["step"]) for s, e in zip(old, entries)), Counter())
+    new_entries = regroup(entries, old, schedules(CFG, ROWS, new_n))
+    new = [s.resumed(e) for s, e in zip(schedules(CFG, ROWS, new_n), new_entries)]
+    got = sum((rows_of(s, e["step"]) for s, e in zip(new, new_entries)), Counter())
+    return want, got, new_entries
+
+
 @pytest.mark.parametrize("old_n,new_n,step", [(2, 3, 60), (3, 2, 40), (2, 1, 51), (1, 4, 7)])
 def test_regrouped_workers_train_exactly_the_rows_left(old_n, new_n, step):
     """Regrouping mid-epoch: the new workers together train every row left exactly as often
@@ -39,10 +50,7 @@ def test_regrouped_workers_train_exactly_the_rows_left(old_n, new_n, step):
     old = schedules(CFG, ROWS, old_n)
     entries = [{"index": w, "step": step, "finished": False, "samples": 100, "loss": 1.0}
                for w in range(old_n)]
-    want = sum((rows_of(s, e["step"]) for s, e in zip(old, entries)), Counter())
-    new_entries = regroup(entries, old, schedules(CFG, ROWS, new_n))
-    new = [s.resumed(e) for s, e in zip(schedules(CFG, ROWS, new_n), new_entries)]
-    got = sum((rows_of(s, e["step"]) for s, e in zip(new, new_entries)), Counter())
+    want, got, new_entries = regrouped_rows(entries, old, new_n)
     assert got == want
     assert sum(e["samples"] for e in new_entries) == 100 * old_n
     assert {e["step"] for e in new_entries} == {step}       # step numbers go on
@@ -56,10 +64,7 @@ def test_workers_in_different_epochs_are_regrouped(steps, new_n):
     old = schedules(CFG, ROWS, old_n)
     entries = [{"index": w, "step": st, "finished": False, "samples": 7, "loss": 0.5}
                for w, st in enumerate(steps)]
-    want = sum((rows_of(s, e["step"]) for s, e in zip(old, entries)), Counter())
-    new_entries = regroup(entries, old, schedules(CFG, ROWS, new_n))
-    new = [s.resumed(e) for s, e in zip(schedules(CFG, ROWS, new_n), new_entries)]
-    got = sum((rows_of(s, e["step"]) for s, e in zip(new, new_entries)), Counter())
+    want, got, new_entries = regrouped_rows(entries, old, new_n)
     assert got == want
     assert sum(e["samples"] for e in new_entries) == 7 * old_n
     assert worker_entries(entries, CFG, ROWS, old_n) == entries      # same count: as saved
