@@ -10,6 +10,8 @@ its final record gives per failure (from the survivors' detection to every rank 
     make .venv-openmpi/.ready
     env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_osc=^ucx \\
         .venv-openmpi/bin/python benchmarks/kill_trials.py --trials 20 --json out.json
+    # the same under ASP, where a server's death sends back only its own rows:
+    ... benchmarks/kill_trials.py --trials 10 --train-args "--sync async --balance off"
 """
 from __future__ import annotations
 
@@ -56,14 +58,14 @@ def final_record(metrics: Path) -> dict:
     return json.loads(metrics.read_text().splitlines()[-1])
 
 
-def trial(n: int, root: Path, index: int, rng: random.Random) -> dict:
-    """One job killed at a random time."""
+def trial(n: int, root: Path, index: int, rng: random.Random, settings: list[str]) -> dict:
+    """One job (with more ``settings``) killed at a random time."""
     ck, metrics = root / f"t{index}", root / f"t{index}.jsonl"
     log = root / f"t{index}.err"         # a file: a pipe nobody reads would stall mpiexec
     with open(log, "w") as err_file:
         token = f"{os.getpid()}-{index}"
-        proc = subprocess.Popen(launch(n, ["--checkpoint-dir", str(ck), "--metrics-out",
-                                           str(metrics)]),
+        proc = subprocess.Popen(launch(n, [*settings, "--checkpoint-dir", str(ck),
+                                           "--metrics-out", str(metrics)]),
                                 stdout=subprocess.DEVNULL, stderr=err_file,
                                 env=dict(os.environ, PYTHONFAULTHANDLER="1",
                                          MPIPS_TRIAL=token))
@@ -101,7 +103,7 @@ def trial(n: int, root: Path, index: int, rng: random.Random) -> dict:
     rec = final_record(metrics)
     return out | {key: rec.get(key) for key in ("samples", "auc", "failures_survived",
                                                 "recovery_seconds", "recovery_steps_back",
-                                                "servers", "workers")}
+                                                "rows_reloaded", "servers", "workers")}
 
 
 def main() -> int:
@@ -110,12 +112,15 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=6, help="ranks per job (default 6)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="FILE", help="write every trial's figures")
+    parser.add_argument("--train-args", default="", metavar="ARGS",
+                        help="more settings of every job, e.g. \"--sync async --balance off\"")
     args = parser.parse_args()
+    settings = args.train_args.split()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ref = root / "ref.jsonl"
-        done = subprocess.run(launch(args.n, ["--checkpoint-dir", str(root / "ref"),
+        done = subprocess.run(launch(args.n, [*settings, "--checkpoint-dir", str(root / "ref"),
                                               "--metrics-out", str(ref)]),
                               capture_output=True, text=True, timeout=180)
         if done.returncode != 0:
@@ -124,7 +129,7 @@ def main() -> int:
         reference = final_record(ref)
         trials = []
         for i in range(args.trials):
-            t = trial(args.n, root, i, rng)
+            t = trial(args.n, root, i, rng, settings)
             trials.append(t)
             print(json.dumps({k: v for k, v in t.items() if k != "hang"}
                              | ({"hang": True} if "hang" in t else {})), flush=True)

@@ -17,7 +17,7 @@ from .board import ClockBoard
 from .checkpoint import manifest
 from .checkpoint.layout import complete_steps, resume_candidates
 from .checkpoint.manifest import check_setup, positions
-from .checkpoint.saving import agree_restore, restore_kept, restore_server, \
+from .checkpoint.saving import agree_restore, restore_live, restore_server, \
     resume_placement, saved_map
 from .client import TableClient
 from .clocks import StalenessLog, Start, effective_sync, job_bound
@@ -33,7 +33,8 @@ from .killing import KillSwitch
 from .load import LoadStats
 from .placement import Placement, moved_fraction
 from .rebalance import LoadWatch, Rebalancer, partition_bytes
-from .recovery import Held, JobShape, Recoveries, Standing, kept_steps, survivors
+from .recovery import Held, JobShape, Recoveries, Standing, kept_steps, live_map, \
+    owned_rows, survivors
 from .ring import PartitionMap, name_salt
 from .planner import Planner, check_schedule
 from .pullcache import pull_caches
@@ -42,7 +43,7 @@ from .scheduler import run_scheduler
 from .server import run_server
 from .slurm import stop_requested
 from .store import ShardStore, shard_bytes
-from .topology import SCHEDULER, SERVER, Roles, plan_roles, split_roles
+from .topology import SCHEDULER, SERVER, WORKER, Roles, plan_roles, split_roles
 from .validation import EarlyStopping, eval_schedule
 from .waiting import wait_all
 from .wire import allgather_json, bcast_json
@@ -204,19 +205,26 @@ class Lost:
 class Live:
     """Where the survivors of a failure go on from without going back (``kept_steps``):
     the job there as a checkpoint's manifest would give it (``step``, the furthest
-    worker's; every old worker's entry; the placement's ``owner`` and ``epoch``), and a
-    server's kept rows."""
+    worker's; every old worker's entry; the placement's ``owner`` and ``epoch``, the dead
+    servers' partitions given to the survivors), a server's kept rows, and the dead
+    servers' partitions (``reload``) that come back from ``checkpoint`` (manifest,
+    folder): ``rows`` rows, ``steps_back`` steps back."""
 
     doc: dict
     arrays: Optional[dict[str, np.ndarray]] = None
+    reload: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    checkpoint: Optional[tuple[dict, Path]] = None
+    rows: int = 0
+    steps_back: int = 0
 
 
 def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
                ) -> Optional[Live]:
     """Collective over the survivors: may they go on from where they stand
     (``kept_steps``)? If so, the job's state there: the surviving workers' entries, the
-    dead ones' from their schedules (``entry_at``), the first server's placement; None:
-    every rank goes back to the checkpoint."""
+    dead ones' from their schedules (``entry_at``), the first server's placement with the
+    dead servers' partitions given to the survivors (``live_map``); None: every rank goes
+    back to the checkpoint."""
     mine = lost.standing.held()
     held = allgather_json(comm, None if mine is None else asdict(mine))
     steps = kept_steps(lost.shape, lost.dead, [None if h is None else Held(**h)
@@ -229,16 +237,32 @@ def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
         part = {"owner": arrays["owner"].tolist(), "epoch": int(arrays["epoch"][0])}
     parts = allgather_json(comm, part)
     begin, where = parts[0], parts[1]              # the scheduler's, the first server's
-    entries = {e["index"]: e for e in parts[1 + lost.shape.servers:]}
+    gone = dead_servers(lost)
+    entries = {e["index"]: e for e in parts[1 + lost.shape.servers - len(gone):]}
     for rank in lost.dead:
-        _, w = lost.shape.role_of(rank)
+        role, w = lost.shape.role_of(rank)
+        if role != WORKER:
+            continue
         begun = begin["workers"][w] if begin["workers"] else None
         sched = Schedule.of(cfg, data.train_range, w, lost.shape.workers).resumed(begun)
         entries[w] = entry_at(sched, begun, w, steps[w])
-    doc = {"step": max(int(e["step"]) for e in entries.values()),
-           "workers": [entries[w] for w in range(lost.shape.workers)],
-           "seconds": begin["seconds"], "moved_rows": 0, "moved_rows_minimum": 0, **where}
-    return Live(doc, arrays)
+    step = max(int(e["step"]) for e in entries.values())
+    owner, reload = live_map(np.array(where["owner"], np.int32), lost.shape.servers, gone)
+    checkpoint = None
+    if reload.size:
+        path = resume_candidates(recovery_source(cfg), cfg.run_dir)[0]
+        checkpoint = manifest.load(path), path
+    doc = {"step": step, "workers": [entries[w] for w in range(lost.shape.workers)],
+           "seconds": begin["seconds"], "moved_rows": 0, "moved_rows_minimum": 0,
+           "owner": owner.tolist(), "epoch": where["epoch"] + bool(reload.size)}
+    return Live(doc, arrays, reload, checkpoint,
+                owned_rows(lost.shape.placement, reload),
+                step - int(checkpoint[0]["step"]) if checkpoint else 0)
+
+
+def dead_servers(lost: Lost) -> list[int]:
+    """The indices of the servers among the dead."""
+    return [i for role, i in map(lost.shape.role_of, lost.dead) if role == SERVER]
 
 
 def recover(watch: FaultWatch, standing: Standing, exc: BaseException,
@@ -290,18 +314,22 @@ def shape_now(cfg: TrainConfig, data: DataPlan, comm: MPI.Intracomm) -> JobShape
 
 
 def went_on(recoveries: Recoveries, roles: Roles, resumed: Optional[dict], model: Model,
-            verbose: bool, live: bool = False) -> dict:
+            verbose: bool, live: Optional[Live] = None) -> dict:
     """After a recovery, once every rank restored (or started over; ``live``: went on
-    from where it stood, nothing reloaded, nobody back): count it; the scheduler says
-    so. Returns the final record's recovery fields."""
+    from where it stood, only the dead servers' rows reloaded): count it; the scheduler
+    says so. Returns the final record's recovery fields."""
     if recoveries.pending:
-        back = 0 if live else max(recoveries.step - (resumed["step"] if resumed else 0), 0)
+        if live is not None:
+            rows, back = live.rows, live.steps_back
+        else:
+            rows = sum(t.rows for t in model.tables) if resumed else 0
+            back = max(recoveries.step - (resumed["step"] if resumed else 0), 0)
         what = recoveries.what
-        seconds = recoveries.recovered(sum(t.rows for t in model.tables)
-                                       if resumed and not live else 0,
-                                       back, time.monotonic())
+        seconds = recoveries.recovered(rows, back, time.monotonic())
         if verbose and roles.role == SCHEDULER:
-            where = f"step {resumed['step']}, the servers' rows as they stood," if live \
+            where = f"step {resumed['step']}, the servers' rows as they stood" + (
+                f" and {rows:,} rows of the dead from the checkpoint {back} steps back,"
+                if rows else ",") if live is not None \
                 else f"the checkpoint of step {resumed['step']}" if resumed else "the start"
             print(f"[mpips] {what} died; the job goes on from {where} with "
                   f"{roles.active_servers} server(s) and {roles.n_workers} worker(s) "
@@ -359,7 +387,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         resumed = dict(live.doc) if live is not None else None
         if candidates:
             resumed, path, moved = agree_restore(comm, candidates, cfg)
-        recovery = went_on(recoveries, roles, resumed, model, verbose, live is not None)
+        recovery = went_on(recoveries, roles, resumed, model, verbose, live)
         if live is not None:
             resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
                                                 roles.n_workers)
@@ -401,7 +429,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
             start, log, resumed = None, None, None
             if live is not None:
                 log, resumed = StalenessLog(names), dict(live.doc)
-                restore_kept(store, log, live.arrays)
+                restore_live(store, log, live.arrays, live.reload, live.checkpoint)
             if candidates:
                 log = StalenessLog(names)
                 resumed, _, _ = agree_restore(
@@ -412,7 +440,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                                                     roles.n_workers)
                 start = Start(tuple(positions(resumed)),
                               tuple(w["finished"] for w in resumed["workers"]))
-            went_on(recoveries, roles, resumed, model, verbose, live is not None)
+            went_on(recoveries, roles, resumed, model, verbose, live)
             slow = cfg.slow_server_factor()
             report = run_server(store, policies, cfg.seed, start, log,
                                 cfg.run_dir if cfg.checkpointing or cfg.early_stop else None,
@@ -441,7 +469,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         if resumed is not None:
             resumed["workers"] = worker_entries(resumed["workers"], cfg, data.train_range,
                                                 roles.n_workers)
-        went_on(recoveries, roles, resumed, model, verbose, live is not None)
+        went_on(recoveries, roles, resumed, model, verbose, live)
         worker = Worker(cfg, roles, client, model, data, bound, board,
                         not rounds and bound is not None,
                         resumed["workers"][roles.index] if resumed else None, balanced,

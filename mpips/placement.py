@@ -18,7 +18,7 @@ with headroom again (``rebuilt``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -176,15 +176,19 @@ def seeded_moves(placement: Placement, seed: int, count: int) -> Moves:
                  "aid")
 
 
-def transfers(before: TableLayout, after: TableLayout) -> dict[tuple[int, int], Runs]:
+def transfers(before: TableLayout, after: TableLayout, only: Optional[np.ndarray] = None
+              ) -> dict[tuple[int, int], Runs]:
     """For a change of layout of one table: per (old owner, new owner) the runs of rows
     from the old owner's shard to the new owner's, merged where neighbouring partitions
-    stay neighbours on both sides. The pair (s, s) holds the rows that stay on ``s``."""
+    stay neighbours on both sides. The pair (s, s) holds the rows that stay on ``s``.
+    ``only``: of those partitions alone."""
     P, S = after.pmap.partitions, max(before.pmap.n_servers, after.pmap.n_servers)
     if before.pmap.partitions != P or before.rows != after.rows:
         raise ValueError("the layouts belong to different tables")
     size = partition_sizes(after.rows, after.salt, P)
     parts = np.flatnonzero(size > 0)
+    if only is not None:
+        parts = np.intersect1d(parts, only)
     pair = before.pmap.owner[parts].astype(np.int64) * S + after.pmap.owner[parts]
     order = np.lexsort((parts, pair))
     parts, pair = parts[order], pair[order]
@@ -202,9 +206,11 @@ def transfers(before: TableLayout, after: TableLayout) -> dict[tuple[int, int], 
     return out
 
 
-def reads_of(before: TableLayout, after: TableLayout, server: int) -> dict[int, Runs]:
-    """For new owner ``server``: per old owner, the runs to read (restore, moves)."""
-    return {s: r for (s, d), r in transfers(before, after).items() if d == server}
+def reads_of(before: TableLayout, after: TableLayout, server: int,
+             only: Optional[np.ndarray] = None) -> dict[int, Runs]:
+    """For new owner ``server``: per old owner, the runs to read (restore, moves, a
+    recovery); ``only``: of those partitions alone."""
+    return {s: r for (s, d), r in transfers(before, after, only).items() if d == server}
 
 
 def moved_fraction(rows: int, salt: int, old: PartitionMap, new: PartitionMap) -> float:

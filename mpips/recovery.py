@@ -11,14 +11,15 @@ found dead go in, a plan comes out; ``faults`` and ``job`` carry it out with MPI
   surviving servers (``ReloadServers``; the plan's moves are the ring's minimal movement,
   as for a drain or a resume onto fewer servers). A job without a checkpoint yet, or that
   lost every server with partitions, ends.
-- As carried out today, when only workers died, not balanced, and every surviving
-  server applied the same pushes (``kept_steps``), the survivors go on from where they stand:
-  the servers keep their rows and optimiser state, nothing is reloaded, nobody goes
-  back. Otherwise every survivor goes back to the last checkpoint (or, with none and
-  only workers dead, to the start): pushes in flight are then dropped whole, and under
-  BSP, which does not depend on the number of servers, the result is that of the run
-  that lost nobody. ``Recoveries`` counts the rows reloaded and the steps the job went
-  back.
+- When the servers' counts settle every push (``kept_steps``: not balanced, and every
+  surviving server applied the same pushes) and only workers died, or under SSP and ASP
+  workers and servers, the survivors go on from where they stand: the surviving servers
+  keep their rows and optimiser state, nobody goes back, and only a dead server's rows
+  come back from the checkpoint (``live_map``). Otherwise every survivor goes back to the
+  last checkpoint (or, with none and only workers dead, to the start): pushes in flight
+  are then dropped whole, and under BSP, which does not depend on the number of
+  servers, the result is that of the run that lost nobody. ``Recoveries`` counts the
+  rows reloaded and the steps the job went back.
 - **A second failure during a recovery** plans again, unless ``RECOVERY_DEADLINE``
   seconds have passed since the first failure of the series: then the job ends (every
   wait has a failure path, so nothing hangs).
@@ -153,18 +154,20 @@ class Held:
 def kept_steps(shape: JobShape, dead: Sequence[int], held: Sequence[Optional[Held]]
                ) -> Optional[list[int]]:
     """Each old worker's step the survivors go on from with the servers' rows as they
-    stand (nothing reloaded, nobody goes back; ``FINISHED``: it had finished), or None:
-    back to the checkpoint. Only when workers alone died, every survivor kept its state
-    (None: one did not), the job is ``countable``, and every surviving server
-    applied the same pushes of every worker: under BSP the same rounds R (a round is
-    applied only once every worker's push of it arrived, so a dead worker's push in
-    flight is applied whole on every server or on none; the survivors' pushes of round
-    R, held unapplied, are dropped and redone), under SSP and ASP the same last step of
-    each worker (a push applied on some servers only is torn: back to the checkpoint).
+    stand (nobody goes back; ``FINISHED``: it had finished), or None: back to the
+    checkpoint. Only when workers alone died, or under SSP and ASP workers and servers
+    (then only the dead servers' rows come back from the checkpoint, ``live_map``), every
+    survivor kept its state (None: one did not), the job is ``countable``, and every
+    surviving server applied the same pushes of every worker: under BSP the same rounds R
+    (a round is applied only once every worker's push of it arrived, so a dead worker's
+    push in flight is applied whole on every server or on none; the survivors' pushes of
+    round R, held unapplied, are dropped and redone), under SSP and ASP the same last
+    step of each worker (a push applied on some servers only is torn: back to the checkpoint).
     A surviving worker stands there, or one step before with its push out (applied, its
     acknowledgement lost), or has finished."""
-    if not shape.countable or any(shape.role_of(r)[0] != WORKER for r in dead) \
-            or any(h is None for h in held):
+    roles = [shape.role_of(r)[0] for r in dead]
+    if not shape.countable or any(h is None for h in held) or not all(
+            role == WORKER or (role == SERVER and shape.pacing != "bsp") for role in roles):
         return None
     servers = [h for h in held if h.role == SERVER]
     if shape.pacing == "bsp":
@@ -180,6 +183,23 @@ def kept_steps(shape: JobShape, dead: Sequence[int], held: Sequence[Optional[Hel
                 h.pushed and (step == h.steps + 1 or step == FINISHED))):
             return None
     return steps
+
+
+def live_map(owner: np.ndarray, servers: int, dead: Sequence[int]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The partition map the survivors go on with when servers ``dead`` (of ``servers``,
+    whose map stood at ``owner``) died and the rest keep their rows: the dead ones'
+    partitions go to the ring over the surviving servers that hold partitions (all the
+    survivors, if none does), the ring's minimal movement; servers numbered anew in their
+    old order. Returns (new owners, the partitions that come back from the checkpoint)."""
+    alive = [s for s in range(servers) if s not in set(dead)]
+    takers = [s for s in np.unique(owner).tolist() if s in alive] or alive
+    lost = np.flatnonzero(np.isin(owner, list(dead)))
+    new = owner.copy()
+    new[lost] = ring_owners(takers, owner.size)[lost]
+    number = np.full(servers, -1, np.int32)
+    number[alive] = np.arange(len(alive), dtype=np.int32)
+    return number[new], lost
 
 
 @dataclass(frozen=True)

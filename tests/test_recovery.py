@@ -14,10 +14,10 @@ from mpips.faults import FAILURE_CLASSES, PeerFailure, is_failure, ulfm_enabled
 from mpips.job import recovery_source
 from mpips.killing import KillSwitch
 from mpips.models import TableSpec
-from mpips.placement import Placement, drain
+from mpips.placement import Moves, Placement, drain
 from mpips.recovery import (FINISHED, RECOVERY_DEADLINE, DropWorkers, End, Held, JobShape,
                             Recoveries, ReloadServers, Survivors, ending, kept_steps,
-                            owned_rows, plan, survivors)
+                            live_map, owned_rows, plan, survivors)
 from mpips.topology import SCHEDULER, SERVER, WORKER, world_role
 
 SPECS = [TableSpec("emb", 100_003, 3), TableSpec("bias", 1, 1)]
@@ -159,6 +159,41 @@ def test_a_servers_death_balanced_workers_or_mixed_tables_go_back_to_the_checkpo
     assert kept_steps(shape("bsp"), [2, 5], held) is None
     uncounted = JobShape(3, 3, "ssp", shape().placement, 40, countable=False)
     assert kept_steps(uncounted, [5], held) is None
+
+
+@pytest.mark.parametrize("pacing", ["ssp", "async"])
+def test_free_pacing_keeps_the_survivors_rows_when_a_server_dies(pacing):
+    """SSP and ASP: a server's death sends back only its rows; the surviving servers keep
+    theirs when they applied the same pushes of every worker (a push out on the dead
+    server only is redone), and go back when one applied a push the other did not."""
+    alive = [Held(WORKER, 12, index=0), Held(WORKER, 29, pushed=True, index=1),
+             Held(WORKER, 7, index=2)]
+    whole = [Held(SERVER, at=[12, 30, 7])] * 2
+    assert kept_steps(shape(pacing), [2], [Held(SCHEDULER)] + whole + alive) == [12, 30, 7]
+    assert kept_steps(shape(pacing), [2, 5], [Held(SCHEDULER)] + whole
+                      + alive[::2]) == [12, 30, 7]
+    torn = [Held(SERVER, at=[12, 30, 7]), Held(SERVER, at=[12, 29, 7])]
+    assert kept_steps(shape(pacing), [2], [Held(SCHEDULER)] + torn + alive) is None
+    assert kept_steps(shape("bsp"), [2], [Held(SCHEDULER)] + servers_at(9, 9)
+                      + [Held(WORKER, 9, index=w) for w in range(3)]) is None
+
+
+def test_live_map_gives_only_the_dead_servers_partitions_to_the_ring_of_survivors():
+    """The survivors keep every partition they hold, moves and all; the dead server's go
+    where the ring over the survivors that hold partitions puts them (a drain's choice,
+    never onto a standby), and servers are numbered anew in order."""
+    start = Placement.start(SPECS, 4, 3)                        # server 3 stands by
+    moved = start.after(Moves(np.array([0, 5, 9]), np.array([2, 2, 0], np.int32)))
+    owner = moved.pmap.owner
+    new, reload = live_map(owner, 4, [1])
+    np.testing.assert_array_equal(reload, np.flatnonzero(owner == 1))
+    renumber = np.array([0, -1, 1, 2])
+    keep = owner != 1
+    np.testing.assert_array_equal(new[keep], renumber[owner[keep]])
+    np.testing.assert_array_equal(new[reload], renumber[drain(moved, 1).owners])
+    assert set(new[reload].tolist()) <= {0, 1}                  # not the standby (now 2)
+    same, none = live_map(owner, 4, [3])                        # the standby died
+    assert none.size == 0 and np.array_equal(same, owner)
 
 
 def test_recoveries_count_and_time_each_failure():

@@ -21,7 +21,7 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, MpipsError
 from ..models import TableSpec
 from ..placement import Placement, reads_of
-from ..ring import PartitionMap
+from ..ring import PartitionMap, TableLayout
 from ..store import ShardStore
 from ..wire import allgather_json, reduce_int
 from . import manifest
@@ -125,70 +125,113 @@ def resume_placement(doc: dict, step_dir: Path, specs: Sequence[TableSpec], n_se
     return Placement.of_map(specs, fresh.pmap, epoch + 1, headroom)
 
 
+class CheckpointFiles:
+    """The server files of one checkpoint (manifest ``doc``, folder ``step_dir``), each
+    opened, checked against the manifest, when first read."""
+
+    def __init__(self, doc: dict, step_dir: Path) -> None:
+        self.entries, self.step_dir = doc["servers"], step_dir
+        self._open: dict[int, ServerFile] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, s: int) -> ServerFile:
+        if s not in self._open:
+            self._open[s] = ServerFile(self.step_dir / server_file(s), self.entries[s])
+        return self._open[s]
+
+    def __enter__(self) -> "CheckpointFiles":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for f in self._open.values():
+            f.close()
+
+
+def _table_arrays(store: ShardStore, i: int) -> list[tuple[str, np.ndarray]]:
+    """Table ``i``'s arrays on this server, by the name they are saved under."""
+    record = store.record_rows(i)
+    return [("rows", store.rows(i)), *store.state_rows(i).items(),
+            *([("record", record)] if record is not None else [])]
+
+
+def read_partitions(store: ShardStore, files: CheckpointFiles,
+                    only: Optional[np.ndarray] = None) -> int:
+    """Fill the partitions this server owns now (``only``: of those alone) with their
+    rows, optimiser state and records from the checkpoint's files, whichever hold them.
+    Returns the rows that came from a file of another server."""
+    old = PartitionMap(files[0].read("owner"), len(files))
+    if old.partitions != store.placement.pmap.partitions:
+        raise CheckpointError(f"{files.step_dir}: {old.partitions} partitions, this mpips "
+                              f"uses {store.placement.pmap.partitions}")
+    moved = 0
+    for i, (name, layout) in enumerate(zip(store.names, store.placement.layouts)):
+        before = saved_layout([files[s] for s in range(len(files))], name, layout.rows, old)
+        arrays = _table_arrays(store, i)
+        for s, runs in reads_of(before, layout, store.me, only).items():
+            for what, out in arrays:
+                files[s].read_runs(f"tables/{name}/{what}", runs.src, runs.dst,
+                                   runs.length, out)
+            moved += runs.rows if s != store.me else 0
+    return moved
+
+
 def restore_server(store: ShardStore, log: StalenessLog, doc: dict, step_dir: Path) -> int:
     """Fill this server's shards, optimiser state, versions and staleness from a checkpoint,
     reading only the partitions it owns now. Returns the rows that came from a file of
     another server (they changed server)."""
-    me = store.me
-    entries = doc["servers"]
-    files: dict[int, ServerFile] = {}
-
-    def file(s: int) -> ServerFile:
-        if s not in files:
-            files[s] = ServerFile(step_dir / server_file(s), entries[s])
-        return files[s]
-
-    try:
-        old = PartitionMap(file(0).read("owner"), len(entries))
-        if old.partitions != store.placement.pmap.partitions:
-            raise CheckpointError(f"{step_dir}: {old.partitions} partitions, this mpips "
-                                  f"uses {store.placement.pmap.partitions}")
-        moved = 0
-        for i, (name, layout) in enumerate(zip(store.names, store.placement.layouts)):
-            before = saved_layout([file(s) for s in range(len(entries))], name, layout.rows,
-                                  old)
-            record = store.record_rows(i)
-            arrays = [("rows", store.rows(i)), *store.state_rows(i).items(),
-                      *([("record", record)] if record is not None else [])]
-            for s, runs in reads_of(before, layout, me).items():
-                for what, out in arrays:
-                    file(s).read_runs(f"tables/{name}/{what}", runs.src, runs.dst,
-                                      runs.length, out)
-                moved += runs.rows if s != me else 0
-        if len(entries) == store.roles.n_servers:      # each server its own counts
-            store.set_versions(file(me).read("versions"))
-            log.hist[:] = file(me).read("staleness")
+    with CheckpointFiles(doc, step_dir) as files:
+        moved = read_partitions(store, files)
+        if len(files) == store.roles.n_servers:      # each server its own counts
+            store.set_versions(files[store.me].read("versions"))
+            log.hist[:] = files[store.me].read("staleness")
         else:     # the busiest old shard's versions; all staleness counts on server 0
-            old_servers = range(len(entries))
-            store.set_versions(np.max([file(s).read("versions") for s in old_servers],
-                                      axis=0))
-            if me == 0:
-                log.hist[:] = np.sum([file(s).read("staleness") for s in old_servers], axis=0)
-    finally:
-        for f in files.values():
-            f.close()
+            store.set_versions(np.max([files[s].read("versions")
+                                       for s in range(len(files))], axis=0))
+            if store.me == 0:
+                log.hist[:] = np.sum([files[s].read("staleness")
+                                      for s in range(len(files))], axis=0)
     store.sync()
     return moved
 
 
 def kept_arrays(store: ShardStore, log: StalenessLog) -> dict[str, np.ndarray]:
-    """A copy of everything this server would save (``server_arrays``), kept in memory
-    when ranks die, so that it goes on with its rows as they stand (``restore_kept``)."""
-    return {k: np.array(v, copy=True) for k, v in server_arrays(store, log).items()}
+    """A copy of everything this server would save (``server_arrays``), and its index and
+    the number of servers, kept in memory when ranks die, so that it goes on with its rows
+    as they stand (``restore_live``)."""
+    out = {k: np.array(v, copy=True) for k, v in server_arrays(store, log).items()}
+    out["server"] = np.array([store.me, store.roles.n_servers], np.int64)
+    return out
 
 
-def restore_kept(store: ShardStore, log: StalenessLog, arrays: dict[str, np.ndarray]
-                 ) -> None:
-    """Fill this server's shards with the ``kept_arrays`` of its store before ranks died,
-    under the same placement: rows, optimiser state, records, versions, staleness."""
-    for i, name in enumerate(store.names):
-        record = store.record_rows(i)
-        for what, out in [("rows", store.rows(i)), *store.state_rows(i).items(),
-                          *([("record", record)] if record is not None else [])]:
-            out[:] = arrays[f"tables/{name}/{what}"]
-    store.set_versions(arrays["versions"])
-    log.hist[:] = arrays["staleness"]
+def restore_live(store: ShardStore, log: StalenessLog, kept: dict[str, np.ndarray],
+                 reload: np.ndarray, checkpoint: Optional[tuple[dict, Path]]) -> int:
+    """Fill this server's shards after ranks died, under the placement the survivors go
+    on with: the partitions it held, from its ``kept_arrays`` (rows, optimiser state,
+    records as they stood, wherever the new layout puts them), and those of ``reload``
+    (a dead server's) that it takes, from the ``checkpoint`` (manifest, folder); its own
+    versions and staleness counts. Returns the rows read from the checkpoint."""
+    me, n_before = (int(v) for v in kept["server"])
+    before = PartitionMap(kept["owner"], n_before)
+    for i, (name, layout) in enumerate(zip(store.names, store.placement.layouts)):
+        parts = kept[f"tables/{name}/partitions"].astype(np.int64)
+        base = np.zeros(before.partitions, np.int64)
+        base[parts] = kept[f"tables/{name}/partition_start"]
+        used = np.zeros(n_before, np.int64)
+        used[me] = kept[f"tables/{name}/rows"].shape[0]
+        held = TableLayout(layout.rows, layout.salt, before, base, used, canonical=False)
+        runs = reads_of(held, layout, store.me).get(me)
+        for what, out in _table_arrays(store, i) if runs is not None else []:
+            out[runs.dst_rows()] = kept[f"tables/{name}/{what}"][runs.src_rows()]
+    rows = 0
+    if checkpoint is not None and reload.size:
+        with CheckpointFiles(*checkpoint) as files:
+            rows = read_partitions(store, files, reload)
+    store.set_versions(kept["versions"])
+    log.hist[:] = kept["staleness"]
     store.sync()
+    return rows
 
 
 def agree_restore(world: MPI.Intracomm, candidates: Sequence[Path], cfg: TrainConfig,

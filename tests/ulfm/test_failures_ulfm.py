@@ -118,7 +118,11 @@ def survived(res: subprocess.CompletedProcess, metrics, who: str,
         in res.stdout, res.stdout
     assert final["failures_survived"] == 1 and len(final["recovery_seconds"]) == 1
     assert 0 < final["recovery_seconds"][0] < 30
-    if kept:
+    if kept and "server" in who:        # the survivors' rows kept, the dead one's reloaded
+        assert final["rows_reloaded"] > 0 and final["recovery_steps_back"][0] > 0
+        assert f"rows of the dead from the checkpoint {final['recovery_steps_back'][0]} " \
+            f"steps back" in res.stdout
+    elif kept:
         assert final["rows_reloaded"] == 0 and final["recovery_steps_back"] == [0]
     else:
         assert final["rows_reloaded"] > 0
@@ -154,21 +158,42 @@ def test_bsp_server_killed_goes_on_bit_identical(tmp_path):
 @pytest.mark.parametrize("sync,victim,who", [
     ("bsp", "4:8", "worker 1 (rank 4)"),
     ("ssp --balance off", "4:8", "worker 1 (rank 4)"), ("ssp", "1:12", "server 0 (rank 1)"),
-    ("async", "3:8", "worker 0 (rank 3)"), ("async", "2:12", "server 1 (rank 2)")])
+    ("async", "3:8", "worker 0 (rank 3)"), ("async", "2:12", "server 1 (rank 2)"),
+    ("async --balance off", "2:12", "server 1 (rank 2)")])
 def test_killed_worker_or_server_costs_no_restart(tmp_path, sync, victim, who):
     """A worker or a server dies mid-run under BSP, SSP or ASP: the job goes on without
     it and trains exactly the planned samples. A worker killed before its step 8 under
     BSP costs no step back: the servers keep their rows, and the job goes on from round
     8, not from the checkpoint of step 5; under SSP with ``--balance off`` too, unless a
-    survivor's push was out on some servers only. Balanced workers go back."""
+    survivor's push was out on some servers only. A server killed under ASP with
+    ``--balance off``: only its rows come back from the checkpoint (with one surviving
+    server no push can be torn). Balanced workers go back."""
     kept = {"bsp": True, "ssp --balance off": None}.get(sync, False) \
-        if "worker" in who else False
+        if "worker" in who else sync == "async --balance off"
     res, _ = killed_run("--sync", *sync.split(), "--kill-at", victim, "--checkpoint-dir",
                         str(tmp_path), "--metrics-out", str(tmp_path / "m.jsonl"))
     final = survived(res, tmp_path / "m.jsonl", who, kept)
     assert (final["servers"], final["workers"]) == ((1, 2) if "server" in who else (2, 1))
-    if kept is True:
+    if kept is True and "worker" in who:
         assert final["resumed_from_step"] == 8
+    elif kept:      # the dead server's rows went back to a checkpoint before its step 12
+        assert 0 < final["resumed_from_step"] - final["recovery_steps_back"][0] < 12
+
+
+def test_kept_rows_land_where_the_moves_put_them(tmp_path):
+    """Under BSP a worker's death keeps the servers' rows; with partitions moved every 3
+    steps before it (and after), each server's rows sit where the moves put them, not
+    where a fresh layout would, and must be copied so: the job ends with exactly the
+    parameters of the same death without moves (BSP does not depend on placement)."""
+    ck = tmp_path / "ck"
+    for run, extra in (("still", []), ("moving", ["--move-every", "3"])):
+        res, _ = killed_run("--kill-at", "4:8", "--checkpoint-dir", str(ck), "--run-name",
+                            run, "--metrics-out", str(tmp_path / f"{run}.jsonl"), *extra)
+        survived(res, tmp_path / f"{run}.jsonl", "worker 1 (rank 4)", kept=True)
+    want, got = final_tables(ck / "still"), final_tables(ck / "moving")
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
 def test_a_second_death_while_recovering_is_recovered_too(tmp_path):
