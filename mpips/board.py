@@ -76,6 +76,12 @@ class ClockBoard:
         """Every owner's batch counter: the positions taken so far (a copy)."""
         return self._read(self.n, 2 * self.n + 1).copy()
 
+    def held_counters(self) -> np.ndarray:
+        """Scheduler: every owner's batch counter, read from its own memory (no MPI call:
+        after ranks died, when nobody takes any more)."""
+        words = np.frombuffer(self.win.tomemory(), dtype=np.int64, count=3 * self.n + 1)
+        return words[2 * self.n + 1:].copy()
+
     def take(self, owner: int) -> int:
         """Take ``owner``'s next batch position (it may lie past the owner's end)."""
         self.win.Fetch_and_op([self._add, MPI.INT64_T], [self._old, MPI.INT64_T],

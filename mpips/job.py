@@ -221,8 +221,9 @@ class Live:
 def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
                ) -> Optional[Live]:
     """Collective over the survivors: may they go on from where they stand
-    (``kept_steps``)? If so, the job's state there: the surviving workers' entries, the
-    dead ones' from their schedules (``entry_at``), the first server's placement with the
+    (``kept_steps``)? If so, the job's state there: the surviving workers' entries (with
+    the scheduler's batch counters, if they share a pool), the dead ones' from their
+    schedules (``entry_at``), the first server's placement with the
     dead servers' partitions given to the survivors (``live_map``); None: every rank goes
     back to the checkpoint."""
     mine = lost.standing.held()
@@ -246,6 +247,8 @@ def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
         begun = begin["workers"][w] if begin["workers"] else None
         sched = Schedule.of(cfg, data.train_range, w, lost.shape.workers).resumed(begun)
         entries[w] = entry_at(sched, begun, w, steps[w])
+    if begin["counters"] is not None:          # a pool: every worker lives (kept_steps)
+        entries = {w: dict(e, pool=begin["counters"][w]) for w, e in entries.items()}
     step = max(int(e["step"]) for e in entries.values())
     owner, reload = live_map(np.array(where["owner"], np.int32), lost.shape.servers, gone)
     checkpoint = None
@@ -309,8 +312,9 @@ def shape_now(cfg: TrainConfig, data: DataPlan, comm: MPI.Intracomm) -> JobShape
             pass
     return JobShape(servers, workers, "bsp" if rounds else "async" if bound is None else "ssp",
                     Placement.start(model.tables, servers, cfg.servers, cfg.window_headroom),
-                    step, all(cfg.sync_of(t.name).mode == "bsp" for t in model.tables)
-                    if rounds else cfg.balance == "off")
+                    step, not rounds or all(cfg.sync_of(t.name).mode == "bsp"
+                                            for t in model.tables),
+                    not rounds and cfg.balance != "off")
 
 
 def went_on(recoveries: Recoveries, roles: Roles, resumed: Optional[dict], model: Model,
@@ -416,7 +420,9 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         standing.step = lambda: coord.latest_step
         standing.held = lambda: Held(SCHEDULER)
         standing.part = lambda step: {"workers": resumed["workers"] if resumed else None,
-                                      "seconds": coord.seconds_before}
+                                      "seconds": coord.seconds_before,
+                                      "counters": board.held_counters().tolist()
+                                      if balanced else None}
         result.metrics = run_scheduler(cfg, roles, board, names,
                                        dict(effective_sync(dict(zip(names, policies))),
                                             balance=balanced), coord, loads,

@@ -11,9 +11,9 @@ found dead go in, a plan comes out; ``faults`` and ``job`` carry it out with MPI
   surviving servers (``ReloadServers``; the plan's moves are the ring's minimal movement,
   as for a drain or a resume onto fewer servers). A job without a checkpoint yet, or that
   lost every server with partitions, ends.
-- When the servers' counts settle every push (``kept_steps``: not balanced, and every
-  surviving server applied the same pushes) and only workers died, or under SSP and ASP
-  workers and servers, the survivors go on from where they stand: the surviving servers
+- When the servers' counts settle every push (``kept_steps``: every surviving server
+  applied the same pushes, and no worker of a shared pool died) and only workers died,
+  or under SSP and ASP workers and servers, the survivors go on from where they stand: the surviving servers
   keep their rows and optimiser state, nobody goes back, and only a dead server's rows
   come back from the checkpoint (``live_map``). Otherwise every survivor goes back to the
   last checkpoint (or, with none and only workers dead, to the start): pushes in flight
@@ -42,11 +42,12 @@ RECOVERY_DEADLINE = 30.0      # seconds a series of failures may take before the
 class JobShape:
     """What a recovery plan depends on: the world's roles (``servers`` server ranks after
     the scheduler, then ``workers``), how workers are paced (``bsp``, ``ssp`` or
-    ``async``), the placement now, the step of the last checkpoint (None: none yet), and
+    ``async``), the placement now, the step of the last checkpoint (None: none yet),
     whether the servers' counts of pushes applied tell where every worker stands
-    (``countable``): not when workers share a pool of batches (those a dead one took are
-    not counted) nor when BSP tables sit beside others (those apply pushes as they
-    arrive, outside the rounds)."""
+    (``countable``): not when BSP tables sit beside others (those apply pushes as they
+    arrive, outside the rounds), and whether workers share a pool of batches
+    (``pooled``: balanced SSP/ASP; the batches a dead worker took are counted nowhere,
+    while a living one says what it took)."""
 
     servers: int
     workers: int
@@ -54,6 +55,7 @@ class JobShape:
     placement: Placement
     checkpoint_step: Optional[int] = None
     countable: bool = True
+    pooled: bool = False
 
     def role_of(self, rank: int) -> tuple[str, int]:
         """(role, index within the role) of world rank ``rank``."""
@@ -157,17 +159,18 @@ def kept_steps(shape: JobShape, dead: Sequence[int], held: Sequence[Optional[Hel
     stand (nobody goes back; ``FINISHED``: it had finished), or None: back to the
     checkpoint. Only when workers alone died, or under SSP and ASP workers and servers
     (then only the dead servers' rows come back from the checkpoint, ``live_map``), every
-    survivor kept its state (None: one did not), the job is ``countable``, and every
-    surviving server applied the same pushes of every worker: under BSP the same rounds R
-    (a round is applied only once every worker's push of it arrived, so a dead worker's
-    push in flight is applied whole on every server or on none; the survivors' pushes of
-    round R, held unapplied, are dropped and redone), under SSP and ASP the same last
-    step of each worker (a push applied on some servers only is torn: back to the checkpoint).
-    A surviving worker stands there, or one step before with its push out (applied, its
+    survivor kept its state (None: one did not), the job is ``countable`` (and, if
+    ``pooled``, no worker died), and every surviving server applied the same pushes of
+    every worker: under BSP the same rounds R (a round is applied only once every
+    worker's push of it arrived, so a dead worker's push in flight is applied whole on
+    every server or on none; the survivors' pushes of round R, held unapplied, are
+    dropped and redone), under SSP and ASP the same last step of each worker (a push
+    applied on some servers only is torn: back to the checkpoint). A surviving worker stands there, or one step before with its push out (applied, its
     acknowledgement lost), or has finished."""
     roles = [shape.role_of(r)[0] for r in dead]
     if not shape.countable or any(h is None for h in held) or not all(
-            role == WORKER or (role == SERVER and shape.pacing != "bsp") for role in roles):
+            role == WORKER or (role == SERVER and shape.pacing != "bsp") for role in roles) \
+            or (shape.pooled and WORKER in roles):
         return None
     servers = [h for h in held if h.role == SERVER]
     if shape.pacing == "bsp":

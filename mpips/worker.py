@@ -97,6 +97,10 @@ class Worker:
         # loss of the push out (not acknowledged): where a recovery may go on from.
         self.acked = (self.start, self.samples, self.loss)
         self.out: tuple[int, float] | None = None
+        # The work of each step not yet acknowledged, and the step of the last work once
+        # taken: the rows a balanced worker holds, for a recovery that keeps the rows.
+        self._unsettled: list[tuple[int, Work]] = []
+        self._end: int | None = None
         self.pool: Pool | None = None
         if balanced:
             self._balanced_state(resumed)
@@ -234,23 +238,53 @@ class Worker:
                 "epoch": work.epoch, "samples": self.samples, "loss": self.loss,
                 "rng": self.jitter.bit_generator.state, **where}
 
+    def _took(self, step: int, work: Work) -> Work:
+        """``work`` is that of ``step``: held until its push is acknowledged."""
+        self._unsettled.append((step, work))
+        if work.last:
+            self._end = step
+        return work
+
+    def _acknowledged(self, step: int) -> None:
+        """Every push before ``step`` is acknowledged: a recovery may go on from there
+        with the samples and loss counted now, and no push is out."""
+        self.acked, self.out = (step, self.samples, self.loss), None
+        self._unsettled = [(s, w) for s, w in self._unsettled if s >= step]
+
+    def _trained_all(self, done: int) -> bool:
+        """Do ``done`` acknowledged steps end this worker's training?"""
+        if self.pool is None:
+            return done >= self.plan.end
+        return self._end is not None and done > self._end
+
     def held(self) -> Held:
         """Where this worker stands if ranks die (``recovery.kept_steps``)."""
         done = self.acked[0]
         return Held(WORKER, done, self.out is not None,
-                    self.finished or done >= self.plan.end, self.roles.index)
+                    self.finished or self._trained_all(done), self.roles.index)
 
     def entry_at(self, step: int) -> dict:
         """This worker's checkpoint entry at ``step``, where the survivors of a failure
         go on from (``kept_steps``): its acknowledged steps, or one more (or its end)
-        when its push out was applied (then its samples and loss count)."""
+        when its push out was applied (then its samples and loss count). A balanced
+        worker carries the rows of its steps from there on, taken but not applied, and
+        those it took before (the scheduler adds its counter, ``pool``)."""
         done, samples, loss = self.acked
         if step > done and self.out is not None:
             samples, loss = samples + self.out[0], loss + self.out[1]
-        at = min(step, self.plan.end)
-        return {"index": self.roles.index, "step": at, "finished": at == self.plan.end,
-                "epoch": self.plan.remaining(at)[0], "samples": samples, "loss": loss,
-                "rng": self.jitter.bit_generator.state, **self.plan.entry()}
+        if self.pool is None:
+            at = min(step, self.plan.end)
+            where = {"finished": at == self.plan.end, "epoch": self.plan.remaining(at)[0],
+                     **self.plan.entry()}
+        else:
+            at = min(step, done + (self.out is not None))
+            held = [w for s, w in self._unsettled if s >= at]
+            where = {"finished": self.finished or self._trained_all(at),
+                     "epoch": held[0].epoch if held else self.cfg.epochs,
+                     "carry": [list(r) for r in (*(r for w in held for r in w.rows),
+                                                 *(r for _, r in self._taken))]}
+        return {"index": self.roles.index, "step": at, "samples": samples, "loss": loss,
+                "rng": self.jitter.bit_generator.state, **where}
 
     def warm_up(self) -> None:
         """Compile or load the numba kernels before the clock starts (no communication)."""
@@ -362,7 +396,7 @@ class Worker:
         if clocks is not None:
             clocks.set(self.roles.index, self.start)
         steps = self.balanced() if self.pool is not None else self.schedule()
-        current = next(steps)
+        current = self._took(self.start, next(steps))
         self.report(current.epoch, self.start, False, now=True)
         prep = self.prepare(current.batch)
         in_flight: PushHandle | None = None
@@ -378,7 +412,7 @@ class Worker:
                 if in_flight is not None:
                     in_flight.wait()
                     in_flight = None
-                    self.acked, self.out = (step, self.samples, self.loss), None
+                    self._acknowledged(step)
                 reply = worker_pause(self.roles, self.client, label,
                                      self.record(step, work, label),
                                      self.validate if self.cfg.validating else None)
@@ -392,11 +426,11 @@ class Worker:
             grads, batch_loss = self.compute(prep)
             if in_flight is not None:
                 in_flight.wait()
-                self.acked, self.out = (step, self.samples, self.loss), None
+                self._acknowledged(step)
             in_flight = self.push(step, prep, grads, last=work.last)
             self.out = (len(work.batch) if work.batch is not None else 0, batch_loss)
             if not work.last:                # overlap the next batch with the servers' update
-                current = next(steps)
+                current = self._took(step + 1, next(steps))
                 prep = self.prepare(current.batch)
             if self.bound is not None:       # BSP and SSP: read your own writes
                 in_flight.wait()
@@ -410,13 +444,13 @@ class Worker:
             self.samples += len(work.batch) if work.batch is not None else 0
             step += 1
             if in_flight is None:            # acknowledged (BSP and SSP)
-                self.acked, self.out = (step, self.samples, self.loss), None
+                self._acknowledged(step)
             if work.last:
                 break
             self.report(work.epoch, step, False)
         if in_flight is not None:
             in_flight.wait()
-            self.acked, self.out = (step, self.samples, self.loss), None
+            self._acknowledged(step)
         self.report(self.cfg.epochs, step, True)
         return False
 

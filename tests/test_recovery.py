@@ -176,6 +176,9 @@ def test_free_pacing_keeps_the_survivors_rows_when_a_server_dies(pacing):
     assert kept_steps(shape(pacing), [2], [Held(SCHEDULER)] + torn + alive) is None
     assert kept_steps(shape("bsp"), [2], [Held(SCHEDULER)] + servers_at(9, 9)
                       + [Held(WORKER, 9, index=w) for w in range(3)]) is None
+    pooled = JobShape(3, 3, pacing, shape().placement, 40, pooled=True)  # balanced workers
+    assert kept_steps(pooled, [2], [Held(SCHEDULER)] + whole + alive) == [12, 30, 7]
+    assert kept_steps(pooled, [2, 5], [Held(SCHEDULER)] + whole + alive[::2]) is None
 
 
 def test_live_map_gives_only_the_dead_servers_partitions_to_the_ring_of_survivors():

@@ -165,11 +165,13 @@ def test_killed_worker_or_server_costs_no_restart(tmp_path, sync, victim, who):
     it and trains exactly the planned samples. A worker killed before its step 8 under
     BSP costs no step back: the servers keep their rows, and the job goes on from round
     8, not from the checkpoint of step 5; under SSP with ``--balance off`` too, unless a
-    survivor's push was out on some servers only. A server killed under ASP with
-    ``--balance off``: only its rows come back from the checkpoint (with one surviving
-    server no push can be torn). Balanced workers go back."""
+    survivor's push was out on some servers only. A server killed under SSP or ASP,
+    balanced or not: only its rows come back from the checkpoint (with one surviving
+    server no push can be torn), and the workers' batches taken from the pool but not
+    applied are trained after (every planned sample). A balanced worker's death sends
+    every rank back (the batches it took are counted nowhere)."""
     kept = {"bsp": True, "ssp --balance off": None}.get(sync, False) \
-        if "worker" in who else sync == "async --balance off"
+        if "worker" in who else sync != "bsp"
     res, _ = killed_run("--sync", *sync.split(), "--kill-at", victim, "--checkpoint-dir",
                         str(tmp_path), "--metrics-out", str(tmp_path / "m.jsonl"))
     final = survived(res, tmp_path / "m.jsonl", who, kept)
