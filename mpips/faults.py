@@ -9,7 +9,8 @@ shared memory still succeed, and a rank may wait on clocks that the dead rank wi
 advance. So the rank that first sees a failure revokes the world and the job's
 sub-communicators (which also interrupts a blocking send to a survivor that stopped
 receiving), and every polite wait (``waiting.idle_poll``) looks every ``CHECK_SECONDS``
-whether they are revoked and raises ``PeerFailure`` if so. Then the survivors shrink the
+whether they are revoked and raises ``PeerFailure`` if so; it also probes the world, which
+drives the progress that delivers a revocation (a wait of one-sided reads alone does not). Then the survivors shrink the
 world, which tells every one of them the same dead ranks (``agree``), plan (``recover``)
 and, as the job goes on with them, agree that the series of failures is not overdue
 (``go_on``). Under MPICH or Open MPI without ``--with-ft`` nothing here is active: a dead
@@ -27,6 +28,7 @@ from . import waiting
 from .errors import MpipsError
 from .wire import reduce_int
 from .recovery import JobShape, Recoveries, Standing, ending
+from .topology import TAG_NEVER
 
 FAILURE_CLASSES = frozenset(getattr(MPI, name) for name in
                             ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
@@ -88,6 +90,10 @@ class FaultWatch:
         self._next = now + CHECK_SECONDS
         if any(comm.Is_revoked() for comm in self.comms):
             raise PeerFailure("a communicator of the job is revoked")
+        # A wait that makes only one-sided calls (SSP clocks on the board) never drives
+        # the progress that delivers a revocation or a peer's death: a probe does, and
+        # raises on either (a probe of any source fails once a peer of the world died).
+        self.world.Iprobe(MPI.ANY_SOURCE, TAG_NEVER)
 
     def agree(self) -> tuple[list[int], MPI.Intracomm]:
         """Collective over the survivors: revoke every watched communicator (waking

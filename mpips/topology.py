@@ -26,6 +26,7 @@ TAG_PROGRESS = 21      # ctl: worker -> scheduler, a progress record
 TAG_LOAD = 22          # ctl (workers' partition loads) and world (servers' busy time)
 TAG_RECORD = 31        # world/ctl -> scheduler: pause and checkpoint records
 TAG_REPLY = 32         # scheduler -> world/ctl: instructions and verdicts
+TAG_NEVER = 41         # world: never sent; probed by waits under ULFM (faults.FaultWatch)
 
 SCHEDULER_RANK = 0     # in the world and in ``ctl``
 
