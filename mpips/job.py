@@ -223,9 +223,9 @@ def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
     """Collective over the survivors: may they go on from where they stand
     (``kept_steps``)? If so, the job's state there: the surviving workers' entries (with
     the scheduler's batch counters, if they share a pool), the dead ones' from their
-    schedules (``entry_at``), the first server's placement with the
-    dead servers' partitions given to the survivors (``live_map``); None: every rank goes
-    back to the checkpoint."""
+    schedules (``entry_at``), the first server's placement with the dead servers'
+    partitions given to the survivors (``live_map``); None: every rank goes back to the
+    checkpoint."""
     mine = lost.standing.held()
     held = allgather_json(comm, None if mine is None else asdict(mine))
     steps = kept_steps(lost.shape, lost.dead, [None if h is None else Held(**h)

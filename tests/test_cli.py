@@ -135,15 +135,23 @@ def test_bench_balance_reports_each_mode():
                "--batch-size", "512", timeout=240)
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout.strip().splitlines()[-1])
-    for mode in ("even static", "even balanced", "slow static", "slow balanced"):
-        got = rec["modes"][mode]
+    modes = rec["modes"]
+    for mode in ("even static", "even balanced", "slow static", "slow balanced",
+                 "even static again"):
+        got = modes[mode]
         assert got["samples_per_s"] > 0 and 0.5 < got["auc"] < 1
         assert 0 <= got["busy0"] <= 1 and got["moved_mib"] >= 0
-    assert rec["modes"]["even static"]["moves"] == rec["modes"]["slow static"]["moves"] == 0
+    assert modes["even static"]["moves"] == modes["slow static"]["moves"] == 0
     for name in ("slow_balanced_vs_static", "slow_balanced_vs_even",
-                 "even_balanced_vs_static"):
+                 "even_balanced_vs_static", "even_static_again"):
         assert rec[name] > 0 and name + "_second_half" in rec
-        assert rec[name + "_by_repeat"] == [rec[name]]      # one repeat: its ratio
+        assert rec[name + "_by_repeat"] == pytest.approx([rec[name]])  # one repeat
+    even = (modes["even static"]["samples_per_s"]
+            + modes["even static again"]["samples_per_s"]) / 2    # the baseline, pooled
+    assert rec["even_balanced_vs_static"] == pytest.approx(
+        modes["even balanced"]["samples_per_s"] / even)
+    assert rec["even_static_again"] == pytest.approx(
+        modes["even static again"]["samples_per_s"] / modes["even static"]["samples_per_s"])
 
 
 def test_bench_straggler_reports_each_mode():
