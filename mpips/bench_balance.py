@@ -160,7 +160,7 @@ def run_balance(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
                         if comm.Get_rank() == 0 else None)
     metrics = Path(folder) / "job.jsonl"
     try:
-        jobs = [(mode, f"{mode:14}", cfg) for mode, _, cfg in configs(args, str(metrics))]
+        jobs = [(mode, f"{mode:18}", cfg) for mode, _, cfg in configs(args, str(metrics))]
         runs = interleaved(jobs, args, comm, lambda m: figures(m, metrics),
                            lambda m: f"  {m['moves']} moves")
         if comm.Get_rank() == 0:
