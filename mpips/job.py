@@ -200,6 +200,10 @@ class Lost:
     dead: list[int]
     standing: Standing
 
+    def servers(self) -> list[int]:
+        """The indices of the servers among the dead."""
+        return [i for role, i in map(self.shape.role_of, self.dead) if role == SERVER]
+
 
 @dataclass(frozen=True)
 class Live:
@@ -238,7 +242,7 @@ def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
         part = {"owner": arrays["owner"].tolist(), "epoch": int(arrays["epoch"][0])}
     parts = allgather_json(comm, part)
     begin, where = parts[0], parts[1]              # the scheduler's, the first server's
-    gone = dead_servers(lost)
+    gone = lost.servers()
     entries = {e["index"]: e for e in parts[1 + lost.shape.servers - len(gone):]}
     for rank in lost.dead:
         role, w = lost.shape.role_of(rank)
@@ -261,11 +265,6 @@ def agree_live(comm: MPI.Intracomm, cfg: TrainConfig, data: DataPlan, lost: Lost
     return Live(doc, arrays, reload, checkpoint,
                 owned_rows(lost.shape.placement, reload),
                 step - int(checkpoint[0]["step"]) if checkpoint else 0)
-
-
-def dead_servers(lost: Lost) -> list[int]:
-    """The indices of the servers among the dead."""
-    return [i for role, i in map(lost.shape.role_of, lost.dead) if role == SERVER]
 
 
 def recover(watch: FaultWatch, standing: Standing, exc: BaseException,
@@ -331,10 +330,12 @@ def went_on(recoveries: Recoveries, roles: Roles, resumed: Optional[dict], model
         what = recoveries.what
         seconds = recoveries.recovered(rows, back, time.monotonic())
         if verbose and roles.role == SCHEDULER:
-            where = f"step {resumed['step']}, the servers' rows as they stood" + (
-                f" and {rows:,} rows of the dead from the checkpoint {back} steps back,"
-                if rows else ",") if live is not None \
-                else f"the checkpoint of step {resumed['step']}" if resumed else "the start"
+            if live is None:
+                where = f"the checkpoint of step {resumed['step']}" if resumed else "the start"
+            else:
+                where = f"step {resumed['step']}, the servers' rows as they stood" + (
+                    f" and {rows:,} rows of the dead from the checkpoint {back} steps back,"
+                    if rows else ",")
             print(f"[mpips] {what} died; the job goes on from {where} with "
                   f"{roles.active_servers} server(s) and {roles.n_workers} worker(s) "
                   f"({seconds:.2f} s to recover)", flush=True)

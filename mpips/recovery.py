@@ -13,9 +13,9 @@ found dead go in, a plan comes out; ``faults`` and ``job`` carry it out with MPI
   lost every server with partitions, ends.
 - When the servers' counts settle every push (``kept_steps``: every surviving server
   applied the same pushes, and no worker of a shared pool died) and only workers died,
-  or under SSP and ASP workers and servers, the survivors go on from where they stand: the surviving servers
-  keep their rows and optimiser state, nobody goes back, and only a dead server's rows
-  come back from the checkpoint (``live_map``). Otherwise every survivor goes back to the
+  or under SSP and ASP workers and servers, the survivors go on from where they stand:
+  the surviving servers keep their rows and optimiser state, nobody goes back, and only
+  a dead server's rows come back from the checkpoint (``live_map``). Otherwise every survivor goes back to the
   last checkpoint (or, with none and only workers dead, to the start): pushes in flight
   are then dropped whole, and under BSP, which does not depend on the number of
   servers, the result is that of the run that lost nobody. ``Recoveries`` counts the
@@ -165,8 +165,9 @@ def kept_steps(shape: JobShape, dead: Sequence[int], held: Sequence[Optional[Hel
     worker's push of it arrived, so a dead worker's push in flight is applied whole on
     every server or on none; the survivors' pushes of round R, held unapplied, are
     dropped and redone), under SSP and ASP the same last step of each worker (a push
-    applied on some servers only is torn: back to the checkpoint). A surviving worker stands there, or one step before with its push out (applied, its
-    acknowledgement lost), or has finished."""
+    applied on some servers only is torn: back to the checkpoint). A surviving worker
+    stands there, or one step before with its push out (applied, its acknowledgement
+    lost), or has finished."""
     roles = [shape.role_of(r)[0] for r in dead]
     if not shape.countable or any(h is None for h in held) or not all(
             role == WORKER or (role == SERVER and shape.pacing != "bsp") for role in roles) \
@@ -195,7 +196,8 @@ def live_map(owner: np.ndarray, servers: int, dead: Sequence[int]
     partitions go to the ring over the surviving servers that hold partitions (all the
     survivors, if none does), the ring's minimal movement; servers numbered anew in their
     old order. Returns (new owners, the partitions that come back from the checkpoint)."""
-    alive = [s for s in range(servers) if s not in set(dead)]
+    gone = set(dead)
+    alive = [s for s in range(servers) if s not in gone]
     takers = [s for s in np.unique(owner).tolist() if s in alive] or alive
     lost = np.flatnonzero(np.isin(owner, list(dead)))
     new = owner.copy()

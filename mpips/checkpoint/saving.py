@@ -21,14 +21,14 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, MpipsError
 from ..models import TableSpec
 from ..placement import Placement, reads_of
-from ..ring import PartitionMap, TableLayout
+from ..ring import PartitionMap
 from ..store import ShardStore
 from ..wire import allgather_json, reduce_int
 from . import manifest
 from .layout import BEST, MANIFEST, best_partial, partial_dir, publish, publish_best, \
     server_file, write_json
 from .shardfile import ServerFile, write_server_file
-from .whole import saved_layout
+from .whole import held_layout, saved_layout
 
 
 def server_arrays(store: ShardStore, log: StalenessLog) -> dict[str, np.ndarray]:
@@ -215,12 +215,9 @@ def restore_live(store: ShardStore, log: StalenessLog, kept: dict[str, np.ndarra
     me, n_before = (int(v) for v in kept["server"])
     before = PartitionMap(kept["owner"], n_before)
     for i, (name, layout) in enumerate(zip(store.names, store.placement.layouts)):
-        parts = kept[f"tables/{name}/partitions"].astype(np.int64)
-        base = np.zeros(before.partitions, np.int64)
-        base[parts] = kept[f"tables/{name}/partition_start"]
-        used = np.zeros(n_before, np.int64)
-        used[me] = kept[f"tables/{name}/rows"].shape[0]
-        held = TableLayout(layout.rows, layout.salt, before, base, used, canonical=False)
+        held = held_layout(layout.rows, layout.salt, before, {me: (
+            kept[f"tables/{name}/partitions"].astype(np.int64),
+            kept[f"tables/{name}/partition_start"], kept[f"tables/{name}/rows"].shape[0])})
         runs = reads_of(held, layout, store.me).get(me)
         for what, out in _table_arrays(store, i) if runs is not None else []:
             out[runs.dst_rows()] = kept[f"tables/{name}/{what}"][runs.src_rows()]

@@ -30,18 +30,30 @@ def saved_layout(files: Sequence[ServerFile], name: str, rows: int,
     rows, is a ``CheckpointError`` naming it."""
     salt = name_salt(name)
     size = partition_sizes(rows, salt, pmap.partitions)
-    base = np.zeros(pmap.partitions, dtype=np.int64)
-    used = np.zeros(pmap.n_servers, dtype=np.int64)
+    held = {}
     for s, f in enumerate(files):
         parts = f.read(f"tables/{name}/partitions").astype(np.int64)
         starts = f.read(f"tables/{name}/partition_start").astype(np.int64)
-        used[s] = f.entry["datasets"][f"tables/{name}/rows"]["shape"][0]
+        used = f.entry["datasets"][f"tables/{name}/rows"]["shape"][0]
         owned = np.flatnonzero(pmap.owner == s)
         if parts.shape != starts.shape or not np.array_equal(np.sort(parts), owned) \
-                or (starts < 0).any() or (starts + size[parts] > used[s]).any():
+                or (starts < 0).any() or (starts + size[parts] > used).any():
             raise CheckpointError(f"{f.path}: the partition index of table {name!r} does "
                                   f"not match the partition map (damaged file)")
+        held[s] = parts, starts, used
+    return held_layout(rows, salt, pmap, held)
+
+
+def held_layout(rows: int, salt: int, pmap: PartitionMap,
+                held: dict[int, tuple[np.ndarray, np.ndarray, int]]) -> TableLayout:
+    """A table's layout as servers held it: per server (the key) its partitions, the row
+    each starts at and the rows it used (holes included); servers not named hold
+    nothing of it here."""
+    base = np.zeros(pmap.partitions, dtype=np.int64)
+    used = np.zeros(pmap.n_servers, dtype=np.int64)
+    for s, (parts, starts, n) in held.items():
         base[parts] = starts
+        used[s] = n
     return TableLayout(rows, salt, pmap, base, used, canonical=False)
 
 
