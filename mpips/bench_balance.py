@@ -5,7 +5,8 @@ like with like.
 Every job trains the same model on the same built-in data with 2 servers; the slow server
 is server 0 made FACTOR times slower by sleeping (``--slow-server``). Jobs run
 interleaved, ``--repeats`` times, the even static one first and last in each repeat (the
-baseline of the ratios; the two runs together show how far noise alone moves a ratio);
+baseline of the ratios; the two runs together show how far noise alone moves a ratio),
+every second repeat in reverse order (so that no mode always follows the same job);
 the table shows medians of the whole job's rate and of
 the rate over its second half (once a balanced job has settled), the moves made, the bytes
 they moved, the pause each cost and the scheduler's CPU seconds spent deciding, and the
@@ -162,7 +163,7 @@ def run_balance(args: argparse.Namespace, comm: MPI.Intracomm) -> int:
     try:
         jobs = [(mode, f"{mode:18}", cfg) for mode, _, cfg in configs(args, str(metrics))]
         runs = interleaved(jobs, args, comm, lambda m: figures(m, metrics),
-                           lambda m: f"  {m['moves']} moves")
+                           lambda m: f"  {m['moves']} moves", alternate=True)
         if comm.Get_rank() == 0:
             rec = table(runs, args, comm.Get_size())
             print(json.dumps(rec) if args.json else report(rec), flush=True)

@@ -113,13 +113,16 @@ Job = tuple[Hashable, str, TrainConfig]        # (key of its figures, label, set
 
 def interleaved(jobs: list[Job], args: argparse.Namespace, comm: MPI.Intracomm,
                 figures: Callable[[dict], dict],
-                note: Callable[[dict], str] = lambda metrics: "") -> dict[Hashable, list]:
+                note: Callable[[dict], str] = lambda metrics: "",
+                alternate: bool = False) -> dict[Hashable, list]:
     """Collective over ``comm``: every job in turn, ``args.repeats`` times; per key, the
     figures of each run (on rank 0, which prints a line per run: on stderr with
-    ``args.json``, so that stdout holds only the record)."""
+    ``args.json``, so that stdout holds only the record). With ``alternate`` every second
+    repeat runs the jobs in reverse order, so that what ran just before a job (a warm or
+    a cold machine, a job's leftovers) weighs on every job alike."""
     runs: dict[Hashable, list] = {}
     for i in range(args.repeats):
-        for key, label, cfg in jobs:
+        for key, label, cfg in (jobs[::-1] if alternate and i % 2 else jobs):
             metrics = train(cfg, comm, verbose=False).metrics
             if metrics is not None:
                 runs.setdefault(key, []).append(figures(metrics))

@@ -480,8 +480,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         worker = Worker(cfg, roles, client, model, data, bound, board,
                         not rounds and bound is not None,
                         resumed["workers"][roles.index] if resumed else None, balanced,
-                        requests=cfg.checkpointing or rebalancing(cfg, roles),
-                        count_load=rebalancing(cfg, roles))
+                        requests=cfg.checkpointing or rebalancing(cfg, roles))
         standing.step = lambda: worker.step
         standing.held, standing.part = worker.held, worker.entry_at
         worker.warm_up()

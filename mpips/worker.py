@@ -57,12 +57,13 @@ class Worker:
     def __init__(self, cfg: TrainConfig, roles: Roles, client: TableClient, model: Model,
                  data: DataPlan, bound: int | None, board: ClockBoard, ssp: bool = False,
                  resumed: dict | None = None, balanced: bool = False,
-                 requests: bool = False, count_load: bool = False) -> None:
+                 requests: bool = False) -> None:
         """``board`` carries requested pauses (read when ``requests``: the job may ask for
         checkpoints or moves) and, with ``ssp``, the clocks; with ``balanced``, the batch
         counters and speeds of ``balance``. ``resumed`` is this worker's entry in the
-        manifest of the checkpoint resumed. With ``count_load`` the worker counts what
-        each partition gives it and reports it for the rebalancer."""
+        manifest of the checkpoint resumed. Every worker counts what each partition gives
+        it (sampled) and reports it: the partitions' load in the job's records, which the
+        rebalancer, when there is one, decides by."""
         self.cfg, self.roles, self.client, self.model, self.data = cfg, roles, client, model, data
         self.plan = Schedule.of(cfg, data.train_range, roles.index, roles.n_workers) \
             .resumed(resumed)
@@ -85,7 +86,7 @@ class Worker:
                                                         roles.n_workers))
         self.requests = requests
         self.kill = KillSwitch.of(cfg.kill(), roles.world_rank)
-        self.meter = PartitionMeter(client.placement.pmap.partitions) if count_load else None
+        self.meter = PartitionMeter(client.placement.pmap.partitions)
         self.start, self.samples, self.loss, self.finished = 0, 0, 0.0, False
         if resumed is not None:
             self.start, self.finished = int(resumed["step"]), bool(resumed["finished"])
@@ -160,9 +161,8 @@ class Worker:
         summed loss). A batch routed before a change of placement is routed again."""
         if any(r.epoch != self.client.placement.epoch for r in prep.routes.values()):
             prep.routes = {n: self.client.route(n, lk.keys) for n, lk in prep.lookups.items()}
-        if self.meter is not None:
-            self.meter.count(self.client.placement.layouts, self.client.dims,
-                             [prep.lookups[n].keys for n in self.client.names])
+        self.meter.count(self.client.placement.layouts, self.client.dims,
+                         [prep.lookups[n].keys for n in self.client.names])
         self.client.read_versions()
         for n, lk in prep.lookups.items():
             self.client.pull(n, prep.routes[n], lk.rows, lk.keys)
@@ -198,7 +198,7 @@ class Worker:
     def report(self, epoch: int, steps: int, finished: bool, now: bool = False) -> None:
         """Tell the scheduler how far this worker is (at most every half progress interval,
         unless ``now``), and what the partitions gave it (every ``LOAD_SECONDS``)."""
-        if self.meter is not None and (finished or self.meter.due()):
+        if finished or self.meter.due():
             send_partition_load(self.roles.ctl, self.client.outbox, self.meter.take())
         t = time.perf_counter()
         if not (finished or now) and t - self._last_report < self.cfg.progress_seconds / 2:

@@ -1,9 +1,12 @@
 """The rebalancer on a simulated cluster, without processes: it evens out a slow server,
 then stops; its plans respect the byte bound and only move load from busier to idler
 servers; a steady load never makes it move partitions back and forth."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
+from mpips import bench_sync
 from mpips.load import SAMPLE_EVERY, BusyMeter, LoadStats, PartitionMeter, ServerLoad
 from mpips.models import TableSpec
 from mpips.placement import HEADROOM, Moves, Placement
@@ -324,3 +327,22 @@ def test_partition_bytes_cover_every_table(slots):
     b = partition_bytes(SPECS, slots)
     total = sum(s.rows * s.dim * 4 * (1 + slots) for s in SPECS)
     assert b.sum() == pytest.approx(total)
+
+
+def test_benchmarks_reverse_every_second_repeat(monkeypatch):
+    """``interleaved`` with ``alternate``: repeats 2, 4, ... run the jobs in reverse, so
+    no mode always follows the same job (bench balance's even-server cost)."""
+    order = []
+
+    def fake_train(cfg, comm, verbose):
+        order.append(cfg)
+        return SimpleNamespace(metrics={"samples_per_s": 1.0})
+    monkeypatch.setattr(bench_sync, "train", fake_train)
+    jobs = [(k, k, k) for k in "abc"]
+    args = SimpleNamespace(repeats=3, json=True)
+    runs = bench_sync.interleaved(jobs, args, None, lambda m: m, alternate=True)
+    assert "".join(order) == "abccbaabc"
+    assert {k: len(v) for k, v in runs.items()} == {"a": 3, "b": 3, "c": 3}
+    order.clear()
+    bench_sync.interleaved(jobs, args, None, lambda m: m)
+    assert "".join(order) == "abc" * 3
