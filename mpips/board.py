@@ -33,7 +33,9 @@ class ClockBoard:
 
     def __init__(self, ctl: MPI.Intracomm, n_workers: int) -> None:
         self.ctl, self.n = ctl, n_workers
-        # [clocks][control word][speeds][counters]
+        # [clocks][control word][speeds][counters]: the words where each part starts.
+        self.control_at, self.speeds_at = n_workers, n_workers + 1
+        self.counters_at = 2 * n_workers + 1
         here = 3 * n_workers + 1 if ctl.Get_rank() == 0 else 0
         self.win = MPI.Win.Allocate(here * _I8, _I8, comm=ctl)
         self.win.Lock_all(MPI.MODE_NOCHECK)
@@ -62,31 +64,31 @@ class ClockBoard:
 
     def set_speed(self, worker: int, rows_per_s: int) -> None:
         """Publish how fast ``worker`` trains (rows per second)."""
-        self._replace(self.n + 1 + worker, rows_per_s)
+        self._replace(self.speeds_at + worker, rows_per_s)
 
     def speeds(self) -> np.ndarray:
         """Every worker's published speed (0: none yet; a copy)."""
-        return self._read(self.n, self.n + 1).copy()
+        return self._read(self.n, self.speeds_at).copy()
 
     def set_counter(self, owner: int, position: int) -> None:
         """Set ``owner``'s batch counter (a resumed job, before any worker takes)."""
-        self._replace(2 * self.n + 1 + owner, position)
+        self._replace(self.counters_at + owner, position)
 
     def counters(self) -> np.ndarray:
         """Every owner's batch counter: the positions taken so far (a copy)."""
-        return self._read(self.n, 2 * self.n + 1).copy()
+        return self._read(self.n, self.counters_at).copy()
 
     def held_counters(self) -> np.ndarray:
         """Scheduler: every owner's batch counter, read from its own memory (no MPI call:
         after ranks died, when nobody takes any more)."""
         words = np.frombuffer(self.win.tomemory(), dtype=np.int64, count=3 * self.n + 1)
-        return words[2 * self.n + 1:].copy()
+        return words[self.counters_at:].copy()
 
     def take(self, owner: int) -> int:
         """Take ``owner``'s next batch position (it may lie past the owner's end)."""
         self.win.Fetch_and_op([self._add, MPI.INT64_T], [self._old, MPI.INT64_T],
                               SCHEDULER_RANK,
-                              2 * self.n + 1 + owner, MPI.SUM)
+                              self.counters_at + owner, MPI.SUM)
         self.win.Flush(SCHEDULER_RANK)
         return int(self._old[0])
 
@@ -102,7 +104,7 @@ class ClockBoard:
 
     def clear(self) -> None:
         """Scheduler: the pause is over (every worker is stopped, none reads)."""
-        self._replace(self.n, 0)
+        self._replace(self.control_at, 0)
         self._spread(0)
 
     def name(self, step: int) -> int:
@@ -118,7 +120,7 @@ class ClockBoard:
         """Compare-and-swap on the scheduler's copy; returns its old value."""
         self._one[0], cmp = new, np.array([expected], dtype=np.int64)
         self.win.Compare_and_swap([self._one, MPI.INT64_T], [cmp, MPI.INT64_T],
-                                  [self._old, MPI.INT64_T], SCHEDULER_RANK, self.n)
+                                  [self._old, MPI.INT64_T], SCHEDULER_RANK, self.control_at)
         self.win.Flush(SCHEDULER_RANK)
         return int(self._old[0])
 
