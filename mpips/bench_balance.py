@@ -53,6 +53,12 @@ def check_balance(args: argparse.Namespace, size: int) -> None:
     prepare(configs(args)[0][2], size)
 
 
+def modes(args: argparse.Namespace) -> tuple[tuple[str, bool, str], ...]:
+    """The modes of one repeat: all, or with ``--even-only`` the even jobs alone (more
+    repeats in the same time, to pin down what balancing costs when nothing moves)."""
+    return tuple(m for m in MODES if not (args.even_only and m[1]))
+
+
 def configs(args: argparse.Namespace, metrics_out: str | None = None
             ) -> list[tuple[str, bool, TrainConfig]]:
     """(mode, slow, settings) for every job of one repeat."""
@@ -64,7 +70,7 @@ def configs(args: argparse.Namespace, metrics_out: str | None = None
                        val_fraction=0.0, min_count=0, l2=0.0)
     return [(label, slow, base.replace(rebalance=rebalance,
                                        slow_server=f"0:{args.factor:g}" if slow else None))
-            for label, slow, rebalance in MODES]
+            for label, slow, rebalance in modes(args)]
 
 
 def second_half_rate(path: Path) -> float:
@@ -95,6 +101,11 @@ RATIOS = (("slow_balanced_vs_static", "slow balanced", "slow static"),
           ("even_static_again", "even static again", "even static"))
 
 
+def ratios(runs: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
+    """The ``RATIOS`` whose two modes ran."""
+    return [(name, a, b) for name, a, b in RATIOS if a in runs and b in runs]
+
+
 def baseline(runs: dict[str, list[dict]]) -> list[dict]:
     """The even static runs of every repeat, first and last (``BASELINE``), pooled: per
     repeat, the mean of the two."""
@@ -108,7 +119,7 @@ def table(runs: dict[str, list[dict]], args: argparse.Namespace, ranks: int) -> 
     repeat (and, by repeat, to their mean); ``even_static_again`` compares the two, which
     shows how far noise alone moves a ratio."""
     med = {mode: {k: statistics.median(r[k] for r in runs[mode]) for k in runs[mode][0]}
-           for mode, *_ in MODES}
+           for mode in runs}
     both = runs[BASELINE[0]] + runs[BASELINE[1]]
     pooled = {k: statistics.median(r[k] for r in both) for k in both[0]}
     rec = {"ranks": ranks, "workers": ranks - 3, "cores": os.cpu_count(),
@@ -116,7 +127,7 @@ def table(runs: dict[str, list[dict]], args: argparse.Namespace, ranks: int) -> 
            "model": args.model, "optimizer": args.optimizer, "lr": args.lr,
            "batch_size": args.batch_size, "embedding_dim": args.embedding_dim,
            "sync": args.sync, "modes": med}
-    for name, a, b in RATIOS:
+    for name, a, b in ratios(runs):
         pool = b == BASELINE[0] and a not in BASELINE
         over, per_repeat = (pooled, baseline(runs)) if pool else (med[b], runs[b])
         rec[name] = med[a]["samples_per_s"] / over["samples_per_s"]
@@ -131,12 +142,13 @@ def report(rec: dict) -> str:
     lines = [f"mpips bench balance: {rec['ranks']} ranks (2 servers, {rec['workers']} "
              f"workers) on {rec['cores']} cores; {rec['model']} + {rec['optimizer']}, dim "
              f"{rec['embedding_dim']}, batch {rec['batch_size']}/worker, {rec['rows']:,} "
-             f"rows, {rec['sync']}; slow server 0 {rec['factor']:g}x; medians of "
-             f"{rec['repeats']}",
+             f"rows, {rec['sync']}; "
+             + (f"slow server 0 {rec['factor']:g}x" if "slow static" in rec["modes"]
+                else "even servers only") + f"; medians of {rec['repeats']}",
              f"{'':18}{'samples/s':>24}",
              f"{'mode':18}{'whole job':>12}{'2nd half':>12}{'AUC':>8}{'moves':>7}"
              f"{'MiB moved':>11}{'pause/move':>12}{'busy 0':>8}{'busy 1':>8}{'deciding':>10}"]
-    for mode, *_ in MODES:
+    for mode in rec["modes"]:
         r = rec["modes"][mode]
         lines.append(f"{mode:18}{r['samples_per_s']:>12,.0f}{r['second_half']:>12,.0f}"
                      f"{r['auc']:>8.4f}{r['moves']:>7.0f}{r['moved_mib']:>11.1f}"
@@ -147,6 +159,8 @@ def report(rec: dict) -> str:
                "even_balanced_vs_static": "target >= 0.97",
                "even_static_again": "the same job: noise alone"}
     for name, a, b in RATIOS:
+        if name not in rec:
+            continue
         each = " ".join(f"{x:.2f}" for x in rec[name + "_by_repeat"])
         lines.append(f"{a} / {b}: {rec[name]:.3f} whole job, "
                      f"{rec[name + '_second_half']:.3f} second half ({targets[name]}); "

@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 2048)")
     ba.add_argument("--embedding-dim", type=int, default=16, help="FM embedding size")
     ba.add_argument("--repeats", type=int, default=3, help="runs of each job (default 3)")
+    ba.add_argument("--even-only", action="store_true", help="only the even servers' jobs "
+                    "(static, balanced, static again): what balancing costs when nothing "
+                    "moves, with more repeats in the same time")
     ba.add_argument("--json", action="store_true", help="print one JSON object")
     tf = bsub.add_parser("traffic", help="push and pull bytes per codec, samples/s on slow "
                          "links and with the pull cache, in one run")

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mpips import bench_sync
+from mpips import bench_balance, bench_sync
 from mpips.load import SAMPLE_EVERY, BusyMeter, LoadStats, PartitionMeter, ServerLoad
 from mpips.models import TableSpec
 from mpips.placement import HEADROOM, Moves, Placement
@@ -346,3 +346,26 @@ def test_benchmarks_reverse_every_second_repeat(monkeypatch):
     order.clear()
     bench_sync.interleaved(jobs, args, None, lambda m: m)
     assert "".join(order) == "abc" * 3
+
+
+def test_bench_balance_even_only_reports_the_even_ratios():
+    """``--even-only`` runs the three even jobs: the table has their ratios (balanced
+    against the pooled static runs, static against itself) and none of the slow ones."""
+    def run(rate):
+        return {"samples_per_s": rate, "second_half": rate, "auc": 0.7, "moves": 0.0,
+                "moved_mib": 0.0, "pause_s": 0.0, "busy0": 0.8, "busy1": 0.8,
+                "decide_s": 0.0}
+    args = SimpleNamespace(factor=3.0, repeats=2, rows=1000, model="fm", optimizer="adam",
+                           lr=0.005, batch_size=2048, embedding_dim=16, sync="async",
+                           even_only=True)
+    assert [m for m, *_ in bench_balance.modes(args)] == \
+        ["even static", "even balanced", "even static again"]
+    runs = {"even static": [run(100.0), run(110.0)], "even balanced": [run(99.0), run(99.0)],
+            "even static again": [run(100.0), run(90.0)]}
+    rec = bench_balance.table(runs, args, 5)
+    assert rec["even_balanced_vs_static"] == pytest.approx(99.0 / 100.0)
+    assert rec["even_balanced_vs_static_by_repeat"] == pytest.approx([0.99, 0.99])
+    assert rec["even_static_again_by_repeat"] == pytest.approx([1.0, 90.0 / 110.0])
+    assert "slow_balanced_vs_static" not in rec
+    text = bench_balance.report(rec)
+    assert "even balanced / even static: 0.990" in text and "slow" not in text.split("\n", 1)[1]
