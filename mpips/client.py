@@ -194,10 +194,10 @@ class TableClient:
         rows), coded by each table's compression, with the versions read before the pull
         and the epoch of the placement the rows were routed with (a server refuses any
         other). A lossy table needs its unique ``keys`` (the route's request order) for
-        error feedback; the ``last`` push sends every residual left. ``seen`` gives, per
-        table and in its route's request order, how many cells held each key that was
-        not admitted (``Lookup.seen``): those go as sightings, and their zero rows are
-        left out. The handle waits until every server has applied the step."""
+        error feedback; the ``last`` push drops (and counts) what it leaves. ``seen``
+        gives, per table and in its route's request order, how many cells held each key
+        that was not admitted (``Lookup.seen``): those go as sightings, and their zero
+        rows are left out. The handle waits until every server has applied the step."""
         flags = FLAG_LAST if last else 0
         epochs = {r.epoch for r, _ in grads.values()} or {self.placement.epoch}
         if len(epochs) != 1:
