@@ -7,7 +7,7 @@ float32 counterpart as the same message with int64 keys and float32 rows; a pull
 rows read (``4 * dim`` bytes a row; keys do not travel in a one-sided read), its float32
 counterpart as every row the batch needed (the same, unless the pull cache served some).
 Of a push's bytes, the keys alone are counted too (varints against 8 bytes a key), and
-those of a worker's last push (with ``topk`` it sends every row still held back).
+those of a worker's last push apart.
 """
 from __future__ import annotations
 
