@@ -77,6 +77,19 @@ def test_bsp_is_bit_identical_with_moves_a_join_and_a_drain(model):
 
 
 @pytest.mark.mpi(min_size=4)
+@pytest.mark.timeout(120)
+def test_a_job_that_never_moves_still_reports_its_partitions_load():
+    """The measured load is every job's, not only the rebalancer's: with ``--rebalance
+    off`` the workers still count what each partition gives them, so the final record
+    shares the load out over both servers and names the hottest partitions."""
+    _, metrics = run(small(servers=2, standby=0, rebalance="off"))
+    assert metrics["rebalance"] is False and metrics["moves"] == 0
+    assert len(metrics["server_load"]) == 2 and min(metrics["server_load"]) > 0
+    assert sum(metrics["server_load"]) == pytest.approx(1.0, abs=1e-3)
+    assert metrics["hot_partitions"] and metrics["hot_partitions"][0][1] > 0
+
+
+@pytest.mark.mpi(min_size=4)
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("sync", ["ssp", "async"])
 def test_ssp_and_asp_with_moves_train_every_planned_row(sync):
