@@ -135,7 +135,8 @@ def report(rec: dict) -> str:
                  + (f" @ {float(parts[3]):g} Gb/s" if float(parts[3]) else "")
                  if parts[0] == "codec" else f"fm ssp(3) pull cache {parts[1]} rows")
         lines.append(f"{label:34}{r['push']:>9.1f}{r['push_raw']:>9.1f}{r['keys']:>7.2f}"
-                     f"{r['last']:>7.1f}{r['pull']:>8.1f}{r['samples_per_s']:>11,.0f}{r['auc']:>8.4f}")
+                     f"{r['last']:>7.1f}{r['pull']:>8.1f}{r['samples_per_s']:>11,.0f}"
+                     f"{r['auc']:>8.4f}")
     for name, target in TARGETS.items():
         lines.append(f"{name}: {rec[name]:.3f} (target {target})")
     lines.append(f"lr_none_push_fewer_than_float32: {rec['lr_none_push_fewer_than_float32']:.3f}"

@@ -81,7 +81,8 @@ class ClockBoard:
     def held_counters(self) -> np.ndarray:
         """Scheduler: every owner's batch counter, read from its own memory (no MPI call:
         after ranks died, when nobody takes any more)."""
-        words = np.frombuffer(self.win.tomemory(), dtype=np.int64, count=3 * self.n + 1)
+        words = np.frombuffer(self.win.tomemory(), dtype=np.int64,
+                              count=self.counters_at + self.n)
         return words[self.counters_at:].copy()
 
     def take(self, owner: int) -> int:

@@ -10,11 +10,11 @@ advance. So the rank that first sees a failure revokes the world and the job's
 sub-communicators (which also interrupts a blocking send to a survivor that stopped
 receiving), and every polite wait (``waiting.idle_poll``) looks every ``CHECK_SECONDS``
 whether they are revoked and raises ``PeerFailure`` if so; it also probes the world, which
-drives the progress that delivers a revocation (a wait of one-sided reads alone does not). Then the survivors shrink the
-world, which tells every one of them the same dead ranks (``agree``), plan (``recover``)
-and, as the job goes on with them, agree that the series of failures is not overdue
-(``go_on``). Under MPICH or Open MPI without ``--with-ft`` nothing here is active: a dead
-rank ends the job through the launcher, as before.
+drives the progress that delivers a revocation (a wait of one-sided reads alone does not).
+Then the survivors shrink the world, which tells every one of them the same dead ranks
+(``agree``), plan (``recover``) and, as the job goes on with them, agree that the series of
+failures is not overdue (``go_on``). Under MPICH or Open MPI without ``--with-ft`` nothing
+here is active: a dead rank ends the job through the launcher, as before.
 """
 from __future__ import annotations
 

@@ -10,12 +10,13 @@ more than ``1 + margin`` times for ``2 window`` rounds (and is busy more than
 fastest, in order of load per byte (most first, so the fewest bytes move), each only if
 it narrows the gap between the two and fits the spare rows of the taker's windows (a
 move never waits for new windows), until the slowest is predicted within ``margin / 4``
-of the mean (as the moves change it) or ``max_bytes`` would be exceeded. Time per step, unlike a busy share, does not saturate when a server is the
-bottleneck. The plan is made as soon as the imbalance is seen, and a pause (which stops
-every worker) is asked for only when it moves something and is worth it: the time it is
-predicted to save over the rest of the job (the share of a step the slowest server
-loses, times the time left) must be at least ``PAYBACK`` times what the last move's
-pause cost. The pause ``take``s the plan, unless the placement changed in between.
+of the mean (as the moves change it) or ``max_bytes`` would be exceeded. Time per step,
+unlike a busy share, does not saturate when a server is the bottleneck. The plan is made as
+soon as the imbalance is seen, and a pause (which stops every worker) is asked for only
+when it moves something and is worth it: the time it is predicted to save over the rest of
+the job (the share of a step the slowest server loses, times the time left) must be at
+least ``PAYBACK`` times what the last move's pause cost. The pause ``take``s the plan,
+unless the placement changed in between.
 
 Each server's cost per unit of load (a slow server's is high) predicts what a partition
 adds to one server and takes from the other: at first its time per step over the load it

@@ -12,14 +12,14 @@ found dead go in, a plan comes out; ``faults`` and ``job`` carry it out with MPI
   as for a drain or a resume onto fewer servers). A job without a checkpoint yet, or that
   lost every server with partitions, ends.
 - When the servers' counts settle every push (``kept_steps``: every surviving server
-  applied the same pushes, and no worker of a shared pool died) and only workers died,
-  or under SSP and ASP workers and servers, the survivors go on from where they stand:
-  the surviving servers keep their rows and optimiser state, nobody goes back, and only
-  a dead server's rows come back from the checkpoint (``live_map``). Otherwise every survivor goes back to the
-  last checkpoint (or, with none and only workers dead, to the start): pushes in flight
-  are then dropped whole, and under BSP, which does not depend on the number of
-  servers, the result is that of the run that lost nobody. ``Recoveries`` counts the
-  rows reloaded and the steps the job went back.
+  applied the same pushes, and no worker of a shared pool died) and only workers died, or
+  under SSP and ASP workers and servers, the survivors go on from where they stand: the
+  surviving servers keep their rows and optimiser state, nobody goes back, and only a dead
+  server's rows come back from the checkpoint (``live_map``). Otherwise every survivor goes
+  back to the last checkpoint (or, with none and only workers dead, to the start): pushes
+  in flight are then dropped whole, and under BSP, which does not depend on the number of
+  servers, the result is that of the run that lost nobody. ``Recoveries`` counts the rows
+  reloaded and the steps the job went back.
 - **A second failure during a recovery** plans again, unless ``RECOVERY_DEADLINE``
   seconds have passed since the first failure of the series: then the job ends (every
   wait has a failure path, so nothing hangs).
