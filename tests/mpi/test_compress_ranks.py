@@ -106,6 +106,21 @@ def test_bsp_with_a_codec_is_bit_identical_across_repeats_and_servers(codec):
 
 
 @pytest.mark.mpi(min_size=3)
+@pytest.mark.timeout(120)
+def test_the_last_push_with_topk_sends_a_step_not_every_row_held_back():
+    """A worker's last push is a step like the others: with topk it sends its top share
+    of the step's rows (fewer bytes than the last push without compression, which sends
+    the step's every row) and drops, counting them, the rows held back, instead of
+    sending every key ever held back."""
+    _, topk = run(small(compress="topk"))
+    _, plain = run(small())
+    ok = comm.Get_rank() != 0 or (
+        0 < topk["push_bytes_last"] < plain["push_bytes_last"]
+        and topk["residual_rows_dropped"] > 0)
+    assert all_ranks(comm, ok)
+
+
+@pytest.mark.mpi(min_size=3)
 @pytest.mark.timeout(300)
 def test_bsp_with_a_pull_codec_is_bit_identical_across_repeats_and_servers():
     """int8 both ways: the same job twice with one server, and (with 4 ranks or more)
