@@ -36,7 +36,7 @@ from .placement import Placement
 from .pullcache import PullCache
 from .pullcodec import code_pulled, decode_pulled
 from .push import Outbox, PushHandle, send_mark, send_push
-from .keyrows import KeyedRows
+from .keyrows import ResidualStore, residual_store
 from .residuals import feedback
 from .ring import Route, route
 from .topology import Roles
@@ -68,10 +68,9 @@ class TableClient:
         self.outbox = Outbox()
         self.versions = np.zeros((roles.n_servers, len(specs)), dtype=np.int64)
         self.compression = list(compression or [Compression()] * len(specs))
+        self.table_rows = [s.rows for s in specs]
         self.residual_rows = residual_rows
-        self.residuals: list[KeyedRows | None] = [
-            KeyedRows(d, residual_rows) if c.lossy else None
-            for c, d in zip(self.compression, self.dims)]
+        self.residuals = self._new_residuals()
         self.traffic = Traffic(self.names)
         self.link = Link(link_gbps)
         self.dropped = 0             # rows whose rounding was dropped (``residuals``)
@@ -300,11 +299,20 @@ class TableClient:
         """Take up this worker's residuals from a checkpoint (``agree_restore``'s loader:
         a damaged file makes every rank try an older checkpoint). Returns 0 (rows moved)."""
         saved = read_residuals(doc, step_dir, self.roles.index, self.roles.n_workers,
-                               self.names, self.dims, self.residual_rows)
-        self.residuals = [s if s is not None else
-                          KeyedRows(d, self.residual_rows) if c.lossy else None
-                          for s, c, d in zip(saved, self.compression, self.dims)]
+                               self.names, self.dims, self.table_rows)
+        self.residuals = self._new_residuals()
+        for i, found in enumerate(saved):
+            if found is not None:
+                store = self.residuals[i] or residual_store(
+                    self.dims[i], self.table_rows[i], self.residual_rows)
+                store.put(*found)
+                self.residuals[i] = store
         return 0
+
+    def _new_residuals(self) -> list[ResidualStore | None]:
+        """An empty residual store per table that keeps residuals (``residual_store``)."""
+        return [residual_store(d, rows, self.residual_rows) if c.lossy else None
+                for c, d, rows in zip(self.compression, self.dims, self.table_rows)]
 
     def save_residuals(self, run_dir: Path, step: int) -> dict | None:
         """Write this worker's residuals into the checkpoint of ``step`` being assembled;

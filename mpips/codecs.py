@@ -61,6 +61,12 @@ class Compression:
             return value
         return "topk" if self.codec == RAW else f"topk+{value}"
 
+    def for_rows_of(self, dim: int) -> "Compression":
+        """This compression for a table of ``dim``-value rows: with float32 values where
+        the value codec would not make them smaller (``int8`` of one value: 4 bytes, as
+        float32, and a rounding to carry), so nothing is rounded for nothing."""
+        return self if shrinks(self.codec, dim) else Compression(RAW, self.keep)
+
     @classmethod
     def parse(cls, text: str, keep: float, where: str) -> "Compression":
         """``none|fp16|bf16|int8|topk|topk+VALUE`` with ``keep`` for topk; a bad name is a
@@ -93,6 +99,11 @@ def row_bytes(codec: int, dim: int) -> int:
     if codec == INT8:
         return 3 + dim
     raise ProtocolError(f"unknown codec {codec}")
+
+
+def shrinks(codec: int, dim: int) -> bool:
+    """Does ``codec`` code a row of ``dim`` values in fewer bytes than float32?"""
+    return row_bytes(codec, dim) < 4 * dim
 
 
 # ---- values --------------------------------------------------------------------------------

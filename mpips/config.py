@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from .clocks import SYNC_MODES, SyncPolicy
-from .codecs import Compression, pull_codec
+from .codecs import RAW, Compression, pull_codec, shrinks
 from .data.csvdata import CsvSchema
 from .data.parse import BAD_LINE_MODES
 from .errors import ConfigError
@@ -289,24 +289,27 @@ class TrainConfig:
                 return SyncPolicy(mode, staleness)
         return SyncPolicy(self.sync, self.staleness)
 
-    def compression_of(self, table: str, rows: int) -> Compression:
-        """The push compression of ``table``: its ``[tables.NAME] compress``, else
-        ``--compress`` for tables of many rows (embeddings); dense one-row tables (bias,
-        MLP weights) travel uncoded unless named."""
+    def compression_of(self, table: str, rows: int, dim: int) -> Compression:
+        """The push compression of ``table`` (``rows`` of ``dim``): its ``[tables.NAME]
+        compress``, else ``--compress`` for tables of many rows (embeddings) with a value
+        codec that makes their rows smaller (``Compression.for_rows_of``: not ``int8`` of
+        LR's one-value rows); dense one-row tables (bias, MLP weights) travel uncoded
+        unless named."""
         for name, codec in self.table_compress:
             if name == table:
                 return Compression.parse(codec, self.compress_keep, f"tables.{name}")
         return Compression.parse(self.compress if rows > 1 else "none", self.compress_keep,
-                                 "--compress")
+                                 "--compress").for_rows_of(dim)
 
-    def pull_codec_of(self, table: str, rows: int) -> int:
-        """The codec of ``table``'s pulls: its ``[tables.NAME] pull-codec``, else
-        ``--pull-codec`` for tables of many rows (embeddings); dense one-row tables are
-        pulled as float32 unless named."""
+    def pull_codec_of(self, table: str, rows: int, dim: int) -> int:
+        """The codec of ``table``'s pulls (``rows`` of ``dim``): its ``[tables.NAME]
+        pull-codec``, else ``--pull-codec`` for tables of many rows (embeddings) whose rows
+        it makes smaller; dense one-row tables are pulled as float32 unless named."""
         for name, codec in self.table_pull_codec:
             if name == table:
                 return pull_codec(codec, f"tables.{name}")
-        return pull_codec(self.pull_codec if rows > 1 else "none", "--pull-codec")
+        codec = pull_codec(self.pull_codec if rows > 1 else "none", "--pull-codec")
+        return codec if shrinks(codec, dim) else RAW
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes``; settings that were left to their per-model default

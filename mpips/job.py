@@ -98,7 +98,7 @@ def check_memory(cfg: TrainConfig, model: Model, n_servers: int) -> None:
     """Refuse tables that cannot fit: a server's share against this machine's memory."""
     optimizer = Optimizer(cfg.optimizer)
     need = sum(shard_bytes(spec, int(1.1 * spec.rows / n_servers) + 1, optimizer,
-                           cfg.pull_codec_of(spec.name, spec.rows))
+                           cfg.pull_codec_of(spec.name, spec.rows, spec.dim))
                for spec in model.tables)
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
@@ -387,7 +387,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
         placement, saved = Placement.of_map(
             model.tables, PartitionMap(np.array(live.doc["owner"], np.int32), roles.n_servers),
             live.doc["epoch"], cfg.window_headroom), None
-    pull_codecs = [cfg.pull_codec_of(t.name, t.rows) for t in model.tables]
+    pull_codecs = [cfg.pull_codec_of(t.name, t.rows, t.dim) for t in model.tables]
     if roles.role == SCHEDULER:
         resumed = dict(live.doc) if live is not None else None
         if candidates:
@@ -465,7 +465,7 @@ def _train(cfg: TrainConfig, comm: MPI.Intracomm, return_params: bool, data: Dat
                             rows=(store.admitted, store.evicted))
         return finish(comm, roles, result)
     with TableClient(model.tables, roles, placement, cfg.pull,
-                     [cfg.compression_of(t.name, t.rows) for t in model.tables],
+                     [cfg.compression_of(t.name, t.rows, t.dim) for t in model.tables],
                      cfg.residual_rows, cfg.link_gbps,
                      pull_caches(cfg.pull_cache, [t.dim for t in model.tables],
                                  [p.staleness for p in policies], rounds,

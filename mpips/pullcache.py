@@ -59,7 +59,7 @@ class PullCache:
 
     def clear(self) -> None:
         """Forget everything (the placement changed: versions are another server's)."""
-        self.rows = KeyedRows(self.rows.dim, self.capacity, drop_zero=False)
+        self.rows.clear()
 
 
 def pull_caches(rows: int, dims: list[int], staleness: list[int], rounds: bool,

@@ -11,7 +11,9 @@ gradients, so runs stay bit-identical whatever the servers.
 
 Memory is bounded: a store holds at most ``capacity`` keys beyond the step in hand. When it
 would hold more, the keys written longest ago (then the smallest keys) are sent with the
-step, and then forgotten: only their own rounding is dropped (counted in ``dropped``). A
+step, and then forgotten: only their own rounding is dropped (counted in ``dropped``).
+Where a row for every key of the table takes no more memory than that bound, the store
+holds them all and lets none go (``keyrows.residual_store``). A
 worker's last push is a step like the others: what it leaves (the rounding of the rows
 sent, the rows ``topk`` holds back, every other key's residual) is dropped and counted,
 not sent. Sending it would cost a whole row per key ever held back: with ``topk+int8``
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codecs import Compression, send_rows
-from .keyrows import KeyedRows
+from .keyrows import ResidualStore
 
 EVICT_SLACK = 8        # a full store makes room for capacity / 8 keys more at once
 
@@ -61,7 +63,7 @@ def top_rows(rows: np.ndarray, keys: np.ndarray, keep: float) -> np.ndarray:
     return np.sort(np.concatenate([above, ties]))
 
 
-def _extra(store: KeyedRows, slots: np.ndarray, flush: bool) -> np.ndarray:
+def _extra(store: ResidualStore, slots: np.ndarray, flush: bool) -> np.ndarray:
     """Pool slots of the stored keys to send with a step (``slots``: the step's keys'):
     the oldest past the bound; none on the last push (``flush``), which drops them."""
     over = store.size + int(np.count_nonzero(slots < 0)) - store.capacity
@@ -70,15 +72,14 @@ def _extra(store: KeyedRows, slots: np.ndarray, flush: bool) -> np.ndarray:
     return store.oldest(over + store.capacity // EVICT_SLACK, slots[slots >= 0])
 
 
-def feedback(store: KeyedRows, comp: Compression, keys: np.ndarray, grads: np.ndarray,
+def feedback(store: ResidualStore, comp: Compression, keys: np.ndarray, grads: np.ndarray,
              step: int, flush: bool = False) -> Outgoing:
     """One step of error feedback for one table: ``grads`` (a row per unique key) plus each
     key's residual; what ``comp`` lets through is coded and returned, the exact rest kept.
     Keys beyond the store's capacity (the oldest) are sent too; with ``flush`` (a worker's
     last push) the store is left empty and what the step leaves is dropped (counted)."""
     v = np.array(grads, dtype=np.float32, order="C")
-    slots = store.slots_of(keys)
-    store.add_into(slots, v)
+    slots = store.add_rows(keys, v)
     extra_keys, extra_rows = store.take(_extra(store, slots, flush))
     whole = comp.keep is None
     sel = np.arange(keys.size, dtype=np.int64) if whole else top_rows(v, keys, comp.keep)
@@ -91,9 +92,9 @@ def feedback(store: KeyedRows, comp: Compression, keys: np.ndarray, grads: np.nd
     if flush:
         dropped += int(np.count_nonzero(np.any(v != 0, axis=1))) + store.size \
             - int(np.count_nonzero(slots >= 0))
-        store.take(store.oldest(store.size, np.empty(0, np.int64)))
+        store.clear()
     else:
-        store.put(keys, v, step)
+        store.put(keys, v, step, slots)
     same = sel.size == keys.size and extra_keys.size == 0
     return Outgoing(keys if same else np.concatenate([np.asarray(keys, np.int64)[sel],
                                                       extra_keys]), coded, dropped, same)

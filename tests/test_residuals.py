@@ -1,24 +1,27 @@
-"""Error feedback: the residual store against a dict, what was sent plus the residual is
+"""Error feedback: both residual stores against a dict, what was sent plus the residual is
 exactly the sum of the gradients, top-k picks, the memory bound, what the last push drops,
-and residuals in a checkpoint file."""
+the same bytes from either store, and residuals in a checkpoint file."""
 import numpy as np
 import pytest
 
 from mpips.checkpoint.residualfile import read_residuals, write_residuals
 from mpips.checkpoint.layout import partial_dir
+from mpips.errors import CheckpointError
 from mpips.codecs import BF16, FP16, INT8, RAW, Compression, decode_rows
-from mpips.keyrows import KeyedRows
+from mpips.keyrows import DirectRows, KeyedRows, residual_store
 from mpips.residuals import feedback, top_rows
 
 DIM = 5
 COMPRESSIONS = [Compression(FP16), Compression(BF16), Compression(INT8),
                 Compression(RAW, 0.1), Compression(INT8, 0.1), Compression(FP16, 0.3)]
+STORES = {"hashed": lambda: KeyedRows(DIM, 1 << 20), "direct": lambda: DirectRows(DIM, 6000)}
 
 
-def test_the_store_keeps_rows_by_key_like_a_dict():
+@pytest.mark.parametrize("kind", STORES)
+def test_the_store_keeps_rows_by_key_like_a_dict(kind):
     """Random puts (zero rows remove), takes and growth, against a dict."""
     rng = np.random.default_rng(1)
-    store, ref = KeyedRows(DIM, 1 << 20), {}
+    store, ref = STORES[kind](), {}
     for age in range(60):
         keys = rng.choice(3000, rng.integers(1, 400), replace=False).astype(np.int64)
         rows = rng.normal(size=(keys.size, DIM)).astype(np.float32)
@@ -30,7 +33,8 @@ def test_the_store_keeps_rows_by_key_like_a_dict():
             else:
                 ref.pop(k, None)
         if age % 7 == 3:
-            slots = store.slots_of(np.array(sorted(ref)[:50], np.int64))
+            some = np.array(sorted(ref)[:50], np.int64)
+            slots = store.add_rows(some, np.zeros((some.size, DIM), np.float32))
             taken, got = store.take(slots)
             for k, r in zip(taken.tolist(), got):
                 np.testing.assert_array_equal(ref.pop(k), r)
@@ -38,7 +42,8 @@ def test_the_store_keeps_rows_by_key_like_a_dict():
     keys, rows, _ = store.arrays()
     assert keys.tolist() == sorted(ref)
     np.testing.assert_array_equal(rows, np.array([ref[k] for k in sorted(ref)]))
-    assert np.all(store.slots_of(np.array([5000, 6000], np.int64)) == -1)
+    assert np.all(store.add_rows(np.array([5000, 5999], np.int64),
+                                 np.zeros((2, DIM), np.float32)) == -1)
 
 
 def grid_gradients(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -46,13 +51,14 @@ def grid_gradients(rng: np.random.Generator, n: int) -> np.ndarray:
     return (rng.integers(-2 ** 19, 2 ** 19, size=(n, DIM)) * 2.0 ** -24).astype(np.float32)
 
 
+@pytest.mark.parametrize("kind", STORES)
 @pytest.mark.parametrize("comp", COMPRESSIONS, ids=lambda c: c.name)
-def test_sent_plus_residual_is_exactly_the_sum_of_the_gradients(comp):
+def test_sent_plus_residual_is_exactly_the_sum_of_the_gradients(comp, kind):
     """Nothing is lost, only delayed: after 12 steps over overlapping keys, what the
     servers decoded plus what the worker still holds equals the gradients' sum, bit for
     bit; the last push (``flush``) leaves the store empty and counts what it dropped."""
     rng = np.random.default_rng(2)
-    store = KeyedRows(DIM, 1 << 20)
+    store = STORES[kind]()
     total, sent = np.zeros((400, DIM)), np.zeros((400, DIM))
     for step in range(13):
         keys = rng.choice(400, 120, replace=False).astype(np.int64)
@@ -112,17 +118,31 @@ def test_the_store_stays_within_its_bound_sending_the_oldest():
 
 
 def test_the_same_gradients_give_the_same_bytes():
+    """Run to run with either store; and the direct store sends what a hashed one sends
+    while the hashed one lets no key go (below its bound)."""
     rng = np.random.default_rng(5)
     steps = [(rng.choice(500, 80, replace=False).astype(np.int64),
               rng.normal(size=(80, DIM)).astype(np.float32)) for _ in range(6)]
 
-    def run():
-        store = KeyedRows(DIM, 200)
-        return [feedback(store, Compression(INT8, 0.2), k, g, i) for i, (k, g) in
-                enumerate(steps)]
+    def run(store):
+        return [feedback(store, Compression(INT8, 0.2), k, g, i, flush=i == 5)
+                for i, (k, g) in enumerate(steps)]
 
-    for a, b in zip(run(), run()):
+    small, again, big, direct = (run(KeyedRows(DIM, 200)), run(KeyedRows(DIM, 200)),
+                                 run(KeyedRows(DIM, 1000)), run(DirectRows(DIM, 500)))
+    for a, b in [*zip(small, again), *zip(big, direct)]:
         assert np.array_equal(a.keys, b.keys) and np.array_equal(a.coded, b.coded)
+        assert a.dropped == b.dropped
+    assert any(not np.array_equal(a.keys, b.keys) for a, b in zip(small, big))
+
+
+def test_a_table_small_enough_keeps_a_residual_row_per_key():
+    """Direct where a row per table key takes no more memory than the hash map's bound:
+    LR's one-value rows of 2**21 keys under the default bound of 2**20 keys, not FM's
+    rows of 17."""
+    assert isinstance(residual_store(1, 1 << 21, 1 << 20), DirectRows)
+    assert isinstance(residual_store(17, 1 << 21, 1 << 20), KeyedRows)
+    assert isinstance(residual_store(1, 1 << 21, 1 << 16), KeyedRows)
 
 
 def test_residuals_survive_a_checkpoint_file(tmp_path):
@@ -139,30 +159,33 @@ def test_residuals_survive_a_checkpoint_file(tmp_path):
                for w, s in enumerate(stores)]
     folder = partial_dir(tmp_path, 8)
     doc = {"workers": [{"index": w, "residuals": e} for w, e in enumerate(entries)]}
-    same = read_residuals(doc, folder, 1, 2, ["bias", "features"], [1, DIM], 1000)
+    same = read_residuals(doc, folder, 1, 2, ["bias", "features"], [1, DIM], [1, 40])
     assert same[0] is None
-    for a, b in zip(same[1].arrays(), stores[1].arrays()):
+    for a, b in zip(same[1], stores[1].arrays()):
         np.testing.assert_array_equal(a, b)
-    merged = read_residuals(doc, folder, 0, 1, ["bias", "features"], [1, DIM], 1000)[1]
-    keys, rows, ages = merged.arrays()
+    keys, rows, ages = read_residuals(doc, folder, 0, 1, ["bias", "features"], [1, DIM],
+                                      [1, 40])[1]
     a, b = stores[0].arrays(), stores[1].arrays()
     assert keys.tolist() == list(range(40)) and ages.tolist() == [3] + [4] * 39
     expect = np.zeros((40, DIM), np.float32)
     expect[a[0]] += a[1]
     expect[b[0]] += b[1]
     np.testing.assert_array_equal(rows, expect)
+    with pytest.raises(CheckpointError, match="'features' name keys outside its 39 rows"):
+        read_residuals(doc, folder, 0, 1, ["bias", "features"], [1, DIM], [1, 39])
 
 
+@pytest.mark.parametrize("kind", STORES)
 @pytest.mark.parametrize("comp", [Compression(INT8), Compression(INT8, 0.1)],
                          ids=lambda c: c.name)
-def test_the_last_push_is_a_step_like_the_others_and_drops_the_rest(comp):
+def test_the_last_push_is_a_step_like_the_others_and_drops_the_rest(comp, kind):
     """The last push leaves the store empty and sends what any step would: the step's
     rows (with topk, its top share), none of the other keys held. What it leaves, the
     other keys' residuals (rounding, or with topk whole rows held back) and the step's
     own rounding or unsent rows, is dropped and counted, not sent at the cost of a row
     each."""
     rng = np.random.default_rng(6)
-    store = KeyedRows(DIM, 1 << 20)
+    store = STORES[kind]()
     for step in range(3):
         feedback(store, comp, np.arange(step * 50, step * 50 + 100, dtype=np.int64),
                  rng.normal(size=(100, DIM)).astype(np.float32), step)

@@ -86,16 +86,21 @@ def test_pull_caches_are_off_under_bsp():
 
 
 def test_compression_settings_per_table(tmp_path):
-    """--compress applies to the embedding tables, [tables.NAME] compress to its table
-    (dense ones included); the settings survive a manifest."""
+    """--compress applies to the embedding tables, but not an int8 coding that makes no
+    row smaller (LR's one-value rows: 4 bytes either way), [tables.NAME] compress to its
+    table (dense ones included); the settings survive a manifest."""
     f = tmp_path / "job.toml"
     f.write_text('compress = "int8"\ncompress-keep = 0.25\n[tables.bias]\ncompress = "fp16"\n'
                  '[tables."mlp0.w"]\ncompress = "topk"\n')
     cfg = load_toml(f)
-    assert cfg.compression_of("features", 1000) == Compression(INT8)
-    assert cfg.compression_of("mlp1.b", 1) == Compression(RAW)
-    assert cfg.compression_of("bias", 1) == Compression(FP16)
-    assert cfg.compression_of("mlp0.w", 1) == Compression(RAW, 0.25)
+    assert cfg.compression_of("features", 1000, 17) == Compression(INT8)
+    assert cfg.compression_of("weights", 1000, 1) == Compression(RAW)
+    assert cfg.compression_of("weights", 1000, 2) == Compression(INT8)
+    assert cfg.compression_of("mlp1.b", 1, 64) == Compression(RAW)
+    assert cfg.compression_of("bias", 1, 1) == Compression(FP16)
+    assert cfg.compression_of("mlp0.w", 1, 4096) == Compression(RAW, 0.25)
+    assert cfg.replace(compress="topk+int8").compression_of("weights", 1000, 1) \
+        == Compression(RAW, 0.25)
     assert config_of(settings(cfg), "m") == cfg
     f.write_text('[tables.bias]\ncompress = "zstd"\n')
     with pytest.raises(ConfigError, match="tables.bias: compress must be one of"):
@@ -116,11 +121,12 @@ def test_pull_codec_settings_per_table(tmp_path):
     f.write_text('pull-codec = "int8"\ncompress = "fp16"\n[tables.bias]\npull-codec = "bf16"\n'
                  '[tables.features]\npull-codec = "none"\n')
     cfg = load_toml(f)
-    assert cfg.pull_codec_of("weights", 1000) == INT8
-    assert cfg.pull_codec_of("features", 1000) == RAW
-    assert cfg.pull_codec_of("mlp1.b", 1) == RAW
-    assert cfg.pull_codec_of("bias", 1) == BF16
-    assert cfg.compression_of("weights", 1000) == Compression(FP16)
+    assert cfg.pull_codec_of("weights", 1000, 2) == INT8
+    assert cfg.pull_codec_of("weights", 1000, 1) == RAW       # int8: 4 bytes, as float32
+    assert cfg.pull_codec_of("features", 1000, 17) == RAW
+    assert cfg.pull_codec_of("mlp1.b", 1, 64) == RAW
+    assert cfg.pull_codec_of("bias", 1, 1) == BF16
+    assert cfg.compression_of("weights", 1000, 1) == Compression(FP16)
     assert config_of(settings(cfg), "m") == cfg
     f.write_text('[tables.bias]\npull-codec = "topk"\n')
     with pytest.raises(ConfigError, match="tables.bias: pull-codec must be one of"):

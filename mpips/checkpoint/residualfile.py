@@ -3,7 +3,7 @@ file per worker (``worker-I.h5``, block CRC32s as in server files), so that a re
 sends exactly what the uninterrupted one would have. No MPI.
 
 Per table ``tables/NAME/keys`` (int64, ascending), ``rows`` (float32) and ``ages`` (the
-step each residual was last written). The worker's manifest entry names the file and its
+step each residual was last written; 0 from a store that keeps none, ``DirectRows``). The worker's manifest entry names the file and its
 checksums (``residuals``). Residuals are pending gradients, so any worker may carry any
 key's: resumed with another number of workers, old worker ``j``'s go to new worker
 ``j % W`` (summed where keys meet).
@@ -16,11 +16,12 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import CheckpointError
-from ..keyrows import KeyedRows
+from ..keyrows import ResidualStore
 from .layout import partial_dir
 from .shardfile import ServerFile, write_server_file
 
 FORMAT = "mpips-worker-residuals"
+Saved = tuple[np.ndarray, np.ndarray, np.ndarray]      # one table's keys, rows and ages
 
 
 def worker_file(index: int) -> str:
@@ -28,7 +29,7 @@ def worker_file(index: int) -> str:
 
 
 def write_residuals(run_dir: Path, step: int, index: int, names: Sequence[str],
-                    stores: Sequence[Optional[KeyedRows]]) -> dict:
+                    stores: Sequence[Optional[ResidualStore]]) -> dict:
     """Write worker ``index``'s residuals into the checkpoint of ``step`` being assembled;
     returns its manifest entry (``{"file", "bytes", "datasets"}``)."""
     folder = partial_dir(run_dir, step)
@@ -59,10 +60,11 @@ def _read_table(f: ServerFile, name: str) -> Optional[tuple[np.ndarray, ...]]:
 
 
 def read_residuals(doc: dict, step_dir: Path, index: int, n_workers: int,
-                   names: Sequence[str], dims: Sequence[int], capacity: int
-                   ) -> list[Optional[KeyedRows]]:
+                   names: Sequence[str], dims: Sequence[int], table_rows: Sequence[int]
+                   ) -> list[Optional[Saved]]:
     """Worker ``index``'s residuals from a checkpoint (of any number of workers): per
-    table a store, or None where no old worker kept residuals of it."""
+    table its keys (ascending, each below the table's rows), rows and ages, or None where
+    no old worker kept residuals of it."""
     sums: list[dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = [{} for _ in names]
     for w in doc["workers"]:
         entry = w.get("residuals")
@@ -76,7 +78,7 @@ def read_residuals(doc: dict, step_dir: Path, index: int, n_workers: int,
                 got = _read_table(f, name)
                 if got is not None:
                     sums[i][int(w["index"])] = got
-    out: list[Optional[KeyedRows]] = []
+    out: list[Optional[Saved]] = []
     for i, (dim, found) in enumerate(zip(dims, sums)):
         if not found:
             out.append(None)
@@ -88,9 +90,12 @@ def read_residuals(doc: dict, step_dir: Path, index: int, n_workers: int,
             raise CheckpointError(f"{step_dir}: residuals of table {names[i]!r} have rows of "
                                   f"{rows.shape[1:]}, the table {dim}")
         uniq, inverse = np.unique(keys, return_inverse=True)
+        if uniq.size and not 0 <= uniq[0] <= uniq[-1] < table_rows[i]:
+            raise CheckpointError(f"{step_dir}: residuals of table {names[i]!r} name keys "
+                                  f"outside its {table_rows[i]} rows")
         summed = np.zeros((uniq.size, dim), np.float32)
         np.add.at(summed, inverse, rows)        # in old-worker order: deterministic
         latest = np.zeros(uniq.size, np.int64)
         np.maximum.at(latest, inverse, ages)
-        out.append(KeyedRows.of_arrays(dim, capacity, uniq, summed, latest))
+        out.append((uniq, summed, latest))
     return out

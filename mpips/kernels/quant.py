@@ -24,11 +24,22 @@ FP16_MAX = np.float32(65504.0)
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _exponent(x: float) -> int:
-    """The least ``e`` with ``2**e >= x`` (``E_MIN`` for x == 0)."""
+    """The least ``e`` with ``2**e >= x`` (``E_MIN`` for x == 0), from the float64's bits
+    (``frexp`` where they are not a normal number's)."""
     if x <= 0:
         return E_MIN
-    mant, ex = math.frexp(x)
-    return ex - 1 if mant == 0.5 else ex
+    b = np.float64(x).view(np.int64)
+    field = (b >> 52) & 0x7FF
+    if field == 0 or field == 0x7FF:
+        mant, ex = math.frexp(x)
+        return ex - 1 if mant == 0.5 else ex
+    return field - 1023 + ((b & 0xFFFFFFFFFFFFF) != 0)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pow2(e: int) -> float:
+    """``2.0**e`` for ``|e| < 1023`` (a normal float64), from its bits."""
+    return np.int64((e + 1023) << 52).view(np.float64)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -48,7 +59,7 @@ def int8_code(rows: np.ndarray, out: np.ndarray, rest: bool, index: np.ndarray) 
             hi = max(hi, v)
         e = max(_exponent((hi - lo) / 254.0), _exponent(max(abs(lo), abs(hi)) / 32000.0))
         e = min(max(e, E_MIN), E_MAX)
-        inv, scale = math.ldexp(1.0, -e), math.ldexp(1.0, e)
+        inv, scale = _pow2(-e), _pow2(e)
         z = min(max(math.floor(lo * inv), Z_MIN), Z_MAX)
         out[i, 0] = np.uint8(np.int8(e) & 0xFF)
         zu = np.uint16(np.int16(z) & 0xFFFF)
@@ -73,7 +84,7 @@ def int8_decode(coded: np.ndarray, out: np.ndarray) -> None:
     for i in range(n):
         e = np.int64(np.int8(coded[i, 0]))
         z = np.float64(np.int16(np.uint16(coded[i, 1]) | (np.uint16(coded[i, 2]) << 8)))
-        scale = math.ldexp(1.0, e)
+        scale = _pow2(e)
         for j in range(d):
             out[i, j] = np.float32((np.float64(coded[i, 3 + j]) + z) * scale)
 

@@ -212,14 +212,16 @@ def test_coded_mirrors_follow_applies_and_moves():
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("model,codec,bound,pull", [("fm", "topk+int8", 1 << 20, "none"),
                                                     ("lr", "topk", 150, "none"),
+                                                    ("lr", "fp16", 1 << 20, "none"),
                                                     ("deepfm", "int8", 1 << 20, "int8")])
 def test_resume_with_residuals_is_bit_identical_to_the_run_that_never_stopped(
         shared_dir, model, codec, bound, pull):
     """BSP, checkpoints every 7 steps: the checkpoint of step 14 holds every worker's
     residuals (a file each, named in the manifest); resumed from it, the job ends with
     exactly the parameters of the uninterrupted run. With a bound of 150 keys the
-    residuals are evicted while training, and still resume exactly; with a pull codec the
-    servers code their mirrors afresh from the restored rows."""
+    residuals are evicted while training, and still resume exactly; LR's one-value rows
+    under the default bound keep a residual row per table key (``DirectRows``); with a
+    pull codec the servers code their mirrors afresh from the restored rows."""
     servers = 2 if comm.Get_size() >= 4 else 1
     cfg = small(model=model, compress=codec, residual_rows=bound, servers=servers,
                 checkpoint_every=7, checkpoint_keep=20, checkpoint_dir=str(shared_dir),
