@@ -153,7 +153,8 @@ TRAIN_OPTIONS: list[tuple[str, dict]] = [
     ("--compress-keep", dict(type=float, metavar="F", help=f"topk: share of a table's rows "
                              f"sent each step (default {D.compress_keep})")),
     ("--residual-rows", dict(type=int, metavar="N", help="error feedback: keys whose residual "
-                             "a worker keeps per table; past it the oldest are sent (default "
+                             "a worker keeps per table; past it the oldest are sent; a table "
+                             "whose every row fits that memory keeps them all (default "
                              f"{D.residual_rows})")),
     ("--pull-cache", dict(type=int, metavar="ROWS", help="SSP/ASP: a worker keeps up to ROWS "
                           "pulled rows per table and serves them again while they are at most "
