@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import ConfigError, ProtocolError
-from .kernels.quant import half_code, int8_code, int8_decode
+from .kernels.quant import half_code, half_decode, int8_code, int8_decode
 from .kernels.varint import varint_decode, varint_encode
 
 RAW, FP16, BF16, INT8 = 0, 1, 2, 3
@@ -154,7 +154,9 @@ def decode_rows(codec: int, coded: np.ndarray, dim: int) -> np.ndarray:
     if codec == RAW:
         return coded.view(np.float32).reshape(n, dim)
     if codec == FP16:
-        return coded.view(np.float16).reshape(n, dim).astype(np.float32)
+        out = np.empty((n, dim), dtype=np.float32)
+        half_decode(coded.view(np.uint16).reshape(n, dim), out)
+        return out
     if codec == BF16:
         bits = coded.view(np.uint16).reshape(n, dim).astype(np.uint32) << np.uint32(16)
         return bits.view(np.float32)

@@ -27,7 +27,7 @@ from mpi4py.util.dtlib import from_numpy_dtype
 
 from .admission import COUNT, LAST, RowPolicy, add_counts, new_record
 from .clocks import StalenessLog
-from .codecs import RAW, row_bytes
+from .codecs import FP16, INT8, RAW, decode_rows, row_bytes
 from .errors import ProtocolError
 from .kernels.init import normal_rows
 from .kernels.sparse import accumulate_rows, release_slots
@@ -326,6 +326,8 @@ class ShardStore:
             release_slots(self.slot[i], none)
             self.optimizer.apply(self.windows.tables[i].shard, self.state[i], none, grads, 1,
                                  self.rates[i])
+        for codec in (FP16, INT8):      # the push decoders, whatever codec a worker sends
+            decode_rows(codec, np.zeros((1, row_bytes(codec, 1)), np.uint8), 1)
 
     # ---- moves ---------------------------------------------------------------------------
     def move(self, new: Placement) -> MoveReport:

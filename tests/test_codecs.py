@@ -170,6 +170,15 @@ def test_the_half_kernels_equal_their_numpy_references(codec):
     assert kept == np.count_nonzero(want != 0)
 
 
+def test_halves_decode_to_numpys_bits():
+    """Every one of the 65,536 half bit patterns (subnormals, infinities, NaN payloads)
+    decodes to the float32 bits NumPy's cast gives."""
+    every = np.arange(1 << 16, dtype=np.uint16).reshape(-1, 64)
+    got = decode_rows(FP16, every.view(np.uint8), 64)
+    expect = every.view(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), expect.view(np.uint32))
+
+
 @pytest.mark.parametrize("codec", CODECS)
 def test_sending_leaves_exactly_what_rounding_took_off(codec):
     x = rows_of_every_scale(1)

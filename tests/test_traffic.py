@@ -1,9 +1,12 @@
-"""Byte accounting, the slow-link aid, the pull cache, and the compression settings."""
+"""Byte accounting, the slow-link aid, the pull cache, the compression settings, and the
+traffic benchmark's ratios."""
+import argparse
 import time
 
 import numpy as np
 import pytest
 
+from mpips.bench_traffic import jobs, report, table
 from mpips.checkpoint.manifest import config_of, settings
 from mpips.codecs import BF16, FP16, INT8, RAW, Compression
 from mpips.config import TrainConfig, from_mapping, load_toml
@@ -143,3 +146,22 @@ def test_a_coded_mirror_counts_in_a_servers_memory():
     assert plain == 100 * (17 * 4 * 2 + 4)
     assert shard_bytes(spec, 100, opt, INT8) == plain + 100 * (3 + 17)
     assert shard_bytes(spec, 100, opt, BF16) == plain + 100 * 2 * 17
+
+
+def test_the_traffic_benchmark_pairs_each_codec_with_none_of_the_same_repeat():
+    """A codec's samples/s against none's is the median over repeats of each repeat's
+    pair, not a ratio of medians: with none at 300, 100, 200 and lr fp16 at 150, 90, 170
+    samples/s the pairs are 0.5, 0.9, 0.85 (median 0.85; the medians' ratio is 0.75)."""
+    args = argparse.Namespace(rows=2000, servers=1, batch_size=64, embedding_dim=4, keep=0.1,
+                              cache_rows=100, repeats=3)
+    base = {"push": 10.0, "push_raw": 20.0, "last": 1.0, "keys": 2.0, "keys_raw": 8.0,
+            "pull": 10.0, "pull_raw": 20.0, "auc": 0.7}
+    runs = {key: [{**base, "samples_per_s": r} for r in (300.0, 100.0, 200.0)]
+            for key, _, _ in jobs(args)}
+    runs[("codec", "lr", "fp16", 0.0, "none")] = [{**base, "samples_per_s": r}
+                                                 for r in (150.0, 90.0, 170.0)]
+    rec = table(runs, args, 4)
+    assert rec["codec_rate_vs_none"]["lr fp16"] == pytest.approx(0.85)
+    assert rec["codec_rate_vs_none"]["fm int8"] == 1.0
+    assert rec["slowest_codec_rate_vs_none"] == pytest.approx(0.85)
+    assert "lr fp16 0.85" in report(rec)

@@ -16,6 +16,7 @@ from .init import normal_rows
 from .keymap import warm_up as warm_residuals
 from .lr import lr_grad, lr_logits
 from .optim import adagrad_rows, adam_rows, ftrl_rows, sgd_rows
+from .quant import half_code, half_decode, int8_code, int8_decode
 from .sparse import (accumulate_rows, add_partition_counts, gather_rows, gather_scatter_rows,
                      release_slots, scatter_rows, segment_sum, unique_inverse)
 
@@ -56,4 +57,10 @@ parse_bytes(LibSVMFormat(2, ffm=True), b"1 0:2:1.123456789012345678 1:3:1\n", 0,
 parse_bytes(CsvFormat(CsvSchema("y", ("a",), ("b",)), ["y", "a", "b"]),
             b"1,2.123456789012345678,x\n", 0, "warm-up", 1)
 warm_residuals()
+coded = np.empty((2, 4), np.uint8)
+int8_code(out.copy(), coded, True, np.arange(2))
+int8_decode(coded, out.copy())
+for brain in (False, True):
+    half_code(out.copy(), coded[:, :2].copy().view(np.uint16), True, brain, np.arange(2))
+half_decode(np.zeros((2, 1), np.uint16), out.copy())
 print(f"mpips: numba kernels ready in {time.perf_counter() - t0:.1f}s")
