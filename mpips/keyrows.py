@@ -6,8 +6,8 @@ with an age, as many as keys arrive up to a bound. ``DirectRows`` keeps a row fo
 key of a table (slot = key: one memory access a key, no hashing, nothing to grow) and no
 ages; it serves residuals where a row per table key takes no more memory than the hash map
 would at its bound (``residual_store``): LR's one-value rows, dense tables. On the built-in
-data (LR, 2 workers and a server on 2 cores) a step's error feedback took 0.55 ms with it
-against 0.8 ms with the hash map.
+data (a worker's one-epoch run of steps of about 4,900 keys, fastest of 5) LR's `fp16`
+error feedback takes 0.18 ms a step with it, 0.43 ms with the former hash map.
 """
 from __future__ import annotations
 

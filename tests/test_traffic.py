@@ -1,7 +1,9 @@
 """Byte accounting, the slow-link aid, the pull cache, the compression settings, and the
-traffic benchmark's ratios."""
+traffic benchmark's ratios and the pull cache's ceiling."""
 import argparse
+import importlib.util
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +167,16 @@ def test_the_traffic_benchmark_pairs_each_codec_with_none_of_the_same_repeat():
     assert rec["codec_rate_vs_none"]["fm int8"] == 1.0
     assert rec["slowest_codec_rate_vs_none"] == pytest.approx(0.85)
     assert "lr fp16 0.85" in report(rec)
+
+
+def test_the_pull_cache_ceiling_counts_what_the_cache_serves():
+    """benchmarks/pull_cache_ceiling.py on one key that two workers pull and push in
+    turns (bound 6): the cache's rule (own pushes age the row by 3, each push is a
+    version) serves every second pull; never aging for own pushes, three of every four."""
+    path = Path(__file__).parents[1] / "benchmarks" / "pull_cache_ceiling.py"
+    spec = importlib.util.spec_from_file_location("pull_cache_ceiling", path)
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    batches = [[np.array([7], np.int64)] * 8 for _ in range(2)]
+    assert ceiling.served_share(batches, 6, 100, own_writes=True) == 0.5
+    assert ceiling.served_share(batches, 6, 100, own_writes=False) == 0.75
