@@ -3,10 +3,10 @@ file per worker (``worker-I.h5``, block CRC32s as in server files), so that a re
 sends exactly what the uninterrupted one would have. No MPI.
 
 Per table ``tables/NAME/keys`` (int64, ascending), ``rows`` (float32) and ``ages`` (the
-step each residual was last written; 0 from a store that keeps none, ``DirectRows``). The worker's manifest entry names the file and its
-checksums (``residuals``). Residuals are pending gradients, so any worker may carry any
-key's: resumed with another number of workers, old worker ``j``'s go to new worker
-``j % W`` (summed where keys meet).
+step each residual was last written; 0 from a store that keeps none, ``DirectRows``).
+The worker's manifest entry names the file and its checksums (``residuals``). Residuals
+are pending gradients, so any worker may carry any key's: resumed with another number of
+workers, old worker ``j``'s go to new worker ``j % W`` (summed where keys meet).
 """
 from __future__ import annotations
 
