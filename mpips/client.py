@@ -303,10 +303,10 @@ class TableClient:
         self.residuals = self._new_residuals()
         for i, found in enumerate(saved):
             if found is not None:
-                store = self.residuals[i] or residual_store(
-                    self.dims[i], self.table_rows[i], self.residual_rows)
-                store.put(*found)
-                self.residuals[i] = store
+                if self.residuals[i] is None:       # a table that kept them, now uncoded
+                    self.residuals[i] = residual_store(self.dims[i], self.table_rows[i],
+                                                       self.residual_rows)
+                self.residuals[i].put(*found)
         return 0
 
     def _new_residuals(self) -> list[ResidualStore | None]:

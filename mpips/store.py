@@ -317,8 +317,8 @@ class ShardStore:
         send_acks(self.roles, self.outbox, pushes)
 
     def warm_up(self) -> None:
-        """Load the numba kernels of ``apply`` (empty calls, no rows change) before the
-        clock starts, not during the first push."""
+        """Load the numba kernels of ``apply`` and the push decoders (empty or tiny calls,
+        no rows change) before the clock starts, not during the first push."""
         for i, dim in enumerate(self.dims):
             none = np.empty(0, dtype=np.int64)
             grads = np.empty((0, dim), dtype=np.float32)

@@ -171,12 +171,15 @@ def test_the_half_kernels_equal_their_numpy_references(codec):
 
 
 def test_halves_decode_to_numpys_bits():
-    """Every one of the 65,536 half bit patterns (subnormals, infinities, NaN payloads)
-    decodes to the float32 bits NumPy's cast gives."""
+    """Every one of the 65,536 half bit patterns (subnormals, infinities, both zeros)
+    decodes to the float32 bits NumPy's cast gives; NaNs to NaNs (a cast in hardware may
+    quiet a signalling one)."""
     every = np.arange(1 << 16, dtype=np.uint16).reshape(-1, 64)
     got = decode_rows(FP16, every.view(np.uint8), 64)
     expect = every.view(np.float16).astype(np.float32)
-    np.testing.assert_array_equal(got.view(np.uint32), expect.view(np.uint32))
+    nan = np.isnan(expect)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got.view(np.uint32)[~nan], expect.view(np.uint32)[~nan])
 
 
 @pytest.mark.parametrize("codec", CODECS)

@@ -15,13 +15,15 @@ DIM = 5
 COMPRESSIONS = [Compression(FP16), Compression(BF16), Compression(INT8),
                 Compression(RAW, 0.1), Compression(INT8, 0.1), Compression(FP16, 0.3)]
 STORES = {"hashed": lambda: KeyedRows(DIM, 1 << 20), "direct": lambda: DirectRows(DIM, 6000)}
+GROWING = {**STORES, "hashed from 16 rows": lambda: KeyedRows(DIM, 16)}
 
 
-@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("kind", GROWING)
 def test_the_store_keeps_rows_by_key_like_a_dict(kind):
-    """Random puts (zero rows remove), takes and growth, against a dict."""
+    """Random puts (zero rows remove), takes and growth (a pool of 16 rows doubling to
+    4,096), against a dict."""
     rng = np.random.default_rng(1)
-    store, ref = STORES[kind](), {}
+    store, ref = GROWING[kind](), {}
     for age in range(60):
         keys = rng.choice(3000, rng.integers(1, 400), replace=False).astype(np.int64)
         rows = rng.normal(size=(keys.size, DIM)).astype(np.float32)
@@ -134,6 +136,29 @@ def test_the_same_gradients_give_the_same_bytes():
         assert np.array_equal(a.keys, b.keys) and np.array_equal(a.coded, b.coded)
         assert a.dropped == b.dropped
     assert any(not np.array_equal(a.keys, b.keys) for a, b in zip(small, big))
+
+
+def test_slots_found_before_the_pool_grows_hold_after_it():
+    """A step whose new keys double the hashed pool (4,096 rows to 8,192) writes its old
+    keys' residuals back through the slots found before the growth: step by step the same
+    records and residuals as the direct store's."""
+    rng = np.random.default_rng(8)
+    stores = [KeyedRows(DIM, 1 << 20), DirectRows(DIM, 7000)]
+    for step, keys in enumerate([np.arange(3000), np.arange(6000), np.arange(0, 7000, 2)]):
+        grads = grid_gradients(rng, keys.size)
+        outs = [feedback(s, Compression(FP16), keys, grads, step) for s in stores]
+        assert np.array_equal(outs[0].coded, outs[1].coded)
+        for a, b in zip(stores[0].arrays()[:2], stores[1].arrays()[:2]):
+            np.testing.assert_array_equal(a, b)
+        assert len(stores[0]) == len(stores[1]) > 2900
+    assert stores[0].pkeys.size == 8192
+
+
+def test_a_direct_store_refuses_keys_outside_its_table():
+    store = DirectRows(DIM, 10)
+    for bad in ([3, 10], [-1, 2]):
+        with pytest.raises(ValueError, match=r"residual keys must lie in \[0, 10\)"):
+            store.add_rows(np.array(bad, np.int64), np.zeros((2, DIM), np.float32))
 
 
 def test_a_table_small_enough_keeps_a_residual_row_per_key():

@@ -65,7 +65,7 @@ def read_residuals(doc: dict, step_dir: Path, index: int, n_workers: int,
     """Worker ``index``'s residuals from a checkpoint (of any number of workers): per
     table its keys (ascending, each below the table's rows), rows and ages, or None where
     no old worker kept residuals of it."""
-    sums: list[dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = [{} for _ in names]
+    sums: list[dict[int, Saved]] = [{} for _ in names]
     for w in doc["workers"]:
         entry = w.get("residuals")
         if entry is None or int(w["index"]) % n_workers != index:

@@ -118,7 +118,7 @@ def keymap_put(htab: np.ndarray, pkeys: np.ndarray, prows: np.ndarray, page: np.
             if rows[i, j] != 0:
                 zero = False
                 break
-        s = slots[i]
+        s, p = slots[i], 0
         if s < 0:
             p = _position(htab, keys[i], bits)
             s = htab[p, 1] if p >= 0 else -1
