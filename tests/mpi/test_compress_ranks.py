@@ -14,6 +14,7 @@ from mpi4py import MPI
 
 from former import former
 from mpips.checkpoint import manifest
+from mpips.checkpoint.residualfile import read_residuals
 from mpips.checkpoint.layout import complete_steps
 from mpips.client import TableClient
 from mpips.codecs import BF16, INT8, row_bytes
@@ -117,6 +118,25 @@ def test_the_last_push_with_topk_sends_a_step_not_every_row_held_back():
     ok = comm.Get_rank() != 0 or (
         0 < topk["push_bytes_last"] < plain["push_bytes_last"]
         and topk["residual_rows_dropped"] > 0)
+    assert all_ranks(comm, ok)
+
+
+@pytest.mark.mpi(min_size=3)
+@pytest.mark.timeout(120)
+def test_int8_leaves_one_value_rows_as_float32():
+    """LR's rows are one value: int8 would take 4 bytes for them, as float32, and round.
+    ``--compress int8 --pull-codec int8`` therefore leaves them as they are: the job ends
+    with the parameters of the uncoded one, bit for bit, with the same bytes; FM's rows
+    of k + 1 values are coded."""
+    lr = small(model="lr")
+    plain_params, plain = run(lr)
+    coded_params, coded = run(lr.replace(compress="int8", pull_codec="int8"))
+    _, fm = run(small(compress="int8", pull_codec="int8"))
+    ok = comm.Get_rank() != 0 or (
+        same(plain_params, coded_params) and coded["auc"] == plain["auc"]
+        and coded["push_bytes"] == plain["push_bytes"]
+        and coded["pull_bytes"] == plain["pull_bytes"]
+        and fm["push_bytes"] < fm["push_bytes_raw"])
     assert all_ranks(comm, ok)
 
 
@@ -241,6 +261,9 @@ def test_resume_with_residuals_is_bit_identical_to_the_run_that_never_stopped(
                   for w in doc["workers"])
         ok &= same(full_params, again_params) and again["auc"] == full["auc"]
         ok &= again["resumed_from_step"] == 14
+        if model == "lr":     # a direct store writes ages 0, a hashed one each key's step
+            ages = read_residuals(doc, step_dir, 0, 1, [table], [1], [1 << 40])[0][2]
+            ok &= bool(np.all(ages == 0)) == (bound > 150)
     assert all_ranks(comm, ok)
 
 
